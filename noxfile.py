@@ -1,0 +1,167 @@
+"""DevStream's checks and test matrix.
+
+`ci/test` runs the default sessions; `nox -l` lists every session, `nox -s NAME` runs one,
+`nox -t TAG` runs all sessions with a tag (a loop such as `uvloop`, or a category such as
+`database`). Arguments after `--` go to pytest or mypy, e.g. `nox -s unit -- -x`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nox
+
+# The matrix ---------------------------------------------------------------------------------
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+LOOPS = ["asyncio", "uvloop"]
+CATEGORIES = {
+    "database": "tests/integration/test_database_integration.py",
+}
+
+OLDEST = PYTHONS[0]  # typecheck: matches `python_version` in [tool.mypy]
+NEWEST = PYTHONS[-1]  # lint, unit
+REPORT_PYTHON = "3.12"  # coverage, benchmark
+
+# Options ------------------------------------------------------------------------------------
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+nox.options.download_python = "never"
+nox.options.sessions = ["lint", "typecheck", "unit", "parallel", "coverage"]
+
+ROOT = Path(__file__).parent.resolve()
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+COVERAGE_DIR = ROOT / ".coverage-data"
+LINT_PATHS = ["src", "tests", "noxfile.py", "ci"]
+WORKFLOWS = ".github/workflows"
+
+
+# Helpers ------------------------------------------------------------------------------------
+
+
+def tagged(*values: str) -> list[nox.param]:
+    """Parameters whose id and tag are the value itself: `nox -t uvloop` selects them."""
+    return [nox.param(value, id=value, tags=[value]) for value in values]
+
+
+def install(session: nox.Session, *groups: str) -> None:
+    """Install the project (not editable) and the given dependency groups.
+
+    A non-editable install runs the code from the venv's site-packages, the path that
+    [tool.coverage.paths] maps back to src/. The project is reinstalled on every run, so a
+    reused venv never tests stale sources: pip always reinstalls a local directory, and uv
+    is told to.
+    """
+    rebuild = ["--reinstall-package", "devstream"] if session.venv_backend == "uv" else []
+    session.install(*rebuild, ".", *nox.project.dependency_groups(PYPROJECT, *groups))
+
+
+def installed_package_dir(session: nox.Session) -> str:
+    """Where the venv's copy of devstream lives: the directory coverage measures."""
+    output = session.run(
+        "python",
+        "-c",
+        "import devstream, os; print(os.path.dirname(devstream.__file__))",
+        silent=True,
+    )
+    return str(output).strip()
+
+
+def run_pytest(session: nox.Session, *args: str, loop: str, coverage: bool = True) -> None:
+    """Install the test environment and run pytest on `loop`, collecting coverage data."""
+    install(session, "test")
+    env = {"DEVSTREAM_TEST_LOOP": loop}
+    if coverage:
+        # One data file prefix per session: pytest-cov erases `<COVERAGE_FILE>.*` when it
+        # starts, so a shared prefix would let sessions delete each other's data.
+        COVERAGE_DIR.mkdir(exist_ok=True)
+        session_id = re.sub(r"[^A-Za-z0-9]+", "-", session.name).strip("-")
+        env["COVERAGE_FILE"] = str(COVERAGE_DIR / f".coverage.{session_id}")
+        # fail_under applies to the data of all sessions combined (the coverage session),
+        # not to any one session's share.
+        args = (*args, f"--cov={installed_package_dir(session)}", "--cov-report=")
+        args = (*args, "--cov-fail-under=0")
+    # nox's default success_codes=[0] is kept on purpose: pytest's exit code 5
+    # (no tests collected) fails the session.
+    session.run("pytest", *args, *session.posargs, env=env)
+
+
+# Test sessions ------------------------------------------------------------------------------
+
+
+@nox.session(python=PYTHONS)
+@nox.parametrize("loop", tagged(*LOOPS))
+@nox.parametrize("category", tagged(*CATEGORIES))
+def integration(session: nox.Session, category: str, loop: str) -> None:
+    """One category of integration tests on one Python and event loop."""
+    run_pytest(session, CATEGORIES[category], "-q", loop=loop)
+
+
+@nox.session(python=PYTHONS)
+@nox.parametrize("loop", tagged(*LOOPS))
+def parallel(session: nox.Session, loop: str) -> None:
+    """All integration tests, spread over CPUs by pytest-xdist."""
+    run_pytest(session, "tests/integration/", "-n", "auto", "--dist", "loadgroup", loop=loop)
+
+
+@nox.session(python=NEWEST)
+def unit(session: nox.Session) -> None:
+    """Unit tests."""
+    run_pytest(session, "tests/unit", loop="asyncio")
+
+
+@nox.session(python=REPORT_PYTHON)
+def benchmark(session: nox.Session) -> None:
+    """Benchmarks on uvloop, without xdist or coverage."""
+    run_pytest(
+        session,
+        "tests/integration/",
+        "--benchmark-only",
+        "-p",
+        "no:randomly",
+        loop="uvloop",
+        coverage=False,
+    )
+
+
+@nox.session(python=REPORT_PYTHON)
+def coverage(session: nox.Session) -> None:
+    """Combine the data of the test sessions that ran; HTML, XML and terminal reports."""
+    if not any(COVERAGE_DIR.glob(".coverage.*")):
+        session.error(
+            f"No coverage data in {COVERAGE_DIR}: run a test session first, e.g. nox -s unit"
+        )
+    session.install("coverage[toml]>=7.10")
+    session.env["COVERAGE_FILE"] = str(ROOT / ".coverage")
+    # --keep leaves the inputs in place, so this session can be run again; ci/test starts
+    # every run from an empty .coverage-data/.
+    session.run("coverage", "combine", "--keep", str(COVERAGE_DIR))
+    # The HTML and XML reports are written even below the threshold; `report` enforces
+    # fail_under from pyproject.toml.
+    session.run("coverage", "html", "--fail-under=0")
+    session.run("coverage", "xml", "--fail-under=0")
+    session.run("coverage", "report")
+
+
+# Static checks ------------------------------------------------------------------------------
+
+
+@nox.session(python=NEWEST)
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check; GitHub workflows against their schema and zizmor."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", *LINT_PATHS)
+    session.run("ruff", "format", "--check", *LINT_PATHS)
+    workflows = sorted(str(path.relative_to(ROOT)) for path in ROOT.glob(f"{WORKFLOWS}/*.yml"))
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
+    session.run("zizmor", "--offline", WORKFLOWS)
+
+
+@nox.session(python=OLDEST)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over src/devstream, noxfile.py and ci/ (files set in pyproject.toml)."""
+    install(session, "typecheck")
+    session.run("mypy", *session.posargs)

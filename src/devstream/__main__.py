@@ -1,0 +1,5 @@
+"""`python -m devstream` runs the command line."""
+
+from devstream.cli.app import main
+
+main()

@@ -1,0 +1,51 @@
+"""The facade: one object that owns the pool, the metrics registry and the services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from devstream.config import Settings, load_settings
+from devstream.db import migrate
+from devstream.db.pool import ConnectionPool
+from devstream.db.queries import QueryManager
+from devstream.metrics import MetricsRegistry
+
+
+class DevStream:
+    """`async with DevStream.open(...) as ds:` is the way in; it closes the pool on exit."""
+
+    def __init__(self, settings: Settings, pool: ConnectionPool) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.metrics = MetricsRegistry()
+        self.metrics.register_gauge("pool", pool.stats.as_dict)
+        self.queries = QueryManager(pool, self.metrics)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, target: Settings | str | Path | None = None, *, migrate_schema: bool = True
+    ) -> AsyncIterator[DevStream]:
+        """Open a store from settings, a database path or URL, or the layered defaults.
+
+        The schema is brought to head unless `migrate_schema` is false, in which case a
+        database that is not at head is refused with a typed error.
+        """
+        settings = _settings_for(target)
+        pool = ConnectionPool.create(settings)
+        try:
+            await migrate.ensure_current(pool, migrate=migrate_schema)
+            yield cls(settings, pool)
+        finally:
+            await pool.close()
+
+    def stats(self) -> dict[str, object]:
+        return self.metrics.snapshot()
+
+
+def _settings_for(target: Settings | str | Path | None) -> Settings:
+    if isinstance(target, Settings):
+        return target
+    return load_settings({"db": None if target is None else str(target)})

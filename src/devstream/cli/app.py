@@ -1,0 +1,104 @@
+"""`devstream`: parse, call the services, print text or JSON.
+
+Errors are one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import click
+
+from devstream import doctor
+from devstream.app import DevStream
+from devstream.config import Settings, load_settings
+from devstream.db import migrate
+from devstream.errors import DevStreamError
+
+
+@dataclass(frozen=True)
+class Output:
+    """What every command receives: the merged settings and where its result goes."""
+
+    settings: Settings
+    as_json: bool
+
+    def emit(self, document: dict[str, Any], text: str) -> None:
+        click.echo(json.dumps(document, indent=2, default=str) if self.as_json else text)
+
+
+pass_output = click.make_pass_decorator(Output)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", metavar="PATH|URL", help="Database file or URL  [env: DEVSTREAM_DB]")
+@click.option("--ollama-url", metavar="URL", help="Ollama server  [env: DEVSTREAM_OLLAMA_URL]")
+@click.option("--embed-model", metavar="NAME", help="Embedding model  [env: DEVSTREAM_EMBED_MODEL]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.version_option(package_name="devstream", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    db: str | None,
+    ollama_url: str | None,
+    embed_model: str | None,
+    as_json: bool,
+) -> None:
+    """Local-first task and memory system for AI-assisted development."""
+    settings = load_settings({"db": db, "ollama_url": ollama_url, "embed_model": embed_model})
+    ctx.obj = Output(settings, as_json)
+
+
+@cli.command()
+@pass_output
+def init(out: Output) -> None:
+    """Create the database, or migrate it to this version's schema."""
+
+    async def run() -> migrate.SchemaStatus:
+        async with DevStream.open(out.settings) as ds:
+            return await migrate.status(ds.pool)
+
+    state = asyncio.run(run())
+    url = out.settings.database_url
+    out.emit({"database": url, "schema": state.current}, f"ready: {url} (schema {state.current})")
+
+
+@cli.command("doctor")
+@pass_output
+def doctor_command(out: Output) -> None:
+    """Check the database, its schema and pragmas, and whether Ollama answers."""
+    checks = asyncio.run(doctor.diagnose(out.settings))
+    healthy = all(check.ok for check in checks if check.required)
+    lines = [
+        f"{'ok' if c.ok else ('FAIL' if c.required else 'warn'):>4}  {c.name:<9} {c.detail}"
+        for c in checks
+    ]
+    out.emit({"healthy": healthy, "checks": [asdict(c) for c in checks]}, "\n".join(lines))
+    if not healthy:
+        sys.exit(1)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: usage and DevStream errors become one line on stderr."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        code = cli.main(args=args or ["--help"], prog_name="devstream", standalone_mode=False)
+    except click.UsageError as exc:
+        _fail(f"{exc.format_message()} (see `devstream --help`)", 2)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except DevStreamError as exc:
+        _fail(str(exc), 1)
+    except (click.Abort, KeyboardInterrupt):
+        _fail("interrupted", 130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"devstream: error: {message}", err=True)
+    sys.exit(code)

@@ -1,0 +1,124 @@
+"""Settings, layered: defaults < config file < DEVSTREAM_* environment < explicit flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from devstream.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+APP_NAME = "devstream"
+ENV_PREFIX = "DEVSTREAM_"
+CONFIG_ENV = "DEVSTREAM_CONFIG"
+
+
+def default_db_path() -> Path:
+    """The embedded database every command uses unless told otherwise."""
+    return platformdirs.user_data_path(APP_NAME) / "devstream.db"
+
+
+def default_config_path() -> Path:
+    return platformdirs.user_config_path(APP_NAME) / "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a DevStream instance needs to open its store and embedder."""
+
+    db: str = ""
+    ollama_url: str | None = None
+    embed_model: str = "embeddinggemma"
+    busy_timeout_ms: int = 5000
+    pool_size: int = 5
+    pool_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.busy_timeout_ms < 0:
+            raise ConfigError(f"busy_timeout_ms must be >= 0, got {self.busy_timeout_ms}")
+        if self.pool_size < 1:
+            raise ConfigError(f"pool_size must be >= 1, got {self.pool_size}")
+        if self.pool_timeout_s <= 0:
+            raise ConfigError(f"pool_timeout_s must be > 0, got {self.pool_timeout_s}")
+
+    @property
+    def database_url(self) -> str:
+        """A SQLAlchemy async URL: `db` as given when it is a URL, else a SQLite file."""
+        if "://" in self.db:
+            return self.db
+        path = Path(self.db).expanduser() if self.db else default_db_path()
+        return f"sqlite+aiosqlite:///{path.resolve()}"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file when the store is SQLite on disk, else None."""
+        url = self.database_url
+        prefix = "sqlite+aiosqlite:///"
+        return Path(url.removeprefix(prefix)) if url.startswith(prefix) else None
+
+
+_FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Merge every layer; `None` flags mean "not given" and fall through."""
+    environ = os.environ if environ is None else environ
+    layers: list[Mapping[str, Any]] = [
+        _read_config_file(config_file or _config_path(environ)),
+        {
+            name: environ[ENV_PREFIX + name.upper()]
+            for name in _FIELDS
+            if ENV_PREFIX + name.upper() in environ
+        },
+        {name: value for name, value in (flags or {}).items() if value is not None},
+    ]
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for name, value in layer.items():
+            merged[name] = _coerce(name, value)
+    return Settings(**merged)
+
+
+def _config_path(environ: Mapping[str, str]) -> Path:
+    explicit = environ.get(CONFIG_ENV)
+    return Path(explicit).expanduser() if explicit else default_config_path()
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+
+
+def _coerce(name: str, value: Any) -> Any:
+    field = _FIELDS.get(name)
+    if field is None:
+        raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(_FIELDS))}")
+    kind = {"int": int, "float": float}.get(str(field.type))
+    if kind is None:
+        return None if value == "" and name == "ollama_url" else str(value)
+    if isinstance(value, bool):
+        raise ConfigError(f"setting {name} must be a number, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name} must be a number, got {value!r}") from exc

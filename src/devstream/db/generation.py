@@ -1,0 +1,34 @@
+"""The store-generation token: a fresh random value on every write transaction.
+
+Caches built from the store remember the token they were built at; any difference means
+"rebuild". A random token (not a counter) cannot repeat after a rollback.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from devstream.db.schema import store_state
+from devstream.db.types import utcnow
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
+
+
+async def bump(conn: AsyncConnection) -> str:
+    token = new_token()
+    await conn.execute(
+        update(store_state)
+        .where(store_state.c.id == 1)
+        .values(generation=token, updated_at=utcnow())
+    )
+    return token
+
+
+async def current(conn: AsyncConnection) -> str:
+    result = await conn.execute(select(store_state.c.generation).where(store_state.c.id == 1))
+    return str(result.scalar_one())

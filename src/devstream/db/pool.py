@@ -1,0 +1,166 @@
+"""The connection pool: read and write transactions, one writer per process, statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+from devstream.config import Settings
+from devstream.db import generation, sqlite
+from devstream.db.seam import IsolationSeam
+from devstream.errors import ConstraintViolation, PoolTimeout, StorageError
+
+
+@dataclass
+class PoolStats:
+    size: int
+    in_use: int = 0
+    peak_in_use: int = 0
+    waits: int = 0
+    wait_time_s: float = 0.0
+    writer_waits: int = 0
+    reads: int = 0
+    writes: int = 0
+    timeouts: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: float(value) for name, value in asdict(self).items()}
+
+
+class ConnectionPool:
+    """Owns the engine. Reads share a small pool; writes go one at a time per process."""
+
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.stats = PoolStats(size=settings.pool_size)
+        self._writer = asyncio.Lock()
+        self._seam: IsolationSeam | None = None
+        self._demand = 0
+
+    @classmethod
+    def create(cls, settings: Settings) -> ConnectionPool:
+        if settings.sqlite_path is not None:
+            _prepare_sqlite_file(settings.sqlite_path)
+        engine = create_async_engine(
+            settings.database_url,
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=settings.pool_size,
+            max_overflow=0,
+            pool_timeout=settings.pool_timeout_s,
+        )
+        if engine.dialect.name == "sqlite":
+            sqlite.configure(engine, settings)
+        return cls(engine, settings)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def read_transaction(self) -> AsyncIterator[AsyncConnection]:
+        self.stats.reads += 1
+        with _translate_errors():
+            async with self._transaction(write=False) as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def write_transaction(
+        self, *, bump_generation: bool = True
+    ) -> AsyncIterator[AsyncConnection]:
+        """A write transaction that replaces the store-generation token before it commits.
+
+        Only schema migrations opt out: the token's table may not exist yet (or any more).
+        """
+        self.stats.writes += 1
+        with _translate_errors():
+            async with self._writer_turn(), self._transaction(write=True) as conn:
+                yield conn
+                if bump_generation:
+                    await generation.bump(conn)
+
+    @asynccontextmanager
+    async def isolated(self) -> AsyncIterator[IsolationSeam]:
+        """Route every transaction through one connection's savepoints, then roll all back."""
+        async with self.engine.connect() as conn:
+            await conn.execution_options(**{sqlite.WRITE_OPTION: True})
+            outer = await conn.begin()
+            self._seam = IsolationSeam(conn)
+            try:
+                yield self._seam
+            finally:
+                self._seam = None
+                await outer.rollback()
+
+    @asynccontextmanager
+    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        if self._seam is not None:
+            async with self._seam.transaction() as conn:
+                yield conn
+            return
+        async with self._checkout() as conn:
+            if write:
+                await conn.execution_options(**{sqlite.WRITE_OPTION: True})
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def _writer_turn(self) -> AsyncIterator[None]:
+        if self._writer.locked():
+            self.stats.writer_waits += 1
+        async with self._writer:
+            yield
+
+    @asynccontextmanager
+    async def _checkout(self) -> AsyncIterator[AsyncConnection]:
+        # Demand counts callers holding or queueing for a connection; past the pool's size,
+        # a caller has to wait.
+        if self._demand >= self.stats.size:
+            self.stats.waits += 1
+        self._demand += 1
+        started = time.perf_counter()
+        try:
+            conn = await self.engine.connect()
+        except sa_exc.TimeoutError as exc:
+            self._demand -= 1
+            self.stats.timeouts += 1
+            raise PoolTimeout(
+                f"no database connection free after {self.settings.pool_timeout_s:g}s"
+            ) from exc
+        finally:
+            self.stats.wait_time_s += time.perf_counter() - started
+        self.stats.in_use += 1
+        self.stats.peak_in_use = max(self.stats.peak_in_use, self.stats.in_use)
+        try:
+            yield conn
+        finally:
+            self.stats.in_use -= 1
+            self._demand -= 1
+            await conn.close()
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    """Refuse a path that cannot hold a database before the driver tries (and leaks a thread)."""
+    if path.exists() and not path.is_file():
+        raise StorageError(f"cannot use {path} as a database: it is not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create database folder {path.parent}: {exc}") from exc
+
+
+@contextmanager
+def _translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except sa_exc.IntegrityError as exc:
+        raise ConstraintViolation(f"rejected by the database: {exc.orig}") from exc
+    except sa_exc.DBAPIError as exc:
+        raise StorageError(f"database error: {exc.orig}") from exc

@@ -1,0 +1,195 @@
+"""The schema as SQLAlchemy Core tables: what the code relies on, checked against migrations.
+
+Alembic migrations own the real DDL; a test proves the migrated database equals this metadata.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from devstream.db.types import UTCDateTime, utcnow
+
+PLAN_STATUSES = ("draft", "active", "completed", "archived", "cancelled")
+PHASE_STATUSES = ("pending", "active", "completed")
+TASK_STATUSES = ("pending", "active", "completed", "failed", "skipped")
+CONTENT_TYPES = ("code", "documentation", "context", "output", "error", "decision", "learning")
+EMBEDDING_STATUSES = ("pending", "embedded", "failed")
+MAX_TASK_MINUTES = 10
+
+# Full-text index objects living beside the tables; schema comparison ignores them.
+FTS_TABLE = "memory_fts"
+
+
+def is_fts_object(name: str | None) -> bool:
+    """The FTS5 virtual table or one of its shadow tables (memory_fts_data, ...)."""
+    return name is not None and (name == FTS_TABLE or name.startswith(FTS_TABLE + "_"))
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _timestamps() -> list[Column[object]]:
+    return [
+        Column("created_at", UTCDateTime, nullable=False, default=utcnow),
+        Column("updated_at", UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow),
+    ]
+
+
+intervention_plans = Table(
+    "intervention_plans",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("title", String(200), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("status", String(16), nullable=False, default="draft"),
+    Column("priority", Integer, nullable=False, default=5),
+    *_timestamps(),
+    CheckConstraint("length(trim(title)) > 0", name="title_not_blank"),
+    CheckConstraint(_one_of("status", PLAN_STATUSES), name="status"),
+    CheckConstraint("priority BETWEEN 1 AND 10", name="priority"),
+)
+
+phases = Table(
+    "phases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "plan_id",
+        Integer,
+        ForeignKey("intervention_plans.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(200), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),
+    *_timestamps(),
+    UniqueConstraint("plan_id", "position"),
+    CheckConstraint("length(trim(name)) > 0", name="name_not_blank"),
+    CheckConstraint("position >= 0", name="position"),
+    CheckConstraint(_one_of("status", PHASE_STATUSES), name="status"),
+)
+
+micro_tasks = Table(
+    "micro_tasks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("phase_id", Integer, ForeignKey("phases.id", ondelete="CASCADE"), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("priority", Integer, nullable=False, default=5),
+    Column("estimated_minutes", Integer, nullable=False, default=5),
+    Column("retry_count", Integer, nullable=False, default=0),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("completed_at", UTCDateTime, nullable=True),
+    Column("duration_s", Float, nullable=True),
+    *_timestamps(),
+    CheckConstraint("length(trim(title)) > 0", name="title_not_blank"),
+    CheckConstraint(_one_of("status", TASK_STATUSES), name="status"),
+    CheckConstraint("priority BETWEEN 1 AND 10", name="priority"),
+    CheckConstraint(f"estimated_minutes BETWEEN 1 AND {MAX_TASK_MINUTES}", name="estimate"),
+    CheckConstraint("retry_count >= 0", name="retry_count"),
+    CheckConstraint("duration_s IS NULL OR duration_s >= 0", name="duration"),
+    Index(None, "phase_id", "status"),
+)
+
+# Deleting a task others depend on is refused (NO ACTION: checked at statement end, so a
+# plan's cascade can remove both ends of a dependency in one statement).
+task_dependencies = Table(
+    "task_dependencies",
+    metadata,
+    Column(
+        "task_id",
+        Integer,
+        ForeignKey("micro_tasks.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "depends_on_id",
+        Integer,
+        ForeignKey("micro_tasks.id", ondelete="NO ACTION"),
+        primary_key=True,
+    ),
+    Column("created_at", UTCDateTime, nullable=False, default=utcnow),
+    CheckConstraint("task_id <> depends_on_id", name="not_self"),
+    Index(None, "depends_on_id"),
+)
+
+# Memories outlive the work they came from: their links are cleared, not cascaded.
+memory_entries = Table(
+    "memory_entries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("content", Text, nullable=False),
+    Column("content_type", String(16), nullable=False),
+    Column("keywords", Text, nullable=False, default=""),
+    Column("content_hash", String(64), nullable=False),
+    Column(
+        "plan_id",
+        Integer,
+        ForeignKey("intervention_plans.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    Column("phase_id", Integer, ForeignKey("phases.id", ondelete="SET NULL"), nullable=True),
+    Column("task_id", Integer, ForeignKey("micro_tasks.id", ondelete="SET NULL"), nullable=True),
+    Column("embedding", LargeBinary, nullable=True),
+    Column("embedding_model", String(100), nullable=True),
+    Column("embedding_dim", Integer, nullable=True),
+    Column("embedding_status", String(16), nullable=False, default="pending"),
+    Column("access_count", Integer, nullable=False, default=0),
+    *_timestamps(),
+    CheckConstraint("length(content) > 0", name="content_not_empty"),
+    CheckConstraint(_one_of("content_type", CONTENT_TYPES), name="content_type"),
+    CheckConstraint(_one_of("embedding_status", EMBEDDING_STATUSES), name="embedding_status"),
+    CheckConstraint("access_count >= 0", name="access_count"),
+    CheckConstraint("embedding_dim IS NULL OR embedding_dim > 0", name="embedding_dim"),
+    Index(None, "content_hash"),
+    Index(None, "task_id"),
+    Index(None, "plan_id"),
+)
+
+context_injections = Table(
+    "context_injections",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("task_id", Integer, ForeignKey("micro_tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("memory_ids", Text, nullable=False, default="[]"),
+    Column("tokens", Integer, nullable=False, default=0),
+    Column("injected_at", UTCDateTime, nullable=False, default=utcnow),
+    CheckConstraint("tokens >= 0", name="tokens"),
+    Index(None, "task_id"),
+)
+
+store_state = Table(
+    "store_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("generation", String(64), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow),
+    CheckConstraint("id = 1", name="single_row"),
+)

@@ -1,0 +1,86 @@
+"""Health checks behind `devstream doctor`: each one a name, a verdict and a detail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy import text
+
+from devstream.config import Settings
+from devstream.db import migrate, sqlite
+from devstream.db.pool import ConnectionPool
+from devstream.errors import DevStreamError
+
+OLLAMA_PROBE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    # Informational checks report but never make `doctor` fail.
+    required: bool = True
+
+
+async def diagnose(settings: Settings) -> list[Check]:
+    pool = ConnectionPool.create(settings)
+    try:
+        checks = [await _reachable(pool)]
+        if checks[0].ok:
+            checks += [await _schema(pool), await _pragmas(pool, settings)]
+    finally:
+        await pool.close()
+    return [*checks, await _ollama(settings)]
+
+
+async def _reachable(pool: ConnectionPool) -> Check:
+    try:
+        async with pool.read_transaction() as conn:
+            version = await conn.scalar(text("SELECT sqlite_version()"))
+    except DevStreamError as exc:
+        return Check("database", False, str(exc))
+    return Check("database", True, f"{pool.settings.database_url} (SQLite {version})")
+
+
+async def _schema(pool: ConnectionPool) -> Check:
+    state = await migrate.status(pool)
+    if state.at_head:
+        return Check("schema", True, f"at head ({state.head})")
+    if state.current is None:
+        return Check("schema", False, "not initialised; run `devstream init`")
+    if not state.known:
+        return Check("schema", False, f"{state.current} is newer than this DevStream")
+    return Check("schema", False, f"{state.current} is behind {state.head}; run `devstream init`")
+
+
+async def _pragmas(pool: ConnectionPool, settings: Settings) -> Check:
+    wanted = {name: str(value) for name, value in sqlite.pragmas(settings).items()}
+    named = {"synchronous": {"1": "normal"}}
+    found: dict[str, str] = {}
+    async with pool.read_transaction() as conn:
+        for name in wanted:
+            value = str(await conn.scalar(text(f"PRAGMA {name}"))).lower()
+            found[name] = named.get(name, {}).get(value, value)
+    wrong = [
+        f"{name}={found[name]} (want {value})"
+        for name, value in wanted.items()
+        if found[name] != value
+    ]
+    detail = ", ".join(wrong) if wrong else ", ".join(f"{k}={v}" for k, v in found.items())
+    return Check("pragmas", not wrong, detail)
+
+
+async def _ollama(settings: Settings) -> Check:
+    if not settings.ollama_url:
+        return Check("ollama", True, "not configured: offline hashing embedder", required=False)
+    url = settings.ollama_url.rstrip("/") + "/api/version"
+    try:
+        async with httpx.AsyncClient(timeout=OLLAMA_PROBE_TIMEOUT_S) as client:
+            response = await client.get(url)
+            response.raise_for_status()
+            version = response.json().get("version", "unknown")
+    except (httpx.HTTPError, ValueError) as exc:
+        return Check("ollama", False, f"{url} unreachable: {exc}", required=False)
+    return Check("ollama", True, f"{url} (Ollama {version})", required=False)

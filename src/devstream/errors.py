@@ -1,0 +1,75 @@
+"""The one error hierarchy DevStream raises: each says what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class DevStreamError(Exception):
+    """Base of every error DevStream raises on purpose."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{message} ({self.hint})" if self.hint else message
+
+
+class ConfigError(DevStreamError):
+    """A setting is missing, malformed or contradictory."""
+
+    hint = "check the config file, DEVSTREAM_* variables and flags"
+
+
+class InvalidInput(DevStreamError):
+    """A caller passed a value DevStream cannot store or act on."""
+
+
+class NotFound(DevStreamError):
+    """The requested record does not exist."""
+
+    def __init__(self, kind: str, key: object) -> None:
+        super().__init__(f"{kind} {key!r} not found", hint="list existing ones to find the id")
+        self.kind = kind
+        self.key = key
+
+
+class ConstraintViolation(DevStreamError):
+    """The database refused a write that breaks a rule (foreign key, check, unique)."""
+
+    hint = "nothing was written"
+
+
+class StorageError(DevStreamError):
+    """The database could not be opened, read or written."""
+
+
+class PoolTimeout(StorageError):
+    """No connection became free within the configured pool timeout."""
+
+    hint = "raise pool_timeout or pool_size, or lower concurrency"
+
+
+class SchemaError(StorageError):
+    """The database schema is not the one this version of DevStream expects."""
+
+
+class SchemaTooOld(SchemaError):
+    """The database predates this version's schema."""
+
+    hint = "run `devstream init` to migrate it"
+
+
+class SchemaTooNew(SchemaError):
+    """The database was migrated by a newer DevStream than this one."""
+
+    hint = "upgrade devstream; this version cannot safely use that database"
+
+
+class NotInitialised(SchemaError):
+    """The database has no DevStream schema at all."""
+
+    hint = "run `devstream init` first"

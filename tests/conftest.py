@@ -1,0 +1,75 @@
+"""Suite-wide settings: which event loop runs the async tests.
+
+`--loop` (or DEVSTREAM_TEST_LOOP, which nox sets) picks the loop through pytest-asyncio's
+loop-factory hook. The default is uvloop where it is installed; a loop that was asked for
+but cannot be had is a usage error, never a silent fallback to another loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+from collections.abc import Callable, Mapping
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+LOOP_ENV = "DEVSTREAM_TEST_LOOP"
+LOOPS = ("asyncio", "uvloop")
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def default_loop() -> str:
+    return os.environ.get(LOOP_ENV) or (
+        "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    )
+
+
+def loop_factory(name: str) -> LoopFactory:
+    if name == "asyncio":
+        return asyncio.new_event_loop
+    try:
+        import uvloop  # noqa: PLC0415 - optional, imported only when asked for
+    except ImportError as exc:
+        raise pytest.UsageError(
+            f"--loop={name} was requested but uvloop is not installed "
+            "(pip install 'devstream[uvloop]')"
+        ) from exc
+    return uvloop.new_event_loop
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--loop",
+        default=None,
+        help=f"event loop for async tests: {' or '.join(LOOPS)} "
+        f"(default: ${LOOP_ENV}, else uvloop where installed)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    name = config.getoption("--loop") or default_loop()
+    if name not in LOOPS:
+        raise pytest.UsageError(f"unknown --loop {name!r}; choose one of {', '.join(LOOPS)}")
+    config.stash[_LOOP_KEY] = (name, loop_factory(name))
+
+
+_LOOP_KEY = pytest.StashKey[tuple[str, LoopFactory]]()
+
+
+def requested_loop(config: pytest.Config) -> str:
+    return config.stash[_LOOP_KEY][0]
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, LoopFactory]:
+    name, factory = config.stash[_LOOP_KEY]
+    return {name: factory}
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"devstream event loop: {requested_loop(config)}"

@@ -1,0 +1,29 @@
+"""One OS process of the multi-process test: writes plans into a shared SQLite file.
+
+Run as `python -m tests.integration.concurrent_writer DB WRITES LABEL`; exits non-zero and
+prints the error if any write fails (a "database is locked" included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from devstream import DevStream, Settings
+
+
+async def write_plans(db: str, writes: int, label: str) -> None:
+    async with DevStream.open(Settings(db=db), migrate_schema=False) as ds:
+        for number in range(writes):
+            plan = await ds.queries.plans.create(title=f"{label}-{number}")
+            await ds.queries.plans.update(plan.id, status="active")
+            await ds.queries.plans.get(plan.id)
+
+
+def main() -> None:
+    db, writes, label = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    asyncio.run(write_plans(db, writes, label))
+
+
+if __name__ == "__main__":
+    main()

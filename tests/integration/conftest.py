@@ -1,0 +1,192 @@
+"""Integration fixtures: one migrated database per xdist worker, isolated per test.
+
+Session scope (per worker): the running loop, the worker's database file, the settings a
+user gets by default, the connection pool, and the migrated schema (kept as a template).
+Test scope: the seam - `integration_query_manager` and the facade built on the same pool run
+inside one outer transaction that is rolled back - and, for what the seam cannot host, a
+real database: a fresh copy of the template with a real pool. After every test the
+pollution guard checks that the worker's database is exactly as pristine as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+
+from devstream import DevStream, Settings
+from devstream.db import generation, migrate
+from devstream.db.pool import ConnectionPool
+from devstream.db.queries import QueryManager
+from devstream.db.records import MicroTask, Phase, Plan
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Integration tests share one session loop; a sync test would make pytest-asyncio
+    tear down and rebuild every session-scoped async fixture, so refuse it up front."""
+    for item in items:
+        function = getattr(item, "function", None)
+        if "integration" in item.nodeid and not inspect.iscoroutinefunction(function):
+            raise pytest.UsageError(f"{item.nodeid}: integration tests must be `async def`")
+
+
+@dataclass(frozen=True)
+class MigratedSchema:
+    """The worker's database at head: a template copy and its pristine row counts."""
+
+    template: Path
+    head: str
+    baseline: dict[str, int]
+    generation: str
+
+
+async def table_row_counts(pool: ConnectionPool) -> dict[str, int]:
+    """Rows in every table, FTS shadow tables included."""
+    async with pool.read_transaction() as conn:
+        names = await conn.scalars(
+            text("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        )
+        return {
+            name: int(await conn.scalar(text(f'SELECT count(*) FROM "{name}"')) or 0)
+            for name in list(names)
+        }
+
+
+async def store_generation(pool: ConnectionPool) -> str:
+    async with pool.read_transaction() as conn:
+        return await generation.current(conn)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def integration_event_loop() -> asyncio.AbstractEventLoop:
+    """The loop every test and fixture of this worker runs on (the kind `--loop` chose)."""
+    return asyncio.get_running_loop()
+
+
+@pytest.fixture(scope="session")
+def integration_db_path(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A database file of this xdist worker's own ("master" without xdist)."""
+    return tmp_path_factory.mktemp("integration") / f"devstream-{worker_id}.db"
+
+
+@pytest.fixture(scope="session")
+def integration_config(integration_db_path: Path) -> Settings:
+    """The settings a user's default has (WAL, foreign keys, timeouts), on the worker's file."""
+    return Settings(db=str(integration_db_path))
+
+
+@pytest_asyncio.fixture(scope="session")
+async def integration_connection_pool(
+    integration_config: Settings, integration_event_loop: asyncio.AbstractEventLoop
+) -> AsyncIterator[ConnectionPool]:
+    pool = ConnectionPool.create(integration_config)
+    yield pool
+    await pool.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def integration_database_schema(
+    integration_connection_pool: ConnectionPool, integration_db_path: Path
+) -> MigratedSchema:
+    """`alembic upgrade head` once per worker, then a template copy for real-database tests."""
+    pool = integration_connection_pool
+    await migrate.upgrade(pool)
+    template = integration_db_path.with_name(f"template-{integration_db_path.name}")
+    with closing(sqlite3.connect(integration_db_path)) as source:
+        source.execute("VACUUM INTO ?", (str(template),))
+    state = await migrate.status(pool)
+    return MigratedSchema(
+        template=template,
+        head=state.head,
+        baseline=await table_row_counts(pool),
+        generation=await store_generation(pool),
+    )
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def integration_pollution_guard(
+    integration_connection_pool: ConnectionPool, integration_database_schema: MigratedSchema
+) -> AsyncIterator[None]:
+    """After each test the worker's database must be exactly as pristine as before it."""
+    yield
+    pool, pristine = integration_connection_pool, integration_database_schema
+    counts = await table_row_counts(pool)
+    changed = [
+        f"{table}: {pristine.baseline.get(table, 0)} -> {rows} rows"
+        for table, rows in counts.items()
+        if rows != pristine.baseline.get(table, 0)
+    ]
+    if changed:
+        pytest.fail("test left rows behind in the shared database: " + "; ".join(changed))
+    if await store_generation(pool) != pristine.generation:
+        pytest.fail("a write committed to the shared database outside the isolation seam")
+
+
+@pytest_asyncio.fixture
+async def integration_devstream(
+    integration_connection_pool: ConnectionPool,
+    integration_config: Settings,
+    integration_database_schema: MigratedSchema,
+) -> AsyncIterator[DevStream]:
+    """The facade on the worker's pool, inside the isolation seam: everything rolls back."""
+    pool = integration_connection_pool
+    async with pool.isolated():
+        yield DevStream(integration_config, pool)
+
+
+@pytest.fixture
+def integration_query_manager(integration_devstream: DevStream) -> QueryManager:
+    return integration_devstream.queries
+
+
+@pytest_asyncio.fixture
+async def integration_real_database(
+    integration_database_schema: MigratedSchema, tmp_path: Path
+) -> AsyncIterator[DevStream]:
+    """A fresh copy of the migrated template with a real pool; deleted afterwards."""
+    path = tmp_path / "real.db"
+    shutil.copyfile(integration_database_schema.template, path)
+    async with DevStream.open(Settings(db=str(path)), migrate_schema=False) as ds:
+        yield ds
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+
+
+@pytest_asyncio.fixture
+async def integration_sample_plan(integration_query_manager: QueryManager) -> Plan:
+    return await integration_query_manager.plans.create(
+        title="Add semantic memory",
+        description="Store and search what the work produces",
+        priority=7,
+    )
+
+
+@pytest_asyncio.fixture
+async def integration_sample_phase(
+    integration_query_manager: QueryManager, integration_sample_plan: Plan
+) -> Phase:
+    return await integration_query_manager.phases.create(
+        plan_id=integration_sample_plan.id, name="Storage", position=0
+    )
+
+
+@pytest_asyncio.fixture
+async def integration_sample_task(
+    integration_query_manager: QueryManager, integration_sample_phase: Phase
+) -> MicroTask:
+    return await integration_query_manager.tasks.create(
+        phase_id=integration_sample_phase.id,
+        title="Create the memory table",
+        description="Columns, checks and the full-text index",
+        estimated_minutes=8,
+        priority=6,
+    )

@@ -1,0 +1,675 @@
+"""Database integration: the pool, transactions, migrations, constraints, metrics, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from alembic import command
+from pytest_httpx import HTTPXMock
+from sqlalchemy import Column, Integer, MetaData, insert, select, text
+
+from devstream import DevStream, Settings
+from devstream.cli.app import main as cli_main
+from devstream.db import migrate, schema
+from devstream.db.pool import ConnectionPool
+from devstream.db.queries import QueryManager
+from devstream.db.records import MicroTask, Phase, Plan
+from devstream.errors import (
+    ConstraintViolation,
+    InvalidInput,
+    NotFound,
+    NotInitialised,
+    SchemaTooNew,
+)
+from tests.conftest import requested_loop
+from tests.integration.conftest import MigratedSchema, store_generation, table_row_counts
+from tests.support import REPO_ROOT, repo_pythonpath
+
+# --- connection pool under load ---------------------------------------------------------
+
+
+async def test_pool_serves_hundreds_of_concurrent_mixed_operations(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    plans, stats = ds.queries.plans, ds.pool.stats
+    seeded = [await plans.create(title=f"seed-{n}") for n in range(10)]
+    reads_before, writes_before = stats.reads, stats.writes
+
+    async def operation(n: int) -> object:
+        if n % 3 == 0:
+            return await plans.create(title=f"load-{n}", priority=1 + n % 10)
+        if n % 3 == 1:
+            return await plans.get(seeded[n % len(seeded)].id)
+        return await plans.list(limit=5)
+
+    results = await asyncio.gather(*(operation(n) for n in range(300)))
+
+    assert len(results) == 300
+    assert await plans.count() == 10 + 100
+    assert stats.writes - writes_before == 100
+    assert stats.reads - reads_before == 200 + 1  # the count above is a read too
+    assert stats.in_use == 0
+    assert stats.peak_in_use == stats.size == ds.settings.pool_size
+    assert stats.waits > 0
+    assert stats.wait_time_s > 0
+    assert stats.writer_waits > 0
+    assert stats.timeouts == 0
+    assert ds.stats()["gauges"] == {"pool": stats.as_dict()}
+
+
+async def test_pool_timeout_is_a_typed_error(integration_real_database: DevStream) -> None:
+    path = integration_real_database.settings.sqlite_path
+    pool = ConnectionPool.create(Settings(db=str(path), pool_size=1, pool_timeout_s=0.05))
+    try:
+        async with pool.read_transaction():
+            with pytest.raises(Exception, match="no database connection free") as caught:
+                async with pool.read_transaction():
+                    pass
+        assert type(caught.value).__name__ == "PoolTimeout"
+        assert pool.stats.timeouts == 1
+    finally:
+        await pool.close()
+
+
+# --- transaction rollback and consistency -----------------------------------------------
+
+
+async def test_exception_mid_transaction_leaves_nothing(
+    integration_query_manager: QueryManager,
+) -> None:
+    pool = integration_query_manager.pool
+    async with pool.read_transaction() as conn:
+        token_before = await conn.scalar(select(schema.store_state.c.generation))
+
+    with pytest.raises(RuntimeError, match="boom"):
+        async with pool.write_transaction() as conn:
+            await conn.execute(insert(schema.intervention_plans).values(title="half-written"))
+            raise RuntimeError("boom")
+
+    assert await integration_query_manager.plans.count() == 0
+    async with pool.read_transaction() as conn:
+        assert await conn.scalar(select(schema.store_state.c.generation)) == token_before
+
+
+async def test_constraint_failure_rolls_back_the_whole_transaction(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    token_before = await store_generation(ds.pool)
+
+    with pytest.raises(ConstraintViolation, match="CHECK constraint failed"):
+        async with ds.pool.write_transaction() as conn:
+            plan_id = await conn.scalar(
+                insert(schema.intervention_plans)
+                .values(title="kept only if all succeeds")
+                .returning(schema.intervention_plans.c.id)
+            )
+            await conn.execute(insert(schema.phases).values(plan_id=plan_id, name="p", position=0))
+            await conn.execute(insert(schema.phases).values(plan_id=plan_id, name="", position=1))
+
+    assert await ds.queries.plans.count() == 0
+    assert await ds.queries.phases.count() == 0
+    assert await store_generation(ds.pool) == token_before
+
+
+async def test_every_committed_write_replaces_the_generation_token(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    tokens = {await store_generation(ds.pool)}
+    plan = await ds.queries.plans.create(title="t")
+    tokens.add(await store_generation(ds.pool))
+    await ds.queries.plans.update(plan.id, title="t2")
+    tokens.add(await store_generation(ds.pool))
+    await ds.queries.plans.get(plan.id)
+    tokens.add(await store_generation(ds.pool))
+    assert len(tokens) == 3  # two writes, two new tokens; the read changed nothing
+
+
+async def test_savepoints_nest_inside_a_write_transaction(
+    integration_real_database: DevStream,
+) -> None:
+    pool = integration_real_database.pool
+    async with pool.write_transaction() as conn:
+        await conn.execute(insert(schema.intervention_plans).values(title="outer"))
+        with pytest.raises(RuntimeError):
+            async with conn.begin_nested():
+                await conn.execute(insert(schema.intervention_plans).values(title="inner"))
+                raise RuntimeError
+    titles = [plan.title for plan in await integration_real_database.queries.plans.list()]
+    assert titles == ["outer"]
+
+
+# --- migrations -------------------------------------------------------------------------
+
+
+async def test_migrations_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
+    pool = ConnectionPool.create(Settings(db=str(tmp_path / "migrations.db")))
+    try:
+        await migrate.upgrade(pool)
+        migrated = await table_row_counts(pool)
+        assert await migrate.schema_drift(pool) == []
+        assert (await migrate.status(pool)).at_head
+
+        await migrate.downgrade(pool, "base")
+        assert await table_row_counts(pool) == {"alembic_version": 0}
+        assert (await migrate.status(pool)).current is None
+
+        await migrate.upgrade(pool)
+        assert await migrate.schema_drift(pool) == []
+        assert await table_row_counts(pool) == migrated
+    finally:
+        await pool.close()
+
+
+async def test_migrated_schema_matches_metadata_and_drift_is_detected(
+    integration_query_manager: QueryManager, integration_database_schema: MigratedSchema
+) -> None:
+    pool = integration_query_manager.pool
+    assert await migrate.schema_drift(pool) == []
+    assert {"memory_fts", "memory_fts_data", "memory_fts_docsize"} <= set(
+        integration_database_schema.baseline
+    )
+
+    drifted = MetaData(naming_convention=schema.metadata.naming_convention)
+    for table in schema.metadata.tables.values():
+        table.to_metadata(drifted)
+    drifted.tables["intervention_plans"].append_column(Column("owner_id", Integer))
+
+    diffs = await migrate.schema_drift(pool, drifted)
+    assert [(d[0], d[2], d[3].name) for d in diffs] == [
+        ("add_column", "intervention_plans", "owner_id")
+    ]
+
+
+async def test_schema_states_are_refused_with_typed_errors(tmp_path: Path) -> None:
+    path = tmp_path / "states.db"
+    with pytest.raises(NotInitialised, match="devstream init"):
+        async with DevStream.open(path, migrate_schema=False):
+            pass
+
+    async with DevStream.open(path) as ds:
+        assert (await migrate.status(ds.pool)).at_head
+        await migrate.downgrade(ds.pool, "base")
+    with pytest.raises(NotInitialised):
+        async with DevStream.open(path, migrate_schema=False):
+            pass
+
+    async with DevStream.open(path) as ds:
+        assert (await migrate.status(ds.pool)).at_head
+    await _stamp(path, "9999_from_the_future")
+    with pytest.raises(SchemaTooNew, match="newer than this DevStream"):
+        async with DevStream.open(path):
+            pass
+
+
+async def _stamp(path: Path, revision: str) -> None:
+    pool = ConnectionPool.create(Settings(db=str(path)))
+    try:
+        async with pool.write_transaction() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+    finally:
+        await pool.close()
+
+
+# --- foreign keys -----------------------------------------------------------------------
+
+
+async def test_deleting_a_plan_cascades_and_clears_memory_links(
+    integration_query_manager: QueryManager,
+    integration_sample_plan: Plan,
+    integration_sample_phase: Phase,
+    integration_sample_task: MicroTask,
+) -> None:
+    qm = integration_query_manager
+    other = await qm.tasks.create(phase_id=integration_sample_phase.id, title="second")
+    await qm.dependencies.create(other.id, integration_sample_task.id)
+    memory = await qm.memories.create(
+        content="the plan's decision",
+        content_type="decision",
+        plan_id=integration_sample_plan.id,
+        task_id=integration_sample_task.id,
+    )
+
+    await qm.plans.delete(integration_sample_plan.id)
+
+    assert await qm.phases.count() == 0
+    assert await qm.tasks.count() == 0
+    assert await qm.dependencies.list() == []
+    kept = await qm.memories.get(memory.id)
+    assert (kept.content, kept.plan_id, kept.phase_id, kept.task_id) == (
+        "the plan's decision",
+        None,
+        None,
+        None,
+    )
+
+
+async def test_a_task_others_depend_on_cannot_be_deleted(
+    integration_query_manager: QueryManager,
+    integration_sample_phase: Phase,
+    integration_sample_task: MicroTask,
+) -> None:
+    qm = integration_query_manager
+    dependent = await qm.tasks.create(phase_id=integration_sample_phase.id, title="after")
+    await qm.dependencies.create(dependent.id, integration_sample_task.id)
+
+    with pytest.raises(ConstraintViolation, match="FOREIGN KEY"):
+        await qm.tasks.delete(integration_sample_task.id)
+    assert await qm.tasks.get(integration_sample_task.id) == integration_sample_task
+
+    await qm.dependencies.delete(dependent.id, integration_sample_task.id)
+    await qm.tasks.delete(integration_sample_task.id)
+    with pytest.raises(NotFound):
+        await qm.tasks.get(integration_sample_task.id)
+
+
+async def test_references_to_missing_rows_are_refused(
+    integration_query_manager: QueryManager,
+) -> None:
+    with pytest.raises(ConstraintViolation, match="FOREIGN KEY"):
+        await integration_query_manager.phases.create(plan_id=424242, name="orphan", position=0)
+    assert await integration_query_manager.phases.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("priority", 11), ("status", "done"), ("title", "   ")],
+)
+async def test_check_constraints_guard_plans(
+    integration_query_manager: QueryManager, field: str, value: object
+) -> None:
+    with pytest.raises(ConstraintViolation, match="CHECK constraint failed"):
+        await integration_query_manager.plans.create(**{"title": "ok", field: value})
+
+
+async def test_task_estimates_over_ten_minutes_are_refused(
+    integration_query_manager: QueryManager, integration_sample_phase: Phase
+) -> None:
+    with pytest.raises(ConstraintViolation, match="estimate"):
+        await integration_query_manager.tasks.create(
+            phase_id=integration_sample_phase.id, title="too big", estimated_minutes=11
+        )
+
+
+# --- repositories -----------------------------------------------------------------------
+
+
+async def test_repositories_create_get_list_update_delete(
+    integration_query_manager: QueryManager, integration_sample_plan: Plan
+) -> None:
+    plans = integration_query_manager.plans
+    second = await plans.create(title="second", status="active")
+
+    assert await plans.get(integration_sample_plan.id) == integration_sample_plan
+    assert [p.id for p in await plans.list()] == [integration_sample_plan.id, second.id]
+    assert [p.id for p in await plans.list(status="active")] == [second.id]
+    assert [p.id for p in await plans.list(limit=1, offset=1)] == [second.id]
+
+    updated = await plans.update(second.id, title="renamed", priority=9)
+    assert (updated.title, updated.priority, updated.status) == ("renamed", 9, "active")
+    assert updated.updated_at >= second.updated_at
+    assert updated.created_at == second.created_at
+    assert updated.created_at.tzinfo is not None
+
+    await plans.delete(second.id)
+    with pytest.raises(NotFound, match=f"plan {second.id} not found"):
+        await plans.get(second.id)
+    with pytest.raises(NotFound):
+        await plans.update(second.id, title="gone")
+    with pytest.raises(NotFound):
+        await plans.delete(second.id)
+    with pytest.raises(NotFound):
+        await integration_query_manager.dependencies.delete(1, 2)
+
+
+async def test_repositories_refuse_unknown_and_managed_fields(
+    integration_query_manager: QueryManager, integration_sample_plan: Plan
+) -> None:
+    plans = integration_query_manager.plans
+    with pytest.raises(InvalidInput, match="unknown plan field"):
+        await plans.create(title="x", colour="blue")
+    with pytest.raises(InvalidInput, match="id of a plan cannot be set"):
+        await plans.update(integration_sample_plan.id, id=99)
+    with pytest.raises(InvalidInput, match="nothing to update"):
+        await plans.update(integration_sample_plan.id)
+    with pytest.raises(InvalidInput, match="unknown plan field"):
+        await plans.list(colour="blue")
+    assert await plans.count() == 1
+
+
+async def test_memory_entries_get_a_content_hash_and_stay_searchable(
+    integration_query_manager: QueryManager,
+) -> None:
+    memories = integration_query_manager.memories
+    entry = await memories.create(
+        content="WAL mode lets readers run beside a writer", content_type="learning"
+    )
+    assert len(entry.content_hash) == 64
+    assert entry.embedding_status == "pending"
+
+    async def fts_hits(term: str) -> list[int]:
+        async with integration_query_manager.pool.read_transaction() as conn:
+            rows = await conn.execute(
+                text("SELECT rowid FROM memory_fts WHERE memory_fts MATCH :q"), {"q": term}
+            )
+            return [row[0] for row in rows]
+
+    assert await fts_hits("readers") == [entry.id]
+    await memories.update(entry.id, content="checkpoints move pages back")
+    assert await fts_hits("readers") == []
+    assert await fts_hits("checkpoints") == [entry.id]
+    await memories.delete(entry.id)
+    assert await fts_hits("checkpoints") == []
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+
+async def test_operations_are_timed_and_failures_counted(
+    integration_devstream: DevStream, integration_sample_plan: Plan
+) -> None:
+    plans = integration_devstream.queries.plans
+    for _ in range(5):
+        await plans.get(integration_sample_plan.id)
+    with pytest.raises(NotFound):
+        await plans.get(-1)
+
+    stats = integration_devstream.stats()
+    latencies = stats["latencies"]
+    assert isinstance(latencies, dict)
+    assert latencies["repo.plan.get"]["count"] == 6
+    assert latencies["repo.plan.create"]["count"] == 1
+    assert 0 < latencies["repo.plan.get"]["p50_ms"] <= latencies["repo.plan.get"]["p99_ms"]
+    assert stats["counters"] == {}
+    assert stats["gauges"]["pool"]["reads"] >= 6  # type: ignore[index]
+
+
+# --- several OS processes on one file ---------------------------------------------------
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("processes", [2])
+async def test_processes_write_one_file_without_lock_errors(
+    integration_real_database: DevStream, processes: int
+) -> None:
+    db = str(integration_real_database.settings.sqlite_path)
+    writes = 25
+    env = {**os.environ, "PYTHONPATH": repo_pythonpath()}
+    workers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.integration.concurrent_writer",
+            db,
+            str(writes),
+            f"p{n}",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=REPO_ROOT,
+        )
+        for n in range(processes)
+    ]
+    outcomes = [await worker.communicate() for worker in workers]
+
+    for worker, (_, stderr) in zip(workers, outcomes, strict=True):
+        assert "database is locked" not in stderr.decode()
+        assert worker.returncode == 0, stderr.decode()[-2000:]
+    plans = await integration_real_database.queries.plans.list()
+    assert len(plans) == processes * writes
+    assert {plan.status for plan in plans} == {"active"}
+
+
+# --- isolation self-tests: run in one worker, in either order ---------------------------
+
+
+@pytest.mark.xdist_group("isolation")
+class TestIsolation:
+    """Each test commits through the QueryManager; the other must never see it."""
+
+    async def _commit_and_check(self, qm: QueryManager, label: str) -> None:
+        assert await qm.plans.count() == 0
+        assert await qm.memories.count() == 0
+        plan = await qm.plans.create(title=label)
+        await qm.memories.create(
+            content=f"written by {label}", content_type="context", plan_id=plan.id
+        )
+        assert [p.title for p in await qm.plans.list()] == [label]
+
+    async def test_first_writer(self, integration_query_manager: QueryManager) -> None:
+        await self._commit_and_check(integration_query_manager, "first")
+
+    async def test_second_writer(self, integration_query_manager: QueryManager) -> None:
+        await self._commit_and_check(integration_query_manager, "second")
+
+
+async def test_seam_serialises_concurrent_callers(
+    integration_query_manager: QueryManager,
+) -> None:
+    plans = integration_query_manager.plans
+    created = await asyncio.gather(*(plans.create(title=f"c{n}") for n in range(20)))
+    listed = await asyncio.gather(*(plans.list() for _ in range(5)))
+    assert sorted(p.id for p in created) == [p.id for p in listed[0]]
+    assert all(len(found) == 20 for found in listed)
+
+
+async def test_pristine_baseline_counts_only_bookkeeping_rows(
+    integration_database_schema: MigratedSchema,
+) -> None:
+    nonzero = {table: rows for table, rows in integration_database_schema.baseline.items() if rows}
+    assert set(nonzero) == {
+        "alembic_version",
+        "memory_fts_config",
+        "memory_fts_data",
+        "store_state",
+    }
+    assert nonzero["store_state"] == nonzero["alembic_version"] == 1
+
+
+# --- the event loop ---------------------------------------------------------------------
+
+
+async def test_running_loop_is_the_kind_requested(
+    integration_event_loop: asyncio.AbstractEventLoop, pytestconfig: pytest.Config
+) -> None:
+    assert asyncio.get_running_loop() is integration_event_loop
+    uses_uvloop = type(integration_event_loop).__module__.startswith("uvloop")
+    assert uses_uvloop == (requested_loop(pytestconfig) == "uvloop")
+
+
+# --- the pollution guard fires when the rollback is switched off ------------------------
+
+GUARDED_CONFTEST = """
+from tests.conftest import *  # noqa: F403
+from tests.support import REPO_ROOT, repo_pythonpath
+from tests.integration.conftest import *  # noqa: F403
+"""
+
+SEAMLESS_OVERRIDE = """
+import httpx
+import pytest
+from alembic import command
+from pytest_httpx import HTTPXMock
+from devstream.db.queries import QueryManager
+from devstream.metrics import MetricsRegistry
+
+@pytest.fixture
+def integration_query_manager(integration_connection_pool, integration_database_schema):
+    return QueryManager(integration_connection_pool, MetricsRegistry())  # no seam: commits
+"""
+
+LEAKY_TEST = """
+async def test_writes_a_plan(integration_query_manager):
+    plan = await integration_query_manager.plans.create(title="leaks")
+    assert plan.id > 0
+"""
+
+
+@pytest.mark.xdist_group("isolation")
+@pytest.mark.parametrize("rollback", [True, False], ids=["with-rollback", "rollback-off"])
+async def test_pollution_guard_fires_only_without_rollback(
+    pytester: pytest.Pytester,
+    pytestconfig: pytest.Config,
+    monkeypatch: pytest.MonkeyPatch,
+    rollback: bool,
+) -> None:
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\n"
+        "asyncio_default_fixture_loop_scope = session\n"
+        "asyncio_default_test_loop_scope = session\n"
+    )
+    pytester.makeconftest(GUARDED_CONFTEST + ("" if rollback else SEAMLESS_OVERRIDE))
+    pytester.makepyfile(test_leaky=LEAKY_TEST)
+    monkeypatch.setenv("PYTHONPATH", repo_pythonpath())
+
+    result = pytester.runpytest_subprocess(
+        f"--loop={requested_loop(pytestconfig)}", "-p", "no:randomly", "-p", "no:cacheprovider"
+    )
+
+    if rollback:
+        result.assert_outcomes(passed=1)
+    else:
+        result.assert_outcomes(passed=1, errors=1)
+        result.stdout.fnmatch_lines(["*left rows behind*intervention_plans: 0 -> 1 rows*"])
+
+
+async def test_migrations_refuse_to_run_without_a_connection() -> None:
+    with pytest.raises(RuntimeError, match="devstream init"):
+        command.upgrade(migrate.alembic_config(), "head")
+
+
+# --- the command line on a real database file -------------------------------------------
+
+
+async def devstream_cli(*args: str) -> int:
+    """Run `devstream ARGS` in a worker thread (it starts its own event loop)."""
+
+    def run() -> int:
+        with pytest.raises(SystemExit) as exited:
+            cli_main(list(args))
+        return int(exited.value.code or 0)
+
+    return await asyncio.to_thread(run)
+
+
+async def test_cli_init_then_doctor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "cli.db")
+    assert await devstream_cli("--db", db, "init") == 0
+    assert f"ready: sqlite+aiosqlite:///{db} (schema " in capsys.readouterr().out
+
+    assert await devstream_cli("--db", db, "doctor") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["ok", "database"],
+        ["ok", "schema"],
+        ["ok", "pragmas"],
+        ["ok", "ollama"],
+    ]
+    assert "journal_mode=wal, foreign_keys=1, busy_timeout=5000, synchronous=normal" in lines[2]
+
+    assert await devstream_cli("--db", db, "--json", "doctor") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["healthy"] is True
+    assert {check["name"] for check in report["checks"]} == {
+        "database",
+        "schema",
+        "pragmas",
+        "ollama",
+    }
+
+
+async def test_cli_doctor_reports_an_uninitialised_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await devstream_cli("--db", str(tmp_path / "empty.db"), "doctor") == 1
+    assert "FAIL  schema    not initialised; run `devstream init`" in capsys.readouterr().out
+
+
+async def test_cli_doctor_probes_ollama(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], httpx_mock: HTTPXMock
+) -> None:
+    db = str(tmp_path / "probe.db")
+    url = "http://127.0.0.1:11434"
+    httpx_mock.add_response(url=f"{url}/api/version", json={"version": "0.9.1"})
+    httpx_mock.add_exception(httpx.ConnectError("connection refused"), url=f"{url}/api/version")
+    assert await devstream_cli("--db", db, "init") == 0
+
+    assert await devstream_cli("--db", db, "--ollama-url", url, "doctor") == 0
+    assert f"ok  ollama    {url}/api/version (Ollama 0.9.1)" in capsys.readouterr().out
+
+    # An unreachable Ollama is informational: doctor still passes.
+    assert await devstream_cli("--db", db, "--ollama-url", url, "doctor") == 0
+    assert "warn  ollama" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["bogus"], 2, "No such command 'bogus'"),
+        (["--db", "{tmp}", "init"], 1, "it is not a file"),
+        (["--db", "{tmp}/future.db/x.db", "init"], 1, "cannot create database folder"),
+        (["--db", "{tmp}/future.db", "init"], 1, "newer than this DevStream"),
+        (["--db", "{tmp}/x.db", "--ollama-url"], 2, "requires an argument"),
+    ],
+    ids=["unknown-command", "directory-path", "path-under-a-file", "newer-schema", "missing-value"],
+)
+async def test_cli_bad_input_is_one_line_and_non_zero(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    code: int,
+    message: str,
+) -> None:
+    future = tmp_path / "future.db"
+    async with DevStream.open(future):
+        pass
+    await _stamp(future, "9999_from_the_future")
+
+    assert await devstream_cli(*(arg.format(tmp=tmp_path) for arg in args)) == code
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("devstream: error: ")
+    assert message in captured.err
+
+
+async def test_cli_reports_bad_settings_and_its_version(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert await devstream_cli("--version") == 0
+    assert capsys.readouterr().out.startswith("devstream 0.")
+    assert await devstream_cli() == 0
+    assert "Usage: devstream" in capsys.readouterr().out
+
+    monkeypatch.setenv("DEVSTREAM_POOL_SIZE", "many")
+    assert await devstream_cli("doctor") == 1
+    assert capsys.readouterr().err == (
+        "devstream: error: setting pool_size must be a number, got 'many' "
+        "(check the config file, DEVSTREAM_* variables and flags)\n"
+    )
+
+
+async def test_console_script_never_prints_a_traceback(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "devstream",
+        "--db",
+        str(tmp_path),
+        "init",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 1
+    assert out == b""
+    assert err.decode().startswith(f"devstream: error: cannot use {tmp_path} as a database")
+    assert b"Traceback" not in err
