@@ -32,10 +32,15 @@ from devstream.db.records import MicroTask, Phase, Plan
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Integration tests share one session loop; a sync test would make pytest-asyncio
-    tear down and rebuild every session-scoped async fixture, so refuse it up front."""
+    tear down and rebuild every session-scoped async fixture, so refuse it up front.
+    Benchmarks are the exception: they drive loops of their own (see benchmarks/)."""
     for item in items:
         function = getattr(item, "function", None)
-        if "integration" in item.nodeid and not inspect.iscoroutinefunction(function):
+        if (
+            "integration" in item.nodeid
+            and "benchmarks/" not in item.nodeid
+            and not inspect.iscoroutinefunction(function)
+        ):
             raise pytest.UsageError(f"{item.nodeid}: integration tests must be `async def`")
 
 

@@ -8,25 +8,14 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db.schema import store_state
-from devstream.db.types import utcnow
 
 
 def new_token() -> str:
     return secrets.token_hex(16)
-
-
-async def bump(conn: AsyncConnection) -> str:
-    token = new_token()
-    await conn.execute(
-        update(store_state)
-        .where(store_state.c.id == 1)
-        .values(generation=token, updated_at=utcnow())
-    )
-    return token
 
 
 async def current(conn: AsyncConnection) -> str:

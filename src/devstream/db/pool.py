@@ -56,6 +56,8 @@ class ConnectionPool:
             pool_size=settings.pool_size,
             max_overflow=0,
             pool_timeout=settings.pool_timeout_s,
+            # The reset handler (db/sqlite.py) rolls back only what is still open.
+            pool_reset_on_return=None,
         )
         if engine.dialect.name == "sqlite":
             sqlite.configure(engine, settings)
@@ -68,7 +70,7 @@ class ConnectionPool:
     async def read_transaction(self) -> AsyncIterator[AsyncConnection]:
         self.stats.reads += 1
         with _translate_errors():
-            async with self._transaction(write=False) as conn:
+            async with self._transaction(write=False) as (conn, _):
                 yield conn
 
     @asynccontextmanager
@@ -81,18 +83,19 @@ class ConnectionPool:
         """
         self.stats.writes += 1
         with _translate_errors():
-            async with self._writer_turn(), self._transaction(write=True) as conn:
+            async with self._writer_turn(), self._transaction(write=True) as (conn, driver):
                 yield conn
                 if bump_generation:
-                    await generation.bump(conn)
+                    await driver.set_generation(generation.new_token())
 
     @asynccontextmanager
     async def isolated(self) -> AsyncIterator[IsolationSeam]:
         """Route every transaction through one connection's savepoints, then roll all back."""
         async with self.engine.connect() as conn:
-            await conn.execution_options(**{sqlite.WRITE_OPTION: True})
+            driver = await sqlite.Driver.of(conn)
+            await driver.begin(conn, write=True)
             outer = await conn.begin()
-            self._seam = IsolationSeam(conn)
+            self._seam = IsolationSeam(conn, driver)
             try:
                 yield self._seam
             finally:
@@ -100,16 +103,18 @@ class ConnectionPool:
                 await outer.rollback()
 
     @asynccontextmanager
-    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+    async def _transaction(
+        self, *, write: bool
+    ) -> AsyncIterator[tuple[AsyncConnection, sqlite.Driver]]:
         if self._seam is not None:
             async with self._seam.transaction() as conn:
-                yield conn
+                yield conn, self._seam.driver
             return
         async with self._checkout() as conn:
-            if write:
-                await conn.execution_options(**{sqlite.WRITE_OPTION: True})
+            driver = await sqlite.Driver.of(conn)
+            await driver.begin(conn, write=write)
             async with conn.begin():
-                yield conn
+                yield conn, driver
 
     @asynccontextmanager
     async def _writer_turn(self) -> AsyncIterator[None]:

@@ -5,6 +5,8 @@ Alembic migrations own the real DDL; a test proves the migrated database equals 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import (
     CheckConstraint,
     Column,
@@ -53,10 +55,10 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
-def _timestamps() -> list[Column[object]]:
+def _timestamps() -> list[Column[datetime]]:
     return [
-        Column("created_at", UTCDateTime, nullable=False, default=utcnow),
-        Column("updated_at", UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow),
+        Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
+        Column("updated_at", UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow),
     ]
 
 
@@ -105,8 +107,8 @@ micro_tasks = Table(
     Column("priority", Integer, nullable=False, default=5),
     Column("estimated_minutes", Integer, nullable=False, default=5),
     Column("retry_count", Integer, nullable=False, default=0),
-    Column("started_at", UTCDateTime, nullable=True),
-    Column("completed_at", UTCDateTime, nullable=True),
+    Column("started_at", UTCDateTime(), nullable=True),
+    Column("completed_at", UTCDateTime(), nullable=True),
     Column("duration_s", Float, nullable=True),
     *_timestamps(),
     CheckConstraint("length(trim(title)) > 0", name="title_not_blank"),
@@ -135,7 +137,7 @@ task_dependencies = Table(
         ForeignKey("micro_tasks.id", ondelete="NO ACTION"),
         primary_key=True,
     ),
-    Column("created_at", UTCDateTime, nullable=False, default=utcnow),
+    Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
     CheckConstraint("task_id <> depends_on_id", name="not_self"),
     Index(None, "depends_on_id"),
 )
@@ -180,7 +182,7 @@ context_injections = Table(
     Column("task_id", Integer, ForeignKey("micro_tasks.id", ondelete="CASCADE"), nullable=False),
     Column("memory_ids", Text, nullable=False, default="[]"),
     Column("tokens", Integer, nullable=False, default=0),
-    Column("injected_at", UTCDateTime, nullable=False, default=utcnow),
+    Column("injected_at", UTCDateTime(), nullable=False, default=utcnow),
     CheckConstraint("tokens >= 0", name="tokens"),
     Index(None, "task_id"),
 )
@@ -190,6 +192,5 @@ store_state = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("generation", String(64), nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow),
     CheckConstraint("id = 1", name="single_row"),
 )

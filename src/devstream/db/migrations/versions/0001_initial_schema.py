@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from alembic import op
@@ -83,7 +82,6 @@ def upgrade() -> None:
         "store_state",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("generation", sa.String(length=64), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("id = 1", name=op.f("ck_store_state_single_row")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_store_state")),
     )
@@ -253,16 +251,8 @@ def upgrade() -> None:
     if _on_sqlite():
         for statement in _SQLITE_FTS_UP:
             op.execute(statement)
-    store_state = sa.table(
-        "store_state",
-        sa.column("id", sa.Integer),
-        sa.column("generation", sa.String),
-        sa.column("updated_at", sa.DateTime(timezone=True)),
-    )
-    op.bulk_insert(
-        store_state,
-        [{"id": 1, "generation": secrets.token_hex(16), "updated_at": datetime.now(timezone.utc)}],
-    )
+    store_state = sa.table("store_state", sa.column("id", sa.Integer), sa.column("generation"))
+    op.bulk_insert(store_state, [{"id": 1, "generation": secrets.token_hex(16)}])
 
 
 def downgrade() -> None:

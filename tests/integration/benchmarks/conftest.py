@@ -1,0 +1,96 @@
+"""Benchmark plumbing: each benchmark drives its own loop, and figures are reported together.
+
+pytest-benchmark times synchronous callables, so benchmarks run coroutines on a loop of
+their own (the kind `--loop` chose) against database files of their own, never the shared
+worker database; the pollution guard therefore has nothing to watch here. Every figure is
+collected and printed side by side, with its target, at the end of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from devstream import Settings
+from devstream.db import migrate
+from devstream.db.pool import ConnectionPool
+from tests.conftest import loop_factory, requested_loop
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    value: float
+    unit: str
+    target: str
+    met: bool | None  # None: reported only
+
+
+FIGURES: list[Figure] = []
+
+
+def record(name: str, value: float, unit: str, target: str = "", met: bool | None = None) -> None:
+    FIGURES.append(Figure(name, value, unit, target, met))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not FIGURES:
+        return
+    terminalreporter.section("DevStream benchmark figures")
+    for figure in FIGURES:
+        verdict = {True: "met", False: "MISSED", None: "reported"}[figure.met]
+        target = f"  target {figure.target}" if figure.target else ""
+        terminalreporter.write_line(
+            f"{figure.name:<52} {figure.value:>12,.3f} {figure.unit:<10}{target}  [{verdict}]"
+        )
+
+
+@pytest.fixture(autouse=True)
+def integration_pollution_guard() -> None:
+    """Benchmarks use files of their own; the shared worker database is never touched."""
+
+
+@pytest.fixture(scope="session")
+def bench_loop(pytestconfig: pytest.Config) -> Iterator[asyncio.AbstractEventLoop]:
+    loop = loop_factory(requested_loop(pytestconfig))()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="session")
+def run(bench_loop: asyncio.AbstractEventLoop) -> Callable[[Awaitable[T]], T]:
+    """Run a coroutine to completion on the benchmark loop."""
+    return bench_loop.run_until_complete
+
+
+async def create_migrated(path: Path) -> None:
+    pool = ConnectionPool.create(Settings(db=str(path)))
+    try:
+        await migrate.upgrade(pool)
+    finally:
+        await pool.close()
+
+
+@pytest.fixture(scope="session")
+def bench_template(
+    tmp_path_factory: pytest.TempPathFactory, run: Callable[[Awaitable[None]], None]
+) -> Path:
+    path = tmp_path_factory.mktemp("bench") / "template.db"
+    run(create_migrated(path))
+    return path
+
+
+@pytest.fixture
+def bench_db(bench_template: Path, tmp_path: Path) -> Path:
+    """A fresh migrated database file with production pragmas (set on every connection)."""
+    path = tmp_path / "bench.db"
+    shutil.copyfile(bench_template, path)
+    return path
