@@ -25,23 +25,24 @@ class Check:
 
 
 async def diagnose(settings: Settings) -> list[Check]:
-    pool = ConnectionPool.create(settings)
+    """Every check, in order; the schema and pragmas only once the database answers."""
+    return [*await _database_checks(settings), await _ollama(settings)]
+
+
+async def _database_checks(settings: Settings) -> list[Check]:
     try:
-        checks = [await _reachable(pool)]
-        if checks[0].ok:
-            checks += [await _schema(pool), await _pragmas(pool, settings)]
-    finally:
-        await pool.close()
-    return [*checks, await _ollama(settings)]
-
-
-async def _reachable(pool: ConnectionPool) -> Check:
+        pool = ConnectionPool.create(settings)
+    except DevStreamError as exc:
+        return [Check("database", False, str(exc))]
     try:
         async with pool.read_transaction() as conn:
             version = await conn.scalar(text("SELECT sqlite_version()"))
+        reachable = Check("database", True, f"{settings.database_url} (SQLite {version})")
+        return [reachable, await _schema(pool), await _pragmas(pool, settings)]
     except DevStreamError as exc:
-        return Check("database", False, str(exc))
-    return Check("database", True, f"{pool.settings.database_url} (SQLite {version})")
+        return [Check("database", False, str(exc))]
+    finally:
+        await pool.close()
 
 
 async def _schema(pool: ConnectionPool) -> Check:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,9 @@ from devstream.db import migrate, schema
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
 from devstream.db.records import MicroTask, Phase, Plan
+from devstream.db.sqlite import Driver
 from devstream.errors import (
+    ConfigError,
     ConstraintViolation,
     InvalidInput,
     NotFound,
@@ -208,6 +211,30 @@ async def test_schema_states_are_refused_with_typed_errors(tmp_path: Path) -> No
     with pytest.raises(SchemaTooNew, match="newer than this DevStream"):
         async with DevStream.open(path):
             pass
+
+
+async def test_only_sqlite_urls_are_accepted() -> None:
+    with pytest.raises(ConfigError, match="this version stores in SQLite"):
+        async with DevStream.open("postgresql+asyncpg://127.0.0.1/devstream"):
+            pass
+
+
+async def test_a_connection_returned_mid_transaction_is_rolled_back(
+    integration_real_database: DevStream,
+) -> None:
+    pool = integration_real_database.pool
+    token = await store_generation(pool)
+    async with pool.engine.connect() as conn:
+        driver = await Driver.of(conn)
+        await driver.begin(conn, write=True)
+        await driver.set_generation("abandoned")
+    assert await store_generation(pool) == token
+    # Every pooled connection begins cleanly again, the abandoned write is gone, and its
+    # write lock was released.
+    plans = integration_real_database.queries.plans
+    counts = await asyncio.gather(*(plans.count() for _ in range(2 * pool.stats.size)))
+    assert counts == [0] * (2 * pool.stats.size)
+    assert (await plans.create(title="next")).title == "next"
 
 
 async def _stamp(path: Path, revision: str) -> None:
@@ -591,6 +618,36 @@ async def test_cli_doctor_reports_an_uninitialised_database(
 ) -> None:
     assert await devstream_cli("--db", str(tmp_path / "empty.db"), "doctor") == 1
     assert "FAIL  schema    not initialised; run `devstream init`" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("make", "detail"),
+    [
+        (lambda path: path.mkdir(), "it is not a file"),
+        (lambda path: path.write_bytes(b"not a database" * 100), "file is not a database"),
+    ],
+    ids=["directory", "garbage-file"],
+)
+async def test_cli_doctor_reports_an_unusable_database(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make: Callable[[Path], object],
+    detail: str,
+) -> None:
+    path = tmp_path / "broken.db"
+    make(path)
+    original = path.read_bytes() if path.is_file() else None
+
+    assert await devstream_cli("--db", str(path), "doctor") == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("FAIL  database")
+    assert detail in lines[0]
+    assert [line.split()[1] for line in lines] == ["database", "ollama"]
+
+    assert await devstream_cli("--db", str(path), "init") == 1
+    assert detail in capsys.readouterr().err
+    if original is not None:
+        assert path.read_bytes() == original  # nothing was written over it
 
 
 async def test_cli_doctor_probes_ollama(

@@ -16,7 +16,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 from devstream.config import Settings
 from devstream.db import generation, sqlite
 from devstream.db.seam import IsolationSeam
-from devstream.errors import ConstraintViolation, PoolTimeout, StorageError
+from devstream.errors import ConfigError, ConstraintViolation, PoolTimeout, StorageError
 
 
 @dataclass
@@ -48,8 +48,12 @@ class ConnectionPool:
 
     @classmethod
     def create(cls, settings: Settings) -> ConnectionPool:
-        if settings.sqlite_path is not None:
-            _prepare_sqlite_file(settings.sqlite_path)
+        if settings.sqlite_path is None:
+            raise ConfigError(
+                f"unsupported database {settings.database_url!r}: this version stores in "
+                "SQLite (a file path or sqlite+aiosqlite:///PATH)"
+            )
+        _prepare_sqlite_file(settings.sqlite_path)
         engine = create_async_engine(
             settings.database_url,
             poolclass=AsyncAdaptedQueuePool,
@@ -59,8 +63,7 @@ class ConnectionPool:
             # The reset handler (db/sqlite.py) rolls back only what is still open.
             pool_reset_on_return=None,
         )
-        if engine.dialect.name == "sqlite":
-            sqlite.configure(engine, settings)
+        sqlite.configure(engine, settings)
         return cls(engine, settings)
 
     async def close(self) -> None:

@@ -7,7 +7,7 @@ nest properly and writes can ask for BEGIN IMMEDIATE.
 Each statement SQLAlchemy runs through aiosqlite costs three round trips to the driver's
 thread (open cursor, execute, close). DevStream's own bookkeeping statements - BEGIN, the
 generation token, the seam's savepoints - go to the driver directly in one, and the pool
-skips its reset rollback when the transaction already ended.
+skips its reset rollback when no transaction is open.
 """
 
 from __future__ import annotations
@@ -66,8 +66,10 @@ def configure(engine: AsyncEngine, settings: Settings) -> None:
             connection.exec_driver_sql(begin_statement(write=options.get(WRITE_OPTION, False)))
 
     @event.listens_for(engine.sync_engine, "reset")
-    def _on_reset(dbapi_connection: Any, _record: object, state: PoolResetState) -> None:
-        if not state.transaction_was_reset:
+    def _on_reset(dbapi_connection: Any, _record: object, _state: PoolResetState) -> None:
+        # The driver knows whether a transaction is still open; after a commit there is
+        # nothing to roll back, so the round trip is skipped.
+        if dbapi_connection.driver_connection.in_transaction:
             dbapi_connection.rollback()
 
 
