@@ -162,6 +162,6 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=OLDEST)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over src/devstream, noxfile.py and ci/ (files set in pyproject.toml)."""
+    """mypy --strict over src/devstream, tests, noxfile.py and ci/ (files in pyproject.toml)."""
     install(session, "typecheck")
     session.run("mypy", *session.posargs)
