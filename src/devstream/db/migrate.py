@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,14 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    """The migrations shipped in the package; read once per process."""
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = _scripts().get_current_head()
     assert head is not None, "the package ships at least one migration"
     return head
 
@@ -49,7 +56,7 @@ class SchemaStatus:
         if self.current is None:
             return True
         try:
-            ScriptDirectory.from_config(alembic_config()).get_revision(self.current)
+            _scripts().get_revision(self.current)
         except CommandError:
             return False
         return True
