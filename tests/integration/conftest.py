@@ -35,13 +35,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     tear down and rebuild every session-scoped async fixture, so refuse it up front.
     Benchmarks are the exception: they drive loops of their own (see benchmarks/)."""
     for item in items:
-        function = getattr(item, "function", None)
-        if (
-            "integration" in item.nodeid
-            and "benchmarks/" not in item.nodeid
-            and not inspect.iscoroutinefunction(function)
-        ):
+        here = item.path.is_relative_to(_INTEGRATION) and not item.path.is_relative_to(_BENCH)
+        if here and not inspect.iscoroutinefunction(getattr(item, "function", None)):
             raise pytest.UsageError(f"{item.nodeid}: integration tests must be `async def`")
+
+
+_INTEGRATION = Path(__file__).parent
+_BENCH = _INTEGRATION / "benchmarks"
 
 
 @dataclass(frozen=True)
