@@ -18,6 +18,7 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 LOOPS = ["asyncio", "uvloop"]
 CATEGORIES = {
     "database": "tests/integration/test_database_integration.py",
+    "memory_database": "tests/integration/test_memory_database_integration.py",
 }
 
 OLDEST = PYTHONS[0]  # typecheck: matches `python_version` in [tool.mypy]

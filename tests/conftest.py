@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "devstream.testing.fixtures"]
 
 LOOP_ENV = "DEVSTREAM_TEST_LOOP"
 LOOPS = ("asyncio", "uvloop")

@@ -10,18 +10,32 @@ from devstream.config import Settings, load_settings
 from devstream.db import migrate
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
+from devstream.memory.embedders import Embedder, HashingEmbedder, OllamaEmbedder
+from devstream.memory.index import VectorIndex
+from devstream.memory.service import MemoryService
 from devstream.metrics import MetricsRegistry
 
 
 class DevStream:
     """`async with DevStream.open(...) as ds:` is the way in; it closes the pool on exit."""
 
-    def __init__(self, settings: Settings, pool: ConnectionPool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: ConnectionPool,
+        embedder: Embedder | None = None,
+        *,
+        vector_index: VectorIndex | None = None,
+    ) -> None:
+        """Compose a facade on an open pool; `open()` is the usual way in."""
         self.settings = settings
         self.pool = pool
         self.metrics = MetricsRegistry()
         self.metrics.register_gauge("pool", pool.stats.as_dict)
         self.queries = QueryManager(pool, self.metrics)
+        self.memory = MemoryService(
+            pool, self.metrics, embedder or embedder_for(settings), settings
+        )
 
     @classmethod
     @asynccontextmanager
@@ -37,12 +51,28 @@ class DevStream:
         pool = ConnectionPool.create(settings)
         try:
             await migrate.ensure_current(pool, migrate=migrate_schema)
-            yield cls(settings, pool)
+            ds = cls(settings, pool)
+            try:
+                yield ds
+            finally:
+                await ds.memory.embedder.aclose()
         finally:
             await pool.close()
 
     def stats(self) -> dict[str, object]:
         return self.metrics.snapshot()
+
+
+def embedder_for(settings: Settings) -> Embedder:
+    """Ollama when a URL is configured; otherwise the offline hashing embedder."""
+    if settings.ollama_url:
+        return OllamaEmbedder(
+            settings.ollama_url,
+            settings.embed_model,
+            settings.embed_dimension,
+            timeout_s=settings.ollama_timeout_s,
+        )
+    return HashingEmbedder(settings.embed_dimension)
 
 
 def _settings_for(target: Settings | str | Path | None) -> Settings:

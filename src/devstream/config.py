@@ -33,6 +33,10 @@ def default_config_path() -> Path:
     return platformdirs.user_config_path(APP_NAME) / "config.toml"
 
 
+_AT_LEAST = {"busy_timeout_ms": 0, "pool_size": 1, "embed_dimension": 1, "max_memory_chars": 1}
+_POSITIVE = ("pool_timeout_s", "ollama_timeout_s")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a DevStream instance needs to open its store and embedder."""
@@ -40,17 +44,20 @@ class Settings:
     db: str = ""
     ollama_url: str | None = None
     embed_model: str = "embeddinggemma"
+    embed_dimension: int = 768
+    ollama_timeout_s: float = 30.0
+    max_memory_chars: int = 100_000
     busy_timeout_ms: int = 5000
     pool_size: int = 5
     pool_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.busy_timeout_ms < 0:
-            raise ConfigError(f"busy_timeout_ms must be >= 0, got {self.busy_timeout_ms}")
-        if self.pool_size < 1:
-            raise ConfigError(f"pool_size must be >= 1, got {self.pool_size}")
-        if self.pool_timeout_s <= 0:
-            raise ConfigError(f"pool_timeout_s must be > 0, got {self.pool_timeout_s}")
+        for name, minimum in _AT_LEAST.items():
+            if getattr(self, name) < minimum:
+                raise ConfigError(f"{name} must be >= {minimum}, got {getattr(self, name)}")
+        for name in _POSITIVE:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
 
     @property
     def database_url(self) -> str:

@@ -73,3 +73,28 @@ class NotInitialised(SchemaError):
     """The database has no DevStream schema at all."""
 
     hint = "run `devstream init` first"
+
+
+class EmbeddingError(DevStreamError):
+    """An embedder gave no usable vectors: a malformed response, NaN/inf values, a wrong count."""
+
+
+class EmbeddingUnavailable(EmbeddingError):
+    """The embedding server cannot be reached, keeps failing, or its circuit breaker is open."""
+
+    hint = "entries are stored as pending; run `devstream memory backfill` once it is back"
+
+
+class DimensionMismatch(EmbeddingError):
+    """The embedding server returned vectors of another dimension than the configured one."""
+
+    def __init__(self, *, model: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"embedding model {model!r} returned {actual}-dimensional vectors, "
+            f"but the configured dimension is {expected}",
+            hint="set the configured dimension and model consistently, "
+            "then run `devstream memory reembed`",
+        )
+        self.model = model
+        self.expected = expected
+        self.actual = actual

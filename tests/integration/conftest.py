@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import shutil
 import sqlite3
 from collections.abc import AsyncIterator
@@ -19,15 +20,21 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
+from pytest_httpx import HTTPXMock
 from sqlalchemy import text
 
 from devstream import DevStream, Settings
 from devstream.db import generation, migrate
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
-from devstream.db.records import MicroTask, Phase, Plan
+from devstream.db.records import MemoryEntry, MicroTask, Phase, Plan
+from devstream.memory.embedders import HashingEmbedder
+from devstream.memory.index import VectorIndex
+from devstream.memory.service import NewMemory
+from devstream.testing import deterministic_embedding
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -141,11 +148,13 @@ async def integration_devstream(
     integration_connection_pool: ConnectionPool,
     integration_config: Settings,
     integration_database_schema: MigratedSchema,
+    integration_vector_index: VectorIndex,
 ) -> AsyncIterator[DevStream]:
-    """The facade on the worker's pool, inside the isolation seam: everything rolls back."""
+    """The facade on the worker's pool, inside the isolation seam: everything rolls back.
+    Its memory shares the worker's vector index with every other test."""
     pool = integration_connection_pool
     async with pool.isolated():
-        yield DevStream(integration_config, pool)
+        yield DevStream(integration_config, pool, vector_index=integration_vector_index)
 
 
 @pytest.fixture
@@ -195,3 +204,87 @@ async def integration_sample_task(
         estimated_minutes=8,
         priority=6,
     )
+
+
+# --- memory -------------------------------------------------------------------------------
+
+OLLAMA_URL = "http://localhost:11434"
+OLLAMA_DIMENSION = 768
+
+
+@pytest.fixture(scope="session")
+def integration_vector_index() -> VectorIndex:
+    """One index for the whole worker, as in a long-lived process: the seam's rollbacks
+    must never leave it serving vectors the store no longer has."""
+    embedder = HashingEmbedder()
+    return VectorIndex(embedder.model, embedder.dimension)
+
+
+@pytest_asyncio.fixture
+async def integration_memory_entries(
+    integration_devstream: DevStream,
+    integration_sample_plan: Plan,
+    integration_sample_task: MicroTask,
+) -> list[MemoryEntry]:
+    """A small, varied memory: linked and unlinked entries of several content types."""
+    samples = [
+        NewMemory(
+            "Use WAL journal mode so readers never block the writer",
+            "decision",
+            plan_id=integration_sample_plan.id,
+        ),
+        NewMemory(
+            "def connect(path): return sqlite3.connect(path, timeout=5)",
+            "code",
+            plan_id=integration_sample_plan.id,
+            task_id=integration_sample_task.id,
+        ),
+        NewMemory(
+            "The FTS5 index is kept in step by triggers on insert, update and delete",
+            "documentation",
+        ),
+        NewMemory("Embedding server timed out twice during the nightly backfill", "error"),
+        NewMemory(
+            "Batching embeddings by 64 halves the backfill time",
+            "learning",
+            plan_id=integration_sample_plan.id,
+        ),
+        NewMemory("Readers use a small pool; one writer at a time per process", "context"),
+    ]
+    results = await integration_devstream.memory.store_many(samples)
+    return [result.entry for result in results]
+
+
+def _ollama_embed(request: httpx.Request) -> httpx.Response:
+    body = json.loads(request.content)
+    texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+    vectors = [deterministic_embedding(text, OLLAMA_DIMENSION) for text in texts]
+    return httpx.Response(200, json={"model": body["model"], "embeddings": vectors})
+
+
+@pytest.fixture
+def integration_mock_ollama_responses(httpx_mock: HTTPXMock) -> str:
+    """Ollama's embed API mocked in-process: one deterministic 768-d vector per input."""
+    httpx_mock.add_callback(
+        _ollama_embed,
+        method="POST",
+        url=f"{OLLAMA_URL}/api/embed",
+        is_reusable=True,
+        is_optional=True,
+    )
+    return OLLAMA_URL
+
+
+@pytest.fixture
+def integration_mock_ollama_healthy(
+    httpx_mock: HTTPXMock, integration_mock_ollama_responses: str
+) -> str:
+    """A healthy Ollama: embeddings as above, and its version endpoint answering."""
+    httpx_mock.add_response(
+        method="GET",
+        url=f"{OLLAMA_URL}/api/version",
+        json={"version": "0.9.0"},
+        is_reusable=True,
+        is_optional=True,
+    )
+    return integration_mock_ollama_responses

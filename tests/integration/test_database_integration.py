@@ -16,7 +16,6 @@ from pytest_httpx import HTTPXMock
 from sqlalchemy import Column, Integer, MetaData, insert, select, text
 
 from devstream import DevStream, Settings
-from devstream.cli.app import main as cli_main
 from devstream.db import migrate, schema
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
@@ -33,7 +32,7 @@ from devstream.errors import (
 )
 from tests.conftest import requested_loop
 from tests.integration.conftest import MigratedSchema, store_generation, table_row_counts
-from tests.support import REPO_ROOT, repo_pythonpath
+from tests.support import REPO_ROOT, devstream_cli, repo_pythonpath
 
 # --- connection pool under load ---------------------------------------------------------
 
@@ -517,7 +516,7 @@ async def test_running_loop_is_the_kind_requested(
 
 GUARDED_CONFTEST = """
 from tests.conftest import *  # noqa: F403
-from tests.support import REPO_ROOT, repo_pythonpath
+from tests.support import REPO_ROOT, devstream_cli, repo_pythonpath
 from tests.integration.conftest import *  # noqa: F403
 """
 
@@ -575,17 +574,6 @@ async def test_migrations_refuse_to_run_without_a_connection() -> None:
 
 
 # --- the command line on a real database file -------------------------------------------
-
-
-async def devstream_cli(*args: str) -> int:
-    """Run `devstream ARGS` in a worker thread (it starts its own event loop)."""
-
-    def run() -> int:
-        with pytest.raises(SystemExit) as exited:
-            cli_main(list(args))
-        return int(exited.value.code or 0)
-
-    return await asyncio.to_thread(run)
 
 
 async def test_cli_init_then_doctor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -731,3 +719,25 @@ async def test_console_script_never_prints_a_traceback(tmp_path: Path) -> None:
     assert out == b""
     assert err.decode().startswith(f"devstream: error: cannot use {tmp_path} as a database")
     assert b"Traceback" not in err
+
+
+async def test_cli_settings_layer_file_then_environment_then_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'db = "{tmp_path / "from-file.db"}"\npool_size = 2\n')
+    monkeypatch.setenv("DEVSTREAM_CONFIG", str(config))
+
+    assert await devstream_cli("--json", "init") == 0
+    assert json.loads(capsys.readouterr().out)["database"].endswith("/from-file.db")
+
+    monkeypatch.setenv("DEVSTREAM_DB", str(tmp_path / "from-env.db"))
+    assert await devstream_cli("--json", "init") == 0
+    assert json.loads(capsys.readouterr().out)["database"].endswith("/from-env.db")
+
+    assert await devstream_cli("--db", str(tmp_path / "from-flag.db"), "--json", "init") == 0
+    assert json.loads(capsys.readouterr().out)["database"].endswith("/from-flag.db")
+
+    config.write_text("pool_size = [")
+    assert await devstream_cli("init") == 1
+    assert capsys.readouterr().err.startswith("devstream: error: cannot read config file")

@@ -6,33 +6,19 @@ Errors are one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
 
 import click
 
 from devstream import doctor
 from devstream.app import DevStream
-from devstream.config import Settings, load_settings
+from devstream.cli.memory import context, memory
+from devstream.cli.output import Output, pass_output
+from devstream.config import load_settings
 from devstream.db import migrate
 from devstream.errors import DevStreamError
-
-
-@dataclass(frozen=True)
-class Output:
-    """What every command receives: the merged settings and where its result goes."""
-
-    settings: Settings
-    as_json: bool
-
-    def emit(self, document: dict[str, Any], text: str) -> None:
-        click.echo(json.dumps(document, indent=2, default=str) if self.as_json else text)
-
-
-pass_output = click.make_pass_decorator(Output)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,6 +67,10 @@ def doctor_command(out: Output) -> None:
     out.emit({"healthy": healthy, "checks": [asdict(c) for c in checks]}, "\n".join(lines))
     if not healthy:
         sys.exit(1)
+
+
+cli.add_command(memory)
+cli.add_command(context)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

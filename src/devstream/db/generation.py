@@ -7,11 +7,20 @@ Caches built from the store remember the token they were built at; any differenc
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db.schema import store_state
+
+
+@dataclass
+class Change:
+    """The token a write transaction started from, and the one it committed."""
+
+    before: str | None = None
+    after: str | None = None
 
 
 def new_token() -> str:

@@ -78,18 +78,25 @@ class ConnectionPool:
 
     @asynccontextmanager
     async def write_transaction(
-        self, *, bump_generation: bool = True
+        self, *, bump_generation: bool = True, track: generation.Change | None = None
     ) -> AsyncIterator[AsyncConnection]:
         """A write transaction that replaces the store-generation token before it commits.
 
-        Only schema migrations opt out: the token's table may not exist yet (or any more).
+        With `track`, the token the transaction started from and the one it set are
+        recorded there (caches use them to follow their own writes). Only schema
+        migrations opt out of the bump: the token's table may not exist yet (or any more).
         """
         self.stats.writes += 1
         with _translate_errors():
             async with self._writer_turn(), self._transaction(write=True) as (conn, driver):
+                if track is not None:
+                    track.before = await driver.generation()
                 yield conn
                 if bump_generation:
-                    await driver.set_generation(generation.new_token())
+                    token = generation.new_token()
+                    await driver.set_generation(token)
+                    if track is not None:
+                        track.after = token
 
     @asynccontextmanager
     async def isolated(self) -> AsyncIterator[IsolationSeam]:

@@ -93,6 +93,10 @@ class Driver:
         await self._execute(begin_statement(write=write))
         await conn.execution_options(**{BEGUN_OPTION: True})
 
+    async def generation(self) -> str:
+        rows: Any = await self._execute("SELECT generation FROM store_state WHERE id = 1")
+        return str(rows[0][0])
+
     async def set_generation(self, token: str) -> None:
         await self._execute("UPDATE store_state SET generation = ? WHERE id = 1", (token,))
 

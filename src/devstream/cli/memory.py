@@ -1,0 +1,263 @@
+"""`devstream memory ...` and `devstream context`: the semantic memory from the shell."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from devstream.app import DevStream
+from devstream.cli.output import Output, pass_output, printable
+from devstream.db.memory_store import MemoryFilter
+from devstream.db.records import MemoryEntry
+from devstream.db.schema import CONTENT_TYPES
+from devstream.memory.context import AssembledContext, assemble
+from devstream.memory.search import SearchResult
+from devstream.memory.service import EmbedReport
+
+T = TypeVar("T")
+SNIPPET = 72
+
+content_type_option = click.option(
+    "--type", "content_type", type=click.Choice(CONTENT_TYPES), help="Content type."
+)
+
+
+def with_store(out: Output, work: Callable[[DevStream], Awaitable[T]]) -> T:
+    """Open the configured store, run `work` on it, close it."""
+
+    async def run() -> T:
+        async with DevStream.open(out.settings) as ds:
+            return await work(ds)
+
+    return asyncio.run(run())
+
+
+def entry_document(entry: MemoryEntry) -> dict[str, Any]:
+    document = asdict(entry)
+    document.pop("embedding")
+    return document
+
+
+@click.group()
+def memory() -> None:
+    """Store, search and maintain memories."""
+
+
+@memory.command("add")
+@click.argument("text")
+@click.option("--type", "content_type", type=click.Choice(CONTENT_TYPES), required=True)
+@click.option("--plan", "plan_id", type=int, help="Link to a plan.")
+@click.option("--phase", "phase_id", type=int, help="Link to a phase.")
+@click.option("--task", "task_id", type=int, help="Link to a task.")
+@pass_output
+def add(
+    out: Output,
+    *,
+    text: str,
+    content_type: str,
+    plan_id: int | None,
+    phase_id: int | None,
+    task_id: int | None,
+) -> None:
+    """Store TEXT as a memory (stored once per scope; pending if embedding fails)."""
+    result = with_store(
+        out,
+        lambda ds: ds.memory.store(
+            text, content_type, plan_id=plan_id, phase_id=phase_id, task_id=task_id
+        ),
+    )
+    entry = result.entry
+    if not result.created:
+        line = f"already stored as memory #{entry.id}"
+    else:
+        line = f"stored memory #{entry.id} ({entry.embedding_status})"
+    if result.warning:
+        line += f"\nwarning: {result.warning}"
+    out.emit(
+        {
+            "memory": entry_document(entry),
+            "created": result.created,
+            "embedded": result.embedded,
+            "warning": result.warning,
+        },
+        line,
+    )
+
+
+@memory.command("search")
+@click.argument("query")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--type", "content_types", multiple=True, type=click.Choice(CONTENT_TYPES), help="Repeatable."
+)
+@click.option("--plan", "plan_id", type=int)
+@click.option("--task", "task_id", type=int)
+@click.option("--min-similarity", type=click.FloatRange(-1, 1), help="Cosine threshold.")
+@pass_output
+def search(
+    out: Output,
+    *,
+    query: str,
+    limit: int,
+    content_types: tuple[str, ...],
+    plan_id: int | None,
+    task_id: int | None,
+    min_similarity: float | None,
+) -> None:
+    """Hybrid full-text + vector search."""
+    filters = MemoryFilter(frozenset(content_types), plan_id=plan_id, task_id=task_id)
+    result = with_store(
+        out,
+        lambda ds: ds.memory.search(
+            query, limit=limit, filters=filters, min_similarity=min_similarity
+        ),
+    )
+    out.emit(search_document(result), search_text(result))
+
+
+def search_document(result: SearchResult) -> dict[str, Any]:
+    return {
+        "query": result.query,
+        "degraded": result.degraded,
+        "reason": result.reason,
+        "hits": [
+            {
+                "id": hit.entry.id,
+                "score": hit.score,
+                "similarity": hit.similarity,
+                "text_rank": hit.text_rank,
+                "content_type": hit.entry.content_type,
+                "content": hit.entry.content,
+            }
+            for hit in result.hits
+        ],
+    }
+
+
+def search_text(result: SearchResult) -> str:
+    lines = [f"degraded: {result.reason}"] if result.degraded else []
+    if not result.hits:
+        lines.append("no matches")
+    for hit in result.hits:
+        similarity = "    -" if hit.similarity is None else f"{hit.similarity:5.2f}"
+        snippet = " ".join(hit.entry.content.split())[:SNIPPET]
+        lines.append(
+            f"#{hit.entry.id:<5} {hit.score:.4f} sim {similarity}  "
+            f"{hit.entry.content_type:<13} {snippet}"
+        )
+    return printable("\n".join(lines))
+
+
+@memory.command("show")
+@click.argument("memory_id", type=int)
+@pass_output
+def show(out: Output, memory_id: int) -> None:
+    """Print one memory (counts as a retrieval)."""
+    entry = with_store(out, lambda ds: ds.memory.get(memory_id))
+    links = ", ".join(
+        f"{name} {value}"
+        for name, value in (
+            ("plan", entry.plan_id),
+            ("phase", entry.phase_id),
+            ("task", entry.task_id),
+        )
+        if value is not None
+    )
+    text = "\n".join(
+        [
+            f"memory #{entry.id}  {entry.content_type}  {entry.embedding_status}"
+            + (f"  ({links})" if links else ""),
+            f"keywords: {entry.keywords}",
+            "",
+            entry.content,
+        ]
+    )
+    out.emit({"memory": entry_document(entry)}, printable(text))
+
+
+@memory.command("delete")
+@click.argument("memory_id", type=int)
+@pass_output
+def delete(out: Output, memory_id: int) -> None:
+    """Delete one memory."""
+    with_store(out, lambda ds: ds.memory.delete(memory_id))
+    out.emit({"deleted": memory_id}, f"deleted memory #{memory_id}")
+
+
+@memory.command("backfill")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
+@pass_output
+def backfill(out: Output, batch_size: int) -> None:
+    """Embed memories stored while embedding was unavailable."""
+    report = _embed_with_progress(out, "backfill", batch_size)
+    out.emit(asdict(report), _report_text("embedded", report))
+    if report.error:
+        raise SystemExit(1)
+
+
+@memory.command("reembed")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
+@pass_output
+def reembed(out: Output, batch_size: int) -> None:
+    """Re-embed memories of another model or dimension (and pending ones)."""
+    report = _embed_with_progress(out, "reembed", batch_size)
+    out.emit(asdict(report), _report_text("re-embedded", report))
+    if report.error:
+        raise SystemExit(1)
+
+
+def _embed_with_progress(out: Output, action: str, batch_size: int) -> EmbedReport:
+    console = Console(stderr=True)
+    columns = (TextColumn(f"{action}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console, disable=out.as_json, transient=True) as bar:
+        task = bar.add_task(action, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        async def work(ds: DevStream) -> EmbedReport:
+            run = ds.memory.backfill if action == "backfill" else ds.memory.reembed
+            return await run(batch_size=batch_size, progress=progress)
+
+        return with_store(out, work)
+
+
+def _report_text(verb: str, report: EmbedReport) -> str:
+    text = f"{verb} {report.embedded} memories; {report.remaining} still waiting"
+    return text + (f"\nstopped: {report.error}" if report.error else "")
+
+
+@click.command("context")
+@click.argument("query")
+@click.option("--budget", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--plan", "plan_id", type=int, help="Prefer this plan's memories.")
+@click.option("--per-type-cap", type=click.IntRange(1), help="At most N memories per type.")
+@pass_output
+def context(
+    out: Output, query: str, budget: int, plan_id: int | None, per_type_cap: int | None
+) -> None:
+    """Assemble the most relevant memories for QUERY within a token budget."""
+    assembled: AssembledContext = with_store(
+        out,
+        lambda ds: assemble(ds.memory, query, budget, plan_id=plan_id, per_type_cap=per_type_cap),
+    )
+    header = f"{len(assembled.included)} memories, {assembled.tokens_used}/{budget} tokens"
+    if assembled.degraded:
+        header += " (degraded: full-text only)"
+    out.emit(
+        {
+            "text": assembled.text,
+            "memory_ids": assembled.memory_ids,
+            "tokens_used": assembled.tokens_used,
+            "budget": assembled.budget,
+            "degraded": assembled.degraded,
+            "included": [asdict(item) for item in assembled.included],
+        },
+        printable(f"{header}\n\n{assembled.text}" if assembled.text else header),
+    )

@@ -1,0 +1,255 @@
+"""Memory storage: the statements the memory service needs beyond plain create/get/update.
+
+Filters, deduplication, full-text matching, vector loading and embedding bookkeeping - all
+SQL about memories lives here, in SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    column,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    table,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from devstream.db.records import MemoryEntry
+from devstream.db.schema import FTS_TABLE
+from devstream.db.schema import memory_entries as m
+from devstream.db.types import utcnow
+
+# The FTS5 table as a lightweight construct: only its rowid is selected or joined.
+_fts = table(FTS_TABLE, column("rowid", Integer))
+
+
+@dataclass(frozen=True)
+class MemoryFilter:
+    """Which memories a list or search may return; empty means all."""
+
+    content_types: frozenset[str] = field(default_factory=frozenset)
+    plan_id: int | None = None
+    phase_id: int | None = None
+    task_id: int | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    embedding_status: str | None = None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        """The WHERE conditions on memory_entries."""
+        found: list[ColumnElement[bool]] = []
+        if self.content_types:
+            found.append(m.c.content_type.in_(sorted(self.content_types)))
+        for link, value in (
+            (m.c.plan_id, self.plan_id),
+            (m.c.phase_id, self.phase_id),
+            (m.c.task_id, self.task_id),
+            (m.c.embedding_status, self.embedding_status),
+        ):
+            if value is not None:
+                found.append(link == value)
+        if self.created_after is not None:
+            found.append(m.c.created_at >= self.created_after)
+        if self.created_before is not None:
+            found.append(m.c.created_at < self.created_before)
+        return found
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The plan / phase / task a memory belongs to; deduplication happens within one."""
+
+    plan_id: int | None = None
+    phase_id: int | None = None
+    task_id: int | None = None
+
+
+@dataclass(frozen=True)
+class StoredVectors:
+    """Every usable vector of one model and dimension, with what filters need."""
+
+    ids: list[int]
+    blobs: list[bytes]
+    content_types: list[str]
+    plan_ids: list[int | None]
+    phase_ids: list[int | None]
+    task_ids: list[int | None]
+    created_at: list[datetime]
+
+
+def _record(row: Any) -> MemoryEntry:
+    return MemoryEntry(**row._mapping)
+
+
+async def by_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> list[MemoryEntry]:
+    """Every entry with one of these content hashes, in any scope."""
+    if not hashes:
+        return []
+    rows = await conn.execute(select(m).where(m.c.content_hash.in_(hashes)))
+    return [_record(row) for row in rows]
+
+
+async def insert(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> list[MemoryEntry]:
+    """Insert entries; returns them in the order given."""
+    now = utcnow()
+    rows = [{"created_at": now, "updated_at": now, **value} for value in values]
+    result = await conn.execute(m.insert().returning(*m.c, sort_by_parameter_order=True), rows)
+    return [_record(row) for row in result]
+
+
+async def get(conn: AsyncConnection, entry_id: int) -> MemoryEntry | None:
+    row = (await conn.execute(select(m).where(m.c.id == entry_id))).first()
+    return None if row is None else _record(row)
+
+
+async def update_entry(
+    conn: AsyncConnection, entry_id: int, values: dict[str, Any]
+) -> MemoryEntry | None:
+    statement = update(m).where(m.c.id == entry_id).values(**values, updated_at=utcnow())
+    row = (await conn.execute(statement.returning(*m.c))).first()
+    return None if row is None else _record(row)
+
+
+async def delete_entry(conn: AsyncConnection, entry_id: int) -> bool:
+    result = await conn.execute(delete(m).where(m.c.id == entry_id))
+    return bool(result.rowcount)
+
+
+async def touch(conn: AsyncConnection, ids: Sequence[int]) -> None:
+    """Count a retrieval of each entry."""
+    if ids:
+        await conn.execute(
+            update(m).where(m.c.id.in_(ids)).values(access_count=m.c.access_count + 1)
+        )
+
+
+def _listing(filters: MemoryFilter) -> Select[Any]:
+    return select(m).where(*filters.clauses())
+
+
+async def list_entries(
+    conn: AsyncConnection, filters: MemoryFilter, *, limit: int | None, offset: int
+) -> list[MemoryEntry]:
+    query = _listing(filters).order_by(m.c.id).limit(limit).offset(offset)
+    return [_record(row) for row in await conn.execute(query)]
+
+
+async def fetch(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, MemoryEntry]:
+    rows = await conn.execute(select(m).where(m.c.id.in_(ids)))
+    return {row.id: _record(row) for row in rows}
+
+
+async def full_text(
+    conn: AsyncConnection, match: str, filters: MemoryFilter, limit: int
+) -> list[tuple[int, float]]:
+    """(id, bm25 rank) of the best full-text matches; lower rank is better."""
+    rank: ColumnElement[float] = literal_column("bm25(memory_fts)")
+    query = (
+        select(_fts.c.rowid, rank)
+        .select_from(_fts.join(m, m.c.id == _fts.c.rowid))
+        .where(literal_column(FTS_TABLE).op("MATCH")(match), *filters.clauses())
+        .order_by(rank)
+        .limit(limit)
+    )
+    return [(int(row[0]), float(row[1])) for row in await conn.execute(query)]
+
+
+async def vectors(conn: AsyncConnection, model: str, dimension: int) -> StoredVectors:
+    query = (
+        select(
+            m.c.id,
+            m.c.embedding,
+            m.c.content_type,
+            m.c.plan_id,
+            m.c.phase_id,
+            m.c.task_id,
+            m.c.created_at,
+        )
+        .where(
+            m.c.embedding_status == "embedded",
+            m.c.embedding_model == model,
+            m.c.embedding_dim == dimension,
+        )
+        .order_by(m.c.id)
+    )
+    rows = (await conn.execute(query)).all()
+    return StoredVectors(
+        ids=[row.id for row in rows],
+        blobs=[row.embedding for row in rows],
+        content_types=[row.content_type for row in rows],
+        plan_ids=[row.plan_id for row in rows],
+        phase_ids=[row.phase_id for row in rows],
+        task_ids=[row.task_id for row in rows],
+        created_at=[row.created_at for row in rows],
+    )
+
+
+def _needs_embedding(model: str, dimension: int, *, other_models: bool) -> ColumnElement[bool]:
+    pending = m.c.embedding_status != "embedded"
+    if not other_models:
+        return pending
+    foreign = or_(m.c.embedding_model != model, m.c.embedding_dim != dimension)
+    return or_(pending, and_(m.c.embedding_status == "embedded", foreign))
+
+
+async def awaiting_embedding(
+    conn: AsyncConnection,
+    model: str,
+    dimension: int,
+    *,
+    other_models: bool,
+    after_id: int,
+    limit: int,
+) -> list[tuple[int, str]]:
+    """(id, content) of entries to embed: pending ones, plus other models' when asked."""
+    query = (
+        select(m.c.id, m.c.content)
+        .where(_needs_embedding(model, dimension, other_models=other_models), m.c.id > after_id)
+        .order_by(m.c.id)
+        .limit(limit)
+    )
+    return [(row.id, row.content) for row in await conn.execute(query)]
+
+
+async def count_awaiting(
+    conn: AsyncConnection, model: str, dimension: int, *, other_models: bool
+) -> int:
+    query = select(func.count()).where(
+        _needs_embedding(model, dimension, other_models=other_models)
+    )
+    return int(await conn.scalar(query) or 0)
+
+
+async def set_embeddings(
+    conn: AsyncConnection, model: str, dimension: int, blobs: dict[int, bytes]
+) -> None:
+    if not blobs:
+        return
+    statement = (
+        update(m)
+        .where(m.c.id == bindparam("entry_id"))
+        .values(
+            embedding=bindparam("blob"),
+            embedding_model=model,
+            embedding_dim=dimension,
+            embedding_status="embedded",
+            updated_at=utcnow(),
+        )
+    )
+    await conn.execute(
+        statement, [{"entry_id": entry_id, "blob": blob} for entry_id, blob in blobs.items()]
+    )

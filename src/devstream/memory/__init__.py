@@ -1,0 +1,1 @@
+"""Memory: embeddings and the entries they index."""

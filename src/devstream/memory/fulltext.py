@@ -1,0 +1,20 @@
+"""User text to an FTS5 query: every word becomes a quoted term, never syntax."""
+
+from __future__ import annotations
+
+import re
+
+# Words as FTS5's unicode61 tokenizer sees them: letters and digits.
+TERM = re.compile(r"\w+", re.UNICODE)
+MAX_TERMS = 64
+
+
+def match_expression(query: str) -> str | None:
+    """An OR of quoted terms, or None when the text holds no searchable word.
+
+    Quotes, `NEAR(`, `*`, `-`, `OR`, column filters: all of them end up as plain terms.
+    """
+    terms = list(dict.fromkeys(term.lower() for term in TERM.findall(query)))[:MAX_TERMS]
+    if not terms:
+        return None
+    return " OR ".join(f'"{term}"' for term in terms)

@@ -1,0 +1,509 @@
+"""The memory service: store, retrieve, search and re-embed what the work produces.
+
+Rules it keeps: input is checked before anything is written; the same content in the same
+scope is stored once; an entry is stored even when embedding fails (status `pending`,
+embedded later by `backfill`); vectors of another model or dimension are never compared;
+the in-process vector index never answers for a store generation it has not seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from devstream.config import Settings
+from devstream.db import memory_store as store
+from devstream.db.generation import Change, current
+from devstream.db.memory_store import MemoryFilter, Scope
+from devstream.db.pool import ConnectionPool
+from devstream.db.queries import content_hash
+from devstream.db.records import MemoryEntry
+from devstream.db.schema import CONTENT_TYPES
+from devstream.errors import EmbeddingError, InvalidInput, NotFound
+from devstream.memory.embedders import Embedder
+from devstream.memory.fulltext import match_expression
+from devstream.memory.index import RowMeta, Vector, VectorIndex
+from devstream.memory.keywords import extract_keywords
+from devstream.memory.search import SearchHit, SearchResult, SearchWeights, fuse
+from devstream.metrics import MetricsRegistry
+
+# How many candidates each side of a hybrid search contributes to the fusion.
+CANDIDATES = 50
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass(frozen=True)
+class NewMemory:
+    content: str
+    content_type: str
+    keywords: Sequence[str] | None = None
+    plan_id: int | None = None
+    phase_id: int | None = None
+    task_id: int | None = None
+    embedding: npt.ArrayLike | None = None  # precomputed, in the embedder's model
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.plan_id, self.phase_id, self.task_id)
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    entry: MemoryEntry
+    created: bool  # False: the same content was already stored in this scope
+    embedded: bool  # False: stored as pending, to be embedded by backfill
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class EmbedReport:
+    embedded: int
+    remaining: int
+    error: str | None = None  # why it stopped early, if it did
+
+
+class MemoryService:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        metrics: MetricsRegistry,
+        embedder: Embedder,
+        settings: Settings,
+        *,
+        index: VectorIndex | None = None,
+    ) -> None:
+        self._pool = pool
+        self.metrics = metrics
+        self.embedder = embedder
+        self._max_chars = settings.max_memory_chars
+        self.index = index if index is not None else VectorIndex(embedder.model, embedder.dimension)
+        if (self.index.model, self.index.dimension) != (embedder.model, embedder.dimension):
+            raise ValueError("the vector index must be of the embedder's model and dimension")
+
+    # --- storing -------------------------------------------------------------------
+
+    async def store(
+        self,
+        content: str,
+        content_type: str,
+        *,
+        keywords: Sequence[str] | None = None,
+        plan_id: int | None = None,
+        phase_id: int | None = None,
+        task_id: int | None = None,
+        embedding: npt.ArrayLike | None = None,
+    ) -> StoreResult:
+        item = NewMemory(content, content_type, keywords, plan_id, phase_id, task_id, embedding)
+        return (await self.store_many([item]))[0]
+
+    async def store_many(self, items: Sequence[NewMemory]) -> list[StoreResult]:
+        """Store a batch in one transaction; every item is checked before anything is written."""
+        with self.metrics.timed("memory.store"):
+            prepared = [self._prepare(item) for item in items]
+            hashes = sorted({p.hash for p in prepared})
+            async with self._pool.read_transaction() as conn:
+                existing = _by_key(await store.by_hashes(conn, hashes))
+            fresh = _first_of_each(p for p in prepared if p.key not in existing)
+            vectors, warning = await self._vectors_for(fresh)
+            change = Change()
+            async with self._pool.write_transaction(track=change) as conn:
+                existing.update(_by_key(await store.by_hashes(conn, hashes)))
+                rows = [
+                    p.row(vectors.get(p.key), self.embedder) for p in fresh if p.key not in existing
+                ]
+                created = _by_key(await store.insert(conn, rows) if rows else [])
+            self._follow(
+                change, upserts=[(e, vectors[k]) for k, e in created.items() if k in vectors]
+            )
+        self.metrics.increment("memory.stored", len(created))
+        return [self._result(p, existing, created, warning) for p in prepared]
+
+    def _prepare(self, item: NewMemory) -> _Prepared:
+        _check_content(item.content, self._max_chars)
+        if item.content_type not in CONTENT_TYPES:
+            raise InvalidInput(
+                f"unknown content type {item.content_type!r}; use one of {', '.join(CONTENT_TYPES)}"
+            )
+        vector = None if item.embedding is None else self._check_vector(item.embedding)
+        keywords = (
+            list(item.keywords) if item.keywords is not None else extract_keywords(item.content)
+        )
+        return _Prepared(item, content_hash(item.content), " ".join(keywords), vector)
+
+    def _check_vector(self, values: npt.ArrayLike) -> Vector:
+        vector = np.asarray(values, dtype=np.float32).reshape(-1)
+        if vector.shape != (self.embedder.dimension,):
+            raise InvalidInput(
+                f"embedding has {vector.size} values; {self.embedder.model} uses "
+                f"{self.embedder.dimension}"
+            )
+        if not np.isfinite(vector).all():
+            raise InvalidInput("embedding contains NaN or infinite values")
+        return vector
+
+    async def _vectors_for(
+        self, fresh: Sequence[_Prepared]
+    ) -> tuple[dict[Key, Vector], str | None]:
+        vectors = {p.key: p.vector for p in fresh if p.vector is not None}
+        missing = [p for p in fresh if p.vector is None]
+        if not missing:
+            return vectors, None
+        try:
+            with self.metrics.timed("memory.embed"):
+                embedded = await self.embedder.embed([p.item.content for p in missing])
+        except EmbeddingError as exc:
+            self.metrics.increment("memory.embed_failures")
+            return vectors, f"stored as pending, not embedded: {exc}"
+        vectors.update({p.key: vector for p, vector in zip(missing, embedded, strict=True)})
+        return vectors, None
+
+    def _result(
+        self,
+        prepared: _Prepared,
+        existing: dict[Key, MemoryEntry],
+        created: dict[Key, MemoryEntry],
+        warning: str | None,
+    ) -> StoreResult:
+        if prepared.key in existing:
+            entry = existing[prepared.key]
+            return StoreResult(entry, created=False, embedded=entry.embedding_status == "embedded")
+        entry = created[prepared.key]
+        embedded = entry.embedding_status == "embedded"
+        return StoreResult(
+            entry, created=True, embedded=embedded, warning=None if embedded else warning
+        )
+
+    # --- reading and changing ------------------------------------------------------
+
+    async def get(self, entry_id: int) -> MemoryEntry:
+        """The entry, counting the retrieval."""
+        change = Change()
+        async with self._pool.write_transaction(track=change) as conn:
+            await store.touch(conn, [entry_id])
+            entry = await store.get(conn, entry_id)
+        self._follow(change)
+        if entry is None:
+            raise NotFound("memory", entry_id)
+        return entry
+
+    async def entries(
+        self, filters: MemoryFilter | None = None, *, limit: int | None = 100, offset: int = 0
+    ) -> list[MemoryEntry]:
+        async with self._pool.read_transaction() as conn:
+            return await store.list_entries(
+                conn, filters or MemoryFilter(), limit=limit, offset=offset
+            )
+
+    async def update(
+        self,
+        entry_id: int,
+        *,
+        content: str | None = None,
+        content_type: str | None = None,
+        keywords: Sequence[str] | None = None,
+    ) -> MemoryEntry:
+        """Change an entry; new content gets new keywords (unless given) and a new vector."""
+        before = await self._read(entry_id)
+        new_content = content is not None and content != before.content
+        if keywords is None and not new_content:
+            keywords = before.keywords.split()
+        prepared = self._prepare(
+            NewMemory(
+                content if content is not None else before.content,
+                content_type or before.content_type,
+                keywords,
+                before.plan_id,
+                before.phase_id,
+                before.task_id,
+            )
+        )
+        values: dict[str, object] = {
+            "content_type": prepared.item.content_type,
+            "keywords": prepared.keywords,
+        }
+        vector = None
+        if new_content:
+            vectors, _ = await self._vectors_for([prepared])
+            vector = vectors.get(prepared.key)
+            values.update(prepared.row(vector, self.embedder))
+        change = Change()
+        async with self._pool.write_transaction(track=change) as conn:
+            entry = await store.update_entry(conn, entry_id, values)
+        if entry is None:
+            raise NotFound("memory", entry_id)
+        if vector is None and entry.embedding_status == "embedded":
+            vector = _blob_vector(entry)  # same vector, maybe new metadata
+        if vector is None:
+            self._follow(change, removals=[entry_id])
+        else:
+            self._follow(change, upserts=[(entry, vector)])
+        return entry
+
+    async def delete(self, entry_id: int) -> None:
+        change = Change()
+        async with self._pool.write_transaction(track=change) as conn:
+            deleted = await store.delete_entry(conn, entry_id)
+        self._follow(change, removals=[entry_id])
+        if not deleted:
+            raise NotFound("memory", entry_id)
+
+    async def _read(self, entry_id: int) -> MemoryEntry:
+        async with self._pool.read_transaction() as conn:
+            entry = await store.get(conn, entry_id)
+        if entry is None:
+            raise NotFound("memory", entry_id)
+        return entry
+
+    # --- search ----------------------------------------------------------------------
+
+    async def search(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        filters: MemoryFilter | None = None,
+        min_similarity: float | None = None,
+        weights: SearchWeights | None = None,
+    ) -> SearchResult:
+        """Hybrid search: full-text and vector rankings fused by weighted RRF (k=60)."""
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        filters, weights = filters or MemoryFilter(), weights or SearchWeights()
+        with self.metrics.timed("memory.search"):
+            query_vector, reason = await self._query_vector(query)
+            ranked, text_ranks, sims = await self._rank(
+                query, query_vector, filters, min_similarity
+            )
+            scores = fuse([(weights.text, ranked[0]), (weights.vector, ranked[1])])
+            best = sorted(scores, key=lambda entry_id: (-scores[entry_id], entry_id))[:limit]
+            hits = await self._hits(best, scores, text_ranks, sims)
+        if reason is not None:
+            self.metrics.increment("memory.search.degraded")
+        return SearchResult(query, hits, degraded=reason is not None, reason=reason)
+
+    async def _query_vector(self, query: str) -> tuple[Vector | None, str | None]:
+        try:
+            with self.metrics.timed("memory.embed"):
+                return (await self.embedder.embed([query]))[0], None
+        except EmbeddingError as exc:
+            self.metrics.increment("memory.embed_failures")
+            return None, f"answered from full-text only: {exc}"
+
+    async def _rank(
+        self,
+        query: str,
+        query_vector: Vector | None,
+        filters: MemoryFilter,
+        min_similarity: float | None,
+    ) -> tuple[tuple[list[int], list[int]], dict[int, float], dict[int, float]]:
+        match = match_expression(query)
+        async with self._pool.read_transaction() as conn:
+            text_hits = await store.full_text(conn, match, filters, CANDIDATES) if match else []
+            if query_vector is not None:
+                await self._refresh(conn)
+        vector_hits = (
+            self.index.search(query_vector, CANDIDATES, filters, min_similarity)
+            if query_vector is not None
+            else []
+        )
+        sims = (
+            self.index.similarity(query_vector, [i for i, _ in text_hits + vector_hits])
+            if query_vector is not None
+            else {}
+        )
+        if min_similarity is not None:
+            # The threshold applies to similarity: text matches without enough of it drop out
+            # (entries with no vector of this model cannot be judged, so they stay).
+            text_hits = [(i, r) for i, r in text_hits if sims.get(i, math.inf) >= min_similarity]
+        ranked = ([i for i, _ in text_hits], [i for i, _ in vector_hits])
+        return ranked, dict(text_hits), sims
+
+    async def _refresh(self, conn: AsyncConnection) -> None:
+        """Rebuild the index when the store is at a generation it has not seen."""
+        token = await current(conn)
+        if token != self.index.generation:
+            with self.metrics.timed("memory.index.load"):
+                stored = await store.vectors(conn, self.index.model, self.index.dimension)
+                self.index.load(stored, token)
+
+    async def _hits(
+        self,
+        best: list[int],
+        scores: dict[int, float],
+        text_ranks: dict[int, float],
+        sims: dict[int, float],
+    ) -> list[SearchHit]:
+        if not best:
+            return []
+        change = Change()
+        async with self._pool.write_transaction(track=change) as conn:
+            await store.touch(conn, best)
+            entries = await store.fetch(conn, best)
+        self._follow(change)
+        return [
+            SearchHit(entries[i], scores[i], sims.get(i), text_ranks.get(i))
+            for i in best
+            if i in entries
+        ]
+
+    # --- embedding later ---------------------------------------------------------------
+
+    async def backfill(self, batch_size: int = 64, progress: Progress | None = None) -> EmbedReport:
+        """Embed the entries stored as pending."""
+        return await self._embed_waiting(
+            other_models=False, batch_size=batch_size, progress=progress
+        )
+
+    async def reembed(self, batch_size: int = 64, progress: Progress | None = None) -> EmbedReport:
+        """Embed pending entries and those embedded by another model or dimension."""
+        return await self._embed_waiting(
+            other_models=True, batch_size=batch_size, progress=progress
+        )
+
+    async def waiting(self, *, other_models: bool = False) -> int:
+        async with self._pool.read_transaction() as conn:
+            return await store.count_awaiting(
+                conn, self.embedder.model, self.embedder.dimension, other_models=other_models
+            )
+
+    async def _embed_waiting(
+        self, *, other_models: bool, batch_size: int, progress: Progress | None
+    ) -> EmbedReport:
+        if batch_size < 1:
+            raise InvalidInput(f"batch size must be at least 1, got {batch_size}")
+        total = await self.waiting(other_models=other_models)
+        done, after_id = 0, 0
+        model, dimension = self.embedder.model, self.embedder.dimension
+        while True:
+            async with self._pool.read_transaction() as conn:
+                batch = await store.awaiting_embedding(
+                    conn,
+                    model,
+                    dimension,
+                    other_models=other_models,
+                    after_id=after_id,
+                    limit=batch_size,
+                )
+            if not batch:
+                return EmbedReport(done, 0)
+            try:
+                with self.metrics.timed("memory.embed"):
+                    vectors = await self.embedder.embed([content for _, content in batch])
+            except EmbeddingError as exc:
+                self.metrics.increment("memory.embed_failures")
+                return EmbedReport(done, await self.waiting(other_models=other_models), str(exc))
+            await self._save_vectors(dict(zip([i for i, _ in batch], vectors, strict=True)))
+            done, after_id = done + len(batch), batch[-1][0]
+            self.metrics.increment("memory.backfilled", len(batch))
+            if progress is not None:
+                progress(done, total)
+
+    async def _save_vectors(self, vectors: dict[int, Vector]) -> None:
+        blobs = {entry_id: _blob(vector) for entry_id, vector in vectors.items()}
+        change = Change()
+        async with self._pool.write_transaction(track=change) as conn:
+            await store.set_embeddings(conn, self.embedder.model, self.embedder.dimension, blobs)
+            entries = await store.fetch(conn, list(blobs))
+        self._follow(change, upserts=[(entries[i], vectors[i]) for i in blobs if i in entries])
+
+    # --- keeping the index in step -----------------------------------------------------
+
+    def _follow(
+        self,
+        change: Change,
+        upserts: Sequence[tuple[MemoryEntry, Vector]] = (),
+        removals: Sequence[int] = (),
+    ) -> None:
+        """Apply this process's committed write to the index, if the index was current."""
+        if change.before is None or change.before != self.index.generation:
+            self.index.generation = None  # someone else wrote: rebuild on next search
+            return
+        for entry, vector in upserts:
+            self.index.upsert(entry.id, vector, _meta(entry))
+        for entry_id in removals:
+            self.index.remove(entry_id)
+        self.index.generation = change.after
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    item: NewMemory
+    hash: str
+    keywords: str
+    vector: Vector | None
+
+    @property
+    def key(self) -> tuple[str, Scope]:
+        return self.hash, self.item.scope
+
+    def row(self, vector: Vector | None, embedder: Embedder) -> dict[str, object]:
+        embedded = vector is not None
+        embedding = None if vector is None else _blob(vector)
+        return {
+            "content": self.item.content,
+            "content_type": self.item.content_type,
+            "keywords": self.keywords,
+            "content_hash": self.hash,
+            "plan_id": self.item.plan_id,
+            "phase_id": self.item.phase_id,
+            "task_id": self.item.task_id,
+            "embedding": embedding,
+            "embedding_model": embedder.model if embedded else None,
+            "embedding_dim": embedder.dimension if embedded else None,
+            "embedding_status": "embedded" if embedded else "pending",
+        }
+
+
+def _check_content(content: object, max_chars: int) -> None:
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidInput("memory content is empty")
+    if len(content) > max_chars:
+        raise InvalidInput(
+            f"memory content has {len(content):,} characters; the maximum is {max_chars:,} "
+            "(split it, or raise max_memory_chars)"
+        )
+    if "\x00" in content:
+        raise InvalidInput("memory content contains a NUL character")
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput("memory content is not valid Unicode text (lone surrogate)") from exc
+
+
+Key = tuple[str, Scope]
+
+
+def _first_of_each(prepared: Iterable[_Prepared]) -> list[_Prepared]:
+    """One item per content and scope: repeats within a batch are stored once."""
+    unique: dict[Key, _Prepared] = {}
+    for item in prepared:
+        unique.setdefault(item.key, item)
+    return list(unique.values())
+
+
+def _by_key(entries: Iterable[MemoryEntry]) -> dict[Key, MemoryEntry]:
+    return {
+        (entry.content_hash, Scope(entry.plan_id, entry.phase_id, entry.task_id)): entry
+        for entry in entries
+    }
+
+
+def _blob(vector: Vector) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def _blob_vector(entry: MemoryEntry) -> Vector:
+    assert entry.embedding is not None
+    return np.frombuffer(entry.embedding, dtype="<f4").astype(np.float32)
+
+
+def _meta(entry: MemoryEntry) -> RowMeta:
+    return RowMeta(
+        entry.content_type, entry.plan_id, entry.phase_id, entry.task_id, entry.created_at
+    )

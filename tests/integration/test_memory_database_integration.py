@@ -1,0 +1,643 @@
+"""Memory and database: storage, embeddings, hybrid search, links, the pipeline, degradation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pytest_httpx import HTTPXMock
+
+from devstream import DevStream, Settings
+from devstream.db.memory_store import MemoryFilter
+from devstream.db.pool import ConnectionPool
+from devstream.db.records import MemoryEntry, MicroTask, Plan
+from devstream.db.types import utcnow
+from devstream.errors import DimensionMismatch, InvalidInput, NotFound
+from devstream.memory.context import approximate_tokens, assemble
+from devstream.memory.embedders import CircuitBreaker, OllamaEmbedder
+from devstream.memory.search import SearchWeights
+from devstream.memory.service import NewMemory
+from devstream.testing import FakeOllama, deterministic_embedding
+from tests.integration.conftest import OLLAMA_DIMENSION
+from tests.support import devstream_cli
+
+TEXT_ONLY = SearchWeights(text=1.0, vector=0.0)
+VECTOR_ONLY = SearchWeights(text=0.0, vector=1.0)
+
+
+def ollama_devstream(
+    pool: ConnectionPool, settings: Settings, url: str, **options: float
+) -> DevStream:
+    """The facade on the worker's pool with an Ollama embedder; fast retries for tests."""
+    embedder = OllamaEmbedder(
+        url,
+        dimension=OLLAMA_DIMENSION,
+        attempts=int(options.get("attempts", 2)),
+        backoff_initial_s=0.001,
+        backoff_max_s=0.005,
+        timeout_s=options.get("timeout_s", 2.0),
+        breaker=CircuitBreaker(failure_threshold=2, cooldown_s=options.get("cooldown_s", 0.05)),
+    )
+    return DevStream(settings, pool, embedder)
+
+
+# --- storage and retrieval ----------------------------------------------------------------
+
+
+async def test_store_get_and_access_counts(integration_devstream: DevStream) -> None:
+    memory = integration_devstream.memory
+    result = await memory.store(
+        "Checkpoints move WAL pages back into the database file", "learning"
+    )
+    assert result.created
+    assert result.embedded
+    entry = result.entry
+    assert entry.access_count == 0
+    assert entry.keywords.split()[:3] == ["checkpoints", "move", "wal"]
+
+    assert (await memory.get(entry.id)).access_count == 1
+    assert (await memory.get(entry.id)).access_count == 2
+    with pytest.raises(NotFound):
+        await memory.get(entry.id + 1000)
+
+
+async def test_same_content_in_the_same_scope_is_stored_once(
+    integration_devstream: DevStream, integration_sample_plan: Plan
+) -> None:
+    memory = integration_devstream.memory
+    first = await memory.store("Prefer small commits", "decision")
+    again = await memory.store("Prefer small commits", "decision")
+    elsewhere = await memory.store(
+        "Prefer small commits", "decision", plan_id=integration_sample_plan.id
+    )
+    assert (again.created, again.entry.id) == (False, first.entry.id)
+    assert elsewhere.created
+    assert elsewhere.entry.id != first.entry.id
+
+    batch = await memory.store_many(
+        [NewMemory("one", "context"), NewMemory("one", "context"), NewMemory("two", "context")]
+    )
+    assert [r.created for r in batch] == [True, True, True]
+    assert batch[0].entry.id == batch[1].entry.id != batch[2].entry.id
+    assert len(await memory.entries()) == 4
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (NewMemory("   ", "context"), "empty"),
+        (NewMemory("x" * 100_001, "context"), "maximum is 100,000"),
+        (NewMemory("fine", "poem"), "unknown content type 'poem'"),
+        (NewMemory("nul \x00 inside", "context"), "NUL"),
+        (NewMemory("lone \ud800 surrogate", "context"), "lone surrogate"),
+        (NewMemory("nan", "context", embedding=[float("nan")] * 768), "NaN or infinite"),
+        (NewMemory("inf", "context", embedding=[float("inf")] * 768), "NaN or infinite"),
+        (NewMemory("short", "context", embedding=[0.1] * 3), "3 values"),
+    ],
+    ids=["blank", "too-long", "unknown-type", "nul", "surrogate", "nan", "inf", "wrong-size"],
+)
+async def test_bad_input_is_refused_before_anything_is_written(
+    integration_devstream: DevStream, item: NewMemory, message: str
+) -> None:
+    memory = integration_devstream.memory
+    await memory.store("already here", "context")
+    with pytest.raises(InvalidInput, match=message):
+        await memory.store_many([NewMemory("valid, but in a bad batch", "context"), item])
+    assert [entry.content for entry in await memory.entries()] == ["already here"]
+
+
+async def test_listing_filters(
+    integration_devstream: DevStream,
+    integration_memory_entries: list[MemoryEntry],
+    integration_sample_plan: Plan,
+    integration_sample_task: MicroTask,
+) -> None:
+    memory = integration_devstream.memory
+    by_plan = await memory.entries(MemoryFilter(plan_id=integration_sample_plan.id))
+    assert {e.content_type for e in by_plan} == {"decision", "code", "learning"}
+    by_task = await memory.entries(MemoryFilter(task_id=integration_sample_task.id))
+    assert [e.content_type for e in by_task] == ["code"]
+    typed = await memory.entries(MemoryFilter(frozenset({"error", "context"})))
+    assert {e.content_type for e in typed} == {"error", "context"}
+    assert len(await memory.entries(limit=2, offset=5)) == 1
+
+
+# --- embeddings: persistence and loading --------------------------------------------------
+
+
+async def test_embeddings_round_trip_exactly_and_record_their_model(
+    integration_devstream: DevStream,
+) -> None:
+    memory = integration_devstream.memory
+    vector = np.random.default_rng(7).normal(size=768).astype(np.float32)
+    entry = (await memory.store("a precomputed vector", "context", embedding=vector)).entry
+
+    assert entry.embedding == vector.astype("<f4").tobytes()
+    assert np.array_equal(np.frombuffer(entry.embedding, dtype="<f4"), vector)
+    assert (entry.embedding_model, entry.embedding_dim, entry.embedding_status) == (
+        memory.embedder.model,
+        768,
+        "embedded",
+    )
+
+
+async def test_a_new_process_loads_the_index_from_the_store(
+    integration_devstream: DevStream, integration_memory_entries: list[MemoryEntry]
+) -> None:
+    fresh = DevStream(integration_devstream.settings, integration_devstream.pool)
+    assert len(fresh.memory.index) == 0
+    result = await fresh.memory.search("readers never block the writer", weights=VECTOR_ONLY)
+    assert len(fresh.memory.index) == len(integration_memory_entries)
+    assert result.hits[0].entry.id == integration_memory_entries[0].id
+    assert result.hits[0].similarity is not None
+    assert result.hits[0].similarity > 0.5
+
+
+# --- search -------------------------------------------------------------------------------
+
+
+async def test_keyword_vector_and_hybrid_search(
+    integration_devstream: DevStream, integration_memory_entries: list[MemoryEntry]
+) -> None:
+    memory = integration_devstream.memory
+    triggers = integration_memory_entries[2]
+
+    keyword = await memory.search("triggers", weights=TEXT_ONLY)
+    assert [hit.entry.id for hit in keyword.hits] == [triggers.id]
+    assert keyword.hits[0].text_rank is not None
+
+    vector = await memory.search("index kept in step by triggers", weights=VECTOR_ONLY)
+    assert vector.hits[0].entry.id == triggers.id
+    assert all(hit.similarity is not None for hit in vector.hits)
+    assert [h.similarity for h in vector.hits] == sorted(
+        (h.similarity for h in vector.hits if h.similarity is not None), reverse=True
+    )
+
+    hybrid = await memory.search("FTS5 index triggers")
+    top = hybrid.hits[0]
+    assert top.entry.id == triggers.id
+    assert top.text_rank is not None
+    assert top.similarity is not None
+    assert top.score == pytest.approx(2 / 61)  # first in both lists
+    assert not hybrid.degraded
+
+
+async def test_search_filters_and_similarity_threshold(
+    integration_devstream: DevStream,
+    integration_memory_entries: list[MemoryEntry],
+    integration_sample_plan: Plan,
+    integration_sample_task: MicroTask,
+) -> None:
+    memory = integration_devstream.memory
+    query = "writer readers pool WAL backfill embedding"
+
+    async def ids(**filters: object) -> set[int]:
+        result = await memory.search(query, limit=20, filters=MemoryFilter(**filters))  # type: ignore[arg-type]
+        return {hit.entry.id for hit in result.hits}
+
+    everything = await ids()
+    by_type = {e.id for e in integration_memory_entries if e.content_type == "error"}
+    assert await ids(content_types=frozenset({"error"})) == by_type & everything
+    plan_ids = {e.id for e in integration_memory_entries if e.plan_id == integration_sample_plan.id}
+    assert await ids(plan_id=integration_sample_plan.id) == plan_ids & everything
+    assert await ids(task_id=integration_sample_task.id) <= {integration_memory_entries[1].id}
+    assert await ids(created_after=utcnow() + timedelta(minutes=1)) == set()
+    assert await ids(created_before=utcnow() + timedelta(minutes=1)) == everything
+    assert await ids(embedding_status="pending") == set()
+
+    strict = await memory.search(query, limit=20, min_similarity=0.99)
+    assert strict.hits == []
+
+
+@pytest.mark.parametrize(
+    "query", ['"', "NEAR(", "*", "OR OR", "-", "content:WAL", "x" * 10_000, "\x00", "\ud800"]
+)
+async def test_hostile_queries_are_plain_text(
+    integration_devstream: DevStream, integration_memory_entries: list[MemoryEntry], query: str
+) -> None:
+    result = await integration_devstream.memory.search(query)
+    assert all(hit.entry.id in {e.id for e in integration_memory_entries} for hit in result.hits)
+    wal = await integration_devstream.memory.search(f'{query} "WAL" NEAR(', weights=TEXT_ONLY)
+    assert integration_memory_entries[0].id in {hit.entry.id for hit in wal.hits}
+
+
+# --- memory and tasks ---------------------------------------------------------------------
+
+
+async def test_memories_outlive_their_task_and_plan(
+    integration_devstream: DevStream,
+    integration_memory_entries: list[MemoryEntry],
+    integration_sample_plan: Plan,
+    integration_sample_task: MicroTask,
+) -> None:
+    ds = integration_devstream
+    code = integration_memory_entries[1]
+    assert (code.plan_id, code.task_id) == (integration_sample_plan.id, integration_sample_task.id)
+
+    await ds.queries.tasks.delete(integration_sample_task.id)
+    assert (await ds.memory.get(code.id)).task_id is None
+    await ds.queries.plans.delete(integration_sample_plan.id)
+    survivors = await ds.memory.entries()
+    assert len(survivors) == len(integration_memory_entries)
+    assert all(entry.plan_id is None and entry.task_id is None for entry in survivors)
+    scoped = await ds.memory.search("WAL", filters=MemoryFilter(plan_id=integration_sample_plan.id))
+    assert scoped.hits == []
+
+
+async def test_links_must_point_at_existing_rows(integration_devstream: DevStream) -> None:
+    with pytest.raises(Exception, match="FOREIGN KEY"):
+        await integration_devstream.memory.store("orphan", "context", task_id=999_999)
+    assert await integration_devstream.memory.entries() == []
+
+
+# --- the content pipeline, end to end -----------------------------------------------------
+
+
+async def test_content_pipeline_end_to_end(
+    integration_devstream: DevStream, integration_sample_plan: Plan
+) -> None:
+    memory = integration_devstream.memory
+    stored = await memory.store(
+        "Quorum reads need a majority of replicas to answer",
+        "learning",
+        plan_id=integration_sample_plan.id,
+    )
+    entry = stored.entry
+    assert "quorum" in entry.keywords.split()
+    assert (await memory.search("quorum", weights=TEXT_ONLY)).hits[0].entry.id == entry.id
+    assert (await memory.search("majority replicas", weights=VECTOR_ONLY)).hits[
+        0
+    ].entry.id == entry.id
+
+    context = await assemble(memory, "quorum reads", 200, plan_id=integration_sample_plan.id)
+    assert context.memory_ids == [entry.id]
+    assert "Quorum reads need a majority" in context.text
+
+    updated = await memory.update(entry.id, content="Leases let a leader serve reads alone")
+    assert updated.content_hash != entry.content_hash
+    assert (await memory.search("quorum", weights=TEXT_ONLY)).hits == []
+    assert (await memory.search("leases", weights=TEXT_ONLY)).hits[0].entry.id == entry.id
+    assert (await memory.search("leader leases", weights=VECTOR_ONLY)).hits[0].entry.id == entry.id
+
+    retyped = await memory.update(entry.id, content_type="decision")
+    assert retyped.content == updated.content
+    assert retyped.embedding == updated.embedding
+    decisions = await memory.search("leases", filters=MemoryFilter(frozenset({"decision"})))
+    assert [hit.entry.id for hit in decisions.hits] == [entry.id]
+
+    await memory.delete(entry.id)
+    assert (await memory.search("leases leader")).hits == []
+    with pytest.raises(NotFound):
+        await memory.delete(entry.id)
+
+
+async def test_context_respects_budget_and_type_cap(
+    integration_devstream: DevStream, integration_memory_entries: list[MemoryEntry]
+) -> None:
+    memory = integration_devstream.memory
+    query = "WAL writer readers backfill embedding triggers"
+    full = await assemble(memory, query, 10_000)
+    assert len(full.included) == len(integration_memory_entries)
+
+    budget = full.included[0].tokens + full.included[1].tokens
+    tight = await assemble(memory, query, budget)
+    assert approximate_tokens(tight.text) <= tight.tokens_used <= budget
+    assert 1 <= len(tight.included) < len(full.included)
+    assert all(f"#{item.memory_id}]" in tight.text for item in tight.included)
+
+    capped = await assemble(memory, query, 10_000, per_type_cap=1)
+    kinds = [item.content_type for item in capped.included]
+    assert len(kinds) == len(set(kinds))
+    with pytest.raises(InvalidInput):
+        await assemble(memory, query, 0)
+
+
+# --- the shared vector index across rolled-back tests -------------------------------------
+
+
+@pytest.mark.xdist_group("isolation")
+class TestIndexIsolation:
+    """Both tests share the worker's index; each writes a vector that is rolled back after it.
+    Whichever runs second must never see the other's vector."""
+
+    async def _write_and_check(self, ds: DevStream, mine: str, theirs: str) -> None:
+        assert (await ds.memory.search(theirs, weights=VECTOR_ONLY)).hits == []
+        entry = (await ds.memory.store(f"{mine} observations", "learning")).entry
+        hits = (await ds.memory.search(mine, weights=VECTOR_ONLY)).hits
+        assert [hit.entry.id for hit in hits] == [entry.id]
+
+    async def test_first(self, integration_devstream: DevStream) -> None:
+        await self._write_and_check(integration_devstream, "quasar", "magnetar")
+
+    async def test_second(self, integration_devstream: DevStream) -> None:
+        await self._write_and_check(integration_devstream, "magnetar", "quasar")
+
+
+async def test_index_never_serves_a_vector_rolled_back_in_a_savepoint(
+    integration_devstream: DevStream,
+) -> None:
+    memory = integration_devstream.memory
+    await memory.store("pulsar timing arrays", "learning")
+    with pytest.raises(RuntimeError):
+        async with integration_devstream.pool.write_transaction() as conn:
+            await conn.exec_driver_sql("DELETE FROM memory_entries")
+            raise RuntimeError
+    hits = (await memory.search("pulsar timing", weights=VECTOR_ONLY)).hits
+    assert [hit.entry.content for hit in hits] == ["pulsar timing arrays"]
+
+    async with integration_devstream.pool.write_transaction() as conn:
+        await conn.exec_driver_sql("DELETE FROM memory_entries")  # a write the index did not see
+    assert (await memory.search("pulsar timing", weights=VECTOR_ONLY)).hits == []
+
+
+# --- Ollama: mocked in-process, and a real server over sockets ----------------------------
+
+
+async def test_ollama_vectors_are_stored_as_served(
+    integration_connection_pool: ConnectionPool,
+    integration_config: Settings,
+    integration_devstream: DevStream,
+    integration_mock_ollama_healthy: str,
+    httpx_mock: HTTPXMock,
+) -> None:
+    ds = ollama_devstream(
+        integration_connection_pool, integration_config, integration_mock_ollama_healthy
+    )
+    results = await ds.memory.store_many(
+        [NewMemory("alpha notes", "context"), NewMemory("beta notes", "context")]
+    )
+    for result, text in zip(results, ["alpha notes", "beta notes"], strict=True):
+        served = np.asarray(deterministic_embedding(text, OLLAMA_DIMENSION), dtype="<f4")
+        assert result.entry.embedding == served.tobytes()
+        assert result.entry.embedding_model == "embeddinggemma"
+    requests = httpx_mock.get_requests()
+    assert [json.loads(r.content)["input"] for r in requests] == [["alpha notes", "beta notes"]]
+    hits = (await ds.memory.search("beta notes", weights=VECTOR_ONLY)).hits
+    assert hits[0].entry.id == results[1].entry.id
+    assert hits[0].similarity == pytest.approx(1.0, abs=1e-5)
+
+
+async def test_another_model_is_never_compared_until_reembedded(
+    integration_connection_pool: ConnectionPool,
+    integration_config: Settings,
+    integration_devstream: DevStream,
+    integration_memory_entries: list[MemoryEntry],
+    integration_mock_ollama_responses: str,
+) -> None:
+    ds = ollama_devstream(
+        integration_connection_pool, integration_config, integration_mock_ollama_responses
+    )
+    before = await ds.memory.search("WAL journal mode", weights=VECTOR_ONLY)
+    assert before.hits == []  # the hashing model's vectors are not this model's
+    assert await ds.memory.waiting(other_models=True) == len(integration_memory_entries)
+
+    report = await ds.memory.reembed(batch_size=4)
+    assert (report.embedded, report.remaining, report.error) == (
+        len(integration_memory_entries),
+        0,
+        None,
+    )
+    entries = await ds.memory.entries()
+    assert {(e.embedding_model, e.embedding_dim) for e in entries} == {("embeddinggemma", 768)}
+    text = integration_memory_entries[0].content
+    after = await ds.memory.search(text, weights=VECTOR_ONLY)
+    assert after.hits[0].entry.id == integration_memory_entries[0].id
+
+
+async def test_outage_degrades_then_backfill_recovers(
+    integration_connection_pool: ConnectionPool,
+    integration_config: Settings,
+    integration_devstream: DevStream,
+    fake_ollama: FakeOllama,
+) -> None:
+    ds = ollama_devstream(integration_connection_pool, integration_config, fake_ollama.url)
+    fake_ollama.refuse()
+
+    stored = [
+        await ds.memory.store(f"incident note {n} about the outage", "error") for n in range(3)
+    ]
+    assert all(not r.embedded and r.entry.embedding_status == "pending" for r in stored)
+    assert all(r.warning and "pending" in r.warning for r in stored)
+    during = await ds.memory.search("incident outage")
+    assert during.degraded
+    assert during.reason is not None
+    assert {hit.entry.id for hit in during.hits} == {r.entry.id for r in stored}
+    assert ds.stats()["counters"]["memory.search.degraded"] == 1  # type: ignore[index]
+
+    fake_ollama.recover()
+    await _after_cooldown()
+    progress: list[tuple[int, int]] = []
+    report = await ds.memory.backfill(batch_size=2, progress=lambda d, t: progress.append((d, t)))
+    assert (report.embedded, report.remaining, report.error) == (3, 0, None)
+    assert progress == [(2, 3), (3, 3)]
+    after = await ds.memory.search("incident outage")
+    assert not after.degraded
+    assert all(hit.similarity is not None for hit in after.hits)
+    assert await ds.memory.waiting() == 0
+    await ds.memory.embedder.aclose()
+
+
+async def test_wrong_dimension_is_a_typed_error_not_a_corrupt_index(
+    integration_connection_pool: ConnectionPool,
+    integration_config: Settings,
+    integration_devstream: DevStream,
+    fake_ollama: FakeOllama,
+) -> None:
+    ds = ollama_devstream(integration_connection_pool, integration_config, fake_ollama.url)
+    fake_ollama.wrong_dimension(384)
+    result = await ds.memory.store("vectors of the wrong size", "context")
+    assert result.entry.embedding_status == "pending"
+    assert result.warning is not None
+    assert "384" in result.warning
+
+    await _after_cooldown()
+    report = await ds.memory.backfill()
+    assert report.embedded == 0
+    assert report.remaining == 1
+    assert report.error is not None
+    assert "384" in report.error
+    with pytest.raises(DimensionMismatch):
+        await ds.memory.embedder.embed(["direct"])
+    assert len(ds.memory.index) == 0
+    await ds.memory.embedder.aclose()
+
+
+async def _after_cooldown() -> None:
+    """Let the test breaker's short cool-down pass."""
+    await asyncio.sleep(0.06)
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+async def test_cli_memory_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = ["--db", str(tmp_path / "memory.db")]
+    assert (
+        await devstream_cli(
+            *db, "memory", "add", "WAL lets readers run beside a writer", "--type", "learning"
+        )
+        == 0
+    )
+    assert capsys.readouterr().out == "stored memory #1 (embedded)\n"
+    assert (
+        await devstream_cli(
+            *db, "memory", "add", "WAL lets readers run beside a writer", "--type", "learning"
+        )
+        == 0
+    )
+    assert capsys.readouterr().out == "already stored as memory #1\n"
+
+    assert await devstream_cli(*db, "--json", "memory", "search", "readers writer") == 0
+    found = json.loads(capsys.readouterr().out)
+    assert (found["degraded"], [hit["id"] for hit in found["hits"]]) == (False, [1])
+
+    assert await devstream_cli(*db, "memory", "show", "1") == 0
+    assert "WAL lets readers run beside a writer" in capsys.readouterr().out
+    assert await devstream_cli(*db, "--json", "context", "readers", "--budget", "50") == 0
+    assert json.loads(capsys.readouterr().out)["memory_ids"] == [1]
+    assert await devstream_cli(*db, "memory", "backfill") == 0
+    assert "embedded 0 memories; 0 still waiting" in capsys.readouterr().out
+    assert await devstream_cli(*db, "memory", "delete", "1") == 0
+    assert await devstream_cli(*db, "memory", "show", "1") == 1
+    assert capsys.readouterr().err == (
+        "devstream: error: memory 1 not found (list existing ones to find the id)\n"
+    )
+
+
+async def test_cli_says_degraded_when_ollama_is_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_ollama: FakeOllama
+) -> None:
+    db = ["--db", str(tmp_path / "down.db"), "--ollama-url", fake_ollama.url]
+    fake_ollama.refuse()
+    assert await devstream_cli(*db, "memory", "add", "stored while down", "--type", "context") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("stored memory #1 (pending)\nwarning: stored as pending")
+    assert await devstream_cli(*db, "memory", "search", "stored down") == 0
+    assert capsys.readouterr().out.startswith("degraded: answered from full-text only")
+    assert await devstream_cli(*db, "--json", "memory", "search", "stored down") == 0
+    assert json.loads(capsys.readouterr().out)["degraded"] is True
+    assert await devstream_cli(*db, "memory", "backfill") == 1
+    assert "stopped:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "query", ['"', "NEAR(", "*", "OR OR", "x" * 10_000, "nul\x00byte", "lone\ud800surrogate"]
+)
+async def test_cli_hostile_queries_answer_or_fail_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], query: str
+) -> None:
+    db = ["--db", str(tmp_path / "hostile.db")]
+    assert await devstream_cli(*db, "memory", "add", "OR NEAR star notes", "--type", "context") == 0
+    capsys.readouterr()
+    code = await devstream_cli(*db, "memory", "search", query)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    if code == 0:
+        assert captured.out
+    else:
+        assert captured.err.count("\n") == 1
+    code = await devstream_cli(*db, "memory", "add", query, "--type", "context")
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert code == 0 or (code == 1 and captured.err.startswith("devstream: error: "))
+
+
+# --- every failure mode of the embedding server, over real sockets ------------------------
+
+
+async def test_a_transient_failure_is_retried(
+    integration_connection_pool: ConnectionPool,
+    integration_config: Settings,
+    integration_devstream: DevStream,
+    fake_ollama: FakeOllama,
+) -> None:
+    ds = ollama_devstream(integration_connection_pool, integration_config, fake_ollama.url)
+    fake_ollama.fail_next(1, status=503)
+    result = await ds.memory.store("retried once", "context")
+    assert result.embedded
+    embedder = ds.memory.embedder
+    assert isinstance(embedder, OllamaEmbedder)
+    assert embedder.retries == 1
+    assert fake_ollama.embed_requests == 2
+    await embedder.aclose()
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        (lambda f: f.fail(500), "500"),
+        (lambda f: f.rate_limit(retry_after=0), "429"),
+        (lambda f: f.garbage(), "JSON"),
+        (lambda f: f.stall(1.0), "timeout"),
+        (lambda f: f.refuse(), "connect"),
+    ],
+    ids=["5xx", "429", "garbage", "stall", "refused"],
+)
+async def test_failures_store_pending_and_the_breaker_stops_calling(
+    integration_connection_pool: ConnectionPool,
+    integration_config: Settings,
+    integration_devstream: DevStream,
+    fake_ollama: FakeOllama,
+    breakage: Callable[[FakeOllama], None],
+    expected: str,
+) -> None:
+    ds = ollama_devstream(
+        integration_connection_pool, integration_config, fake_ollama.url, timeout_s=0.2
+    )
+    breakage(fake_ollama)
+    first = await ds.memory.store("first while broken", "context")
+    assert first.entry.embedding_status == "pending"
+    assert first.warning is not None
+    assert expected.lower() in first.warning.lower()
+    await ds.memory.store("second while broken", "context")  # the breaker opens here
+
+    embedder = ds.memory.embedder
+    assert isinstance(embedder, OllamaEmbedder)
+    state_when_broken = embedder.breaker.state
+    assert state_when_broken == "open"
+    requests = fake_ollama.embed_requests
+    third = await ds.memory.store("third, refused by the breaker", "context")
+    assert third.entry.embedding_status == "pending"
+    assert fake_ollama.embed_requests == requests  # failed fast: no request was sent
+    assert embedder.rejected == 1
+
+    fake_ollama.recover()
+    await _after_cooldown()
+    report = await ds.memory.backfill()
+    assert (report.embedded, report.remaining) == (3, 0)
+    assert embedder.breaker.state == "closed"
+    await embedder.aclose()
+
+
+async def test_fake_ollama_runs_as_a_module_and_doctor_sees_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "devstream.testing",
+        "--port",
+        "0",
+        "--dimension",
+        "8",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        url = (await asyncio.wait_for(server.stdout.readline(), timeout=20)).decode().strip()
+        assert url.startswith("http://127.0.0.1:")
+        db = ["--db", str(tmp_path / "doctor.db"), "--ollama-url", url]
+        assert await devstream_cli(*db, "init") == 0
+        assert await devstream_cli(*db, "doctor") == 0
+        assert "(Ollama 0.0.0-fake)" in capsys.readouterr().out
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), timeout=20)
+    assert server.returncode is not None
