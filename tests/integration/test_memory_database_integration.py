@@ -66,6 +66,11 @@ async def test_store_get_and_access_counts(integration_devstream: DevStream) -> 
     with pytest.raises(NotFound):
         await memory.get(entry.id + 1000)
 
+    # Searching is browsing; being injected into a context is a retrieval.
+    assert (await memory.search("checkpoints")).hits[0].entry.access_count == 2
+    assert (await assemble(memory, "checkpoints", 100)).memory_ids == [entry.id]
+    assert (await memory.get(entry.id)).access_count == 4
+
 
 async def test_same_content_in_the_same_scope_is_stored_once(
     integration_devstream: DevStream, integration_sample_plan: Plan

@@ -84,6 +84,8 @@ async def assemble(
         chosen.append((hit, piece, tokens))
         per_type[kind] += 1
         used += tokens
+    if chosen:
+        await memory.count_retrievals([hit.entry.id for hit, _, _ in chosen])
     return AssembledContext(
         text="".join(piece for _, piece, _ in chosen),
         included=[Included(h.entry.id, h.entry.content_type, t, h.score) for h, _, t in chosen],

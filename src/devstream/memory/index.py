@@ -38,7 +38,8 @@ def normalise(vectors: npt.ArrayLike) -> Vector:
     """Rows scaled to unit length (zero rows stay zero)."""
     matrix = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+    unit: Vector = np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+    return unit
 
 
 class VectorIndex:

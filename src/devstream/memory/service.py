@@ -277,14 +277,17 @@ class MemoryService:
         filters, weights = filters or MemoryFilter(), weights or SearchWeights()
         with self.metrics.timed("memory.search"):
             query_vector, reason = await self._query_vector(query)
-            ranked, text_ranks, sims = await self._rank(
-                query, query_vector, filters, min_similarity
-            )
-            scores = fuse([(weights.text, ranked[0]), (weights.vector, ranked[1])])
-            best = sorted(scores, key=lambda entry_id: (-scores[entry_id], entry_id))[:limit]
-            hits = await self._hits(best, scores, text_ranks, sims)
+            async with self._pool.read_transaction() as conn:
+                found = await self._candidates(conn, query, query_vector, filters, min_similarity)
+                scores = fuse([(weights.text, found.text_ids), (weights.vector, found.vector_ids)])
+                best = sorted(scores, key=lambda entry_id: (-scores[entry_id], entry_id))[:limit]
+                entries = await store.fetch(conn, best) if best else {}
         if reason is not None:
             self.metrics.increment("memory.search.degraded")
+        hits = [
+            SearchHit(entries[i], scores[i], found.similarity.get(i), found.text_rank.get(i))
+            for i in best
+        ]
         return SearchResult(query, hits, degraded=reason is not None, reason=reason)
 
     async def _query_vector(self, query: str) -> tuple[Vector | None, str | None]:
@@ -295,34 +298,27 @@ class MemoryService:
             self.metrics.increment("memory.embed_failures")
             return None, f"answered from full-text only: {exc}"
 
-    async def _rank(
+    async def _candidates(
         self,
+        conn: AsyncConnection,
         query: str,
         query_vector: Vector | None,
         filters: MemoryFilter,
         min_similarity: float | None,
-    ) -> tuple[tuple[list[int], list[int]], dict[int, float], dict[int, float]]:
+    ) -> _Candidates:
+        """Each side's best CANDIDATES, and the similarity of every one that has a vector."""
         match = match_expression(query)
-        async with self._pool.read_transaction() as conn:
-            text_hits = await store.full_text(conn, match, filters, CANDIDATES) if match else []
-            if query_vector is not None:
-                await self._refresh(conn)
-        vector_hits = (
-            self.index.search(query_vector, CANDIDATES, filters, min_similarity)
-            if query_vector is not None
-            else []
-        )
-        sims = (
-            self.index.similarity(query_vector, [i for i, _ in text_hits + vector_hits])
-            if query_vector is not None
-            else {}
-        )
+        text_hits = await store.full_text(conn, match, filters, CANDIDATES) if match else []
+        if query_vector is None:
+            return _Candidates(text_hits, [], {})
+        await self._refresh(conn)
+        vector_hits = self.index.search(query_vector, CANDIDATES, filters, min_similarity)
+        sims = self.index.similarity(query_vector, [i for i, _ in text_hits + vector_hits])
         if min_similarity is not None:
             # The threshold applies to similarity: text matches without enough of it drop out
             # (entries with no vector of this model cannot be judged, so they stay).
             text_hits = [(i, r) for i, r in text_hits if sims.get(i, math.inf) >= min_similarity]
-        ranked = ([i for i, _ in text_hits], [i for i, _ in vector_hits])
-        return ranked, dict(text_hits), sims
+        return _Candidates(text_hits, vector_hits, sims)
 
     async def _refresh(self, conn: AsyncConnection) -> None:
         """Rebuild the index when the store is at a generation it has not seen."""
@@ -332,25 +328,12 @@ class MemoryService:
                 stored = await store.vectors(conn, self.index.model, self.index.dimension)
                 self.index.load(stored, token)
 
-    async def _hits(
-        self,
-        best: list[int],
-        scores: dict[int, float],
-        text_ranks: dict[int, float],
-        sims: dict[int, float],
-    ) -> list[SearchHit]:
-        if not best:
-            return []
+    async def count_retrievals(self, entry_ids: Sequence[int]) -> None:
+        """Count a retrieval of each entry (a `get`, or being injected into a context)."""
         change = Change()
         async with self._pool.write_transaction(track=change) as conn:
-            await store.touch(conn, best)
-            entries = await store.fetch(conn, best)
+            await store.touch(conn, entry_ids)
         self._follow(change)
-        return [
-            SearchHit(entries[i], scores[i], sims.get(i), text_ranks.get(i))
-            for i in best
-            if i in entries
-        ]
 
     # --- embedding later ---------------------------------------------------------------
 
@@ -429,6 +412,25 @@ class MemoryService:
         for entry_id in removals:
             self.index.remove(entry_id)
         self.index.generation = change.after
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    text: list[tuple[int, float]]  # (id, bm25 rank), best first
+    vector: list[tuple[int, float]]  # (id, cosine similarity), best first
+    similarity: dict[int, float]
+
+    @property
+    def text_ids(self) -> list[int]:
+        return [entry_id for entry_id, _ in self.text]
+
+    @property
+    def vector_ids(self) -> list[int]:
+        return [entry_id for entry_id, _ in self.vector]
+
+    @property
+    def text_rank(self) -> dict[int, float]:
+        return dict(self.text)
 
 
 @dataclass(frozen=True)
