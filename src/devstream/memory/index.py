@@ -54,6 +54,17 @@ class VectorIndex:
     def __len__(self) -> int:
         return self._size
 
+    @property
+    def vectors(self) -> Vector:
+        """The unit vectors in use, one row per entry (a view, not a copy)."""
+        return self._matrix[: self._size]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the index's arrays, spare capacity included."""
+        arrays = (self._matrix, self._ids, self._types, self._links, self._created)
+        return sum(array.nbytes for array in arrays)
+
     def load(self, stored: StoredVectors, generation: str) -> None:
         """Replace the contents with `stored`, which matches store generation `generation`."""
         count = len(stored.ids)

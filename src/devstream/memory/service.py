@@ -107,13 +107,16 @@ class MemoryService:
         with self.metrics.timed("memory.store"):
             prepared = [self._prepare(item) for item in items]
             hashes = sorted({p.hash for p in prepared})
-            async with self._pool.read_transaction() as conn:
-                existing = _by_key(await store.by_hashes(conn, hashes))
-            fresh = _first_of_each(p for p in prepared if p.key not in existing)
+            fresh = _first_of_each(prepared)
+            if any(p.vector is None for p in fresh):
+                # Look for duplicates first, so that they are not embedded again.
+                async with self._pool.read_transaction() as conn:
+                    stored = _by_key(await store.by_hashes(conn, hashes))
+                fresh = [p for p in fresh if p.key not in stored]
             vectors, warning = await self._vectors_for(fresh)
             change = Change()
             async with self._pool.write_transaction(track=change) as conn:
-                existing.update(_by_key(await store.by_hashes(conn, hashes)))
+                existing = _by_key(await store.by_hashes(conn, hashes))
                 rows = [
                     p.row(vectors.get(p.key), self.embedder) for p in fresh if p.key not in existing
                 ]

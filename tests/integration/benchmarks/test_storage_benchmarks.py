@@ -19,7 +19,7 @@ from sqlalchemy import insert
 from devstream import DevStream, Settings
 from devstream.db import schema
 from devstream.db.pool import ConnectionPool
-from tests.integration.benchmarks.conftest import create_migrated, record
+from tests.integration.benchmarks.conftest import create_migrated, median_s, record
 
 Run = Callable[[Awaitable[Any]], Any]
 
@@ -29,12 +29,6 @@ P99_BAR_MS = 500.0
 WRITES_PER_ROUND = 200
 FRESH_ROUNDS = 15
 SEAM_ROUNDS = 300
-
-
-def _median_s(benchmark: BenchmarkFixture) -> float:
-    stats = benchmark.stats
-    assert stats is not None, "the benchmark ran"
-    return float(stats.stats.median)
 
 
 def test_isolation_seam_vs_fresh_database(
@@ -68,7 +62,7 @@ def test_isolation_seam_vs_fresh_database(
         _seconds(run, functools.partial(create_migrated, tmp_path / f"f{n}.db"))
         for n in range(FRESH_ROUNDS)
     )
-    seam_ms = _median_s(benchmark) * 1000
+    seam_ms = median_s(benchmark) * 1000
     overhead_ms = 1000 * statistics.median(overheads)
     ratio = fresh_ms / overhead_ms
 
@@ -89,8 +83,6 @@ def test_isolation_seam_vs_fresh_database(
         ratio >= SEAM_TARGET_RATIO,
     )
     record("isolation: fresh database / whole seam cycle", fresh_ms / seam_ms, "x")
-    assert seam_ms <= SEAM_TARGET_MS
-    assert ratio >= SEAM_TARGET_RATIO
 
 
 def _seconds(run: Run, make: Callable[[], Awaitable[None]]) -> float:
@@ -124,7 +116,7 @@ def test_single_row_write_throughput(
         assert run(repository.count()) == WRITES_PER_ROUND * 6
     finally:
         run(opened.__aexit__(None, None, None))
-    rate = WRITES_PER_ROUND / _median_s(benchmark)
+    rate = WRITES_PER_ROUND / median_s(benchmark)
     record(f"write throughput: {table}, 1 commit/row", rate, "rows/s")
 
 
@@ -165,4 +157,3 @@ def test_repository_operation_latency(
         p99 = dist.summary().p99_ms
         worst = max(worst, p99)
         record(f"p99 {name}", p99, "ms", f"< {P99_BAR_MS:g} ms", p99 < P99_BAR_MS)
-    assert worst < P99_BAR_MS

@@ -1,0 +1,302 @@
+"""Memory benchmarks: store throughput, concurrency, and hybrid search at 1k / 10k / 100k.
+
+Run with `pytest tests/integration/ --benchmark-only` (or `nox -s benchmark`); no xdist.
+Search compares, side by side in one run: DevStream's search, a bare numpy brute-force
+top-k over the same matrix, and the naive approach written out below (an FTS5 OR-query plus
+every vector read back from the table on each query, fused by the same RRF).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+from sqlalchemy import select, text
+
+from devstream import DevStream, Settings
+from devstream.db import memory_store as store
+from devstream.db.memory_store import MemoryFilter
+from devstream.db.schema import memory_entries
+from devstream.memory.fulltext import match_expression
+from devstream.memory.index import Vector, normalise
+from devstream.memory.search import fuse
+from devstream.memory.service import CANDIDATES, NewMemory
+from tests.integration.benchmarks.conftest import median_s, record
+from tests.integration.benchmarks.corpus import QUERY_COUNT, Corpus
+
+Run = Callable[[Awaitable[Any]], Any]
+
+STORE_TARGET = 1_000.0  # entries/s, one commit per entry
+STORE_MANY_TARGET = 10_000.0  # entries/s
+SEARCH_P50_TARGET_MS = {10_000: 4.0, 100_000: 25.0}
+NAIVE_RATIO_TARGET = 8.0
+RECALL_TARGET = 0.95
+NAIVE_QUERIES = {1_000: QUERY_COUNT, 10_000: 50, 100_000: 10}  # the naive path is slow
+TOP = 10
+DIMENSION = 768
+
+
+def _vectors(count: int, seed: int) -> Vector:
+    return np.random.default_rng(seed).normal(size=(count, DIMENSION)).astype(np.float32)
+
+
+async def _count(ds: DevStream, table: str) -> int:
+    async with ds.pool.read_transaction() as conn:
+        return int(await conn.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
+
+
+# --- store throughput ---------------------------------------------------------------------
+
+
+def test_store_one_commit_per_entry(benchmark: BenchmarkFixture, bench_db: Path, run: Run) -> None:
+    """The public service, a file database with production pragmas and FTS triggers."""
+    per_round, rounds = 500, 5
+    vectors = _vectors(per_round * (rounds + 1), seed=1)
+    counter = iter(range(len(vectors)))
+
+    async def store_round(ds: DevStream) -> None:
+        for _ in range(per_round):
+            n = next(counter)
+            await ds.memory.store(
+                f"note {n}: a decision and its reason", "decision", embedding=vectors[n]
+            )
+
+    opened = DevStream.open(Settings(db=str(bench_db)), migrate_schema=False)
+    ds = run(opened.__aenter__())
+    try:
+        benchmark.pedantic(lambda: run(store_round(ds)), rounds=rounds, warmup_rounds=1)
+        stored = per_round * (rounds + 1)
+        assert run(_count(ds, "memory_entries")) == stored
+        assert run(_count(ds, "memory_fts_docsize")) == stored
+    finally:
+        run(opened.__aexit__(None, None, None))
+    rate = per_round / median_s(benchmark)
+    record(
+        "store: one commit per entry",
+        rate,
+        "entries/s",
+        f">= {STORE_TARGET:,.0f}/s",
+        rate >= STORE_TARGET,
+    )
+
+
+def test_store_many(benchmark: BenchmarkFixture, bench_db: Path, run: Run) -> None:
+    per_round, rounds = 5_000, 3
+    vectors = _vectors(per_round * (rounds + 1), seed=2)
+    batches = iter(range(rounds + 1))
+
+    async def store_batch(ds: DevStream) -> None:
+        start = next(batches) * per_round
+        await ds.memory.store_many(
+            [
+                NewMemory(f"bulk note {n} about ingestion", "documentation", embedding=vectors[n])
+                for n in range(start, start + per_round)
+            ]
+        )
+
+    opened = DevStream.open(Settings(db=str(bench_db)), migrate_schema=False)
+    ds = run(opened.__aenter__())
+    try:
+        benchmark.pedantic(lambda: run(store_batch(ds)), rounds=rounds, warmup_rounds=1)
+        stored = per_round * (rounds + 1)
+        assert run(_count(ds, "memory_entries")) == stored
+        assert run(_count(ds, "memory_fts_docsize")) == stored
+    finally:
+        run(opened.__aexit__(None, None, None))
+    rate = per_round / median_s(benchmark)
+    record(
+        "store_many", rate, "entries/s", f">= {STORE_MANY_TARGET:,.0f}/s", rate >= STORE_MANY_TARGET
+    )
+
+
+def test_thousand_concurrent_memory_operations(
+    benchmark: BenchmarkFixture, bench_db: Path, run: Run
+) -> None:
+    """Mixed store / search / update at once on a real pool: no errors, nothing lost."""
+    operations = 1_000
+    rng = random.Random(3)  # a local generator: test plugins reseed the global one
+
+    async def mixed(ds: DevStream) -> tuple[int, int]:
+        seeded = await ds.memory.store_many(
+            [NewMemory(f"seed {n} memory about pools", "context") for n in range(100)]
+        )
+        ids = [result.entry.id for result in seeded]
+        kinds = [rng.choice(("store", "search", "update")) for _ in range(operations)]
+
+        async def one(n: int, kind: str) -> object:
+            if kind == "store":
+                return await ds.memory.store(f"concurrent note {n} about pools", "learning")
+            if kind == "search":
+                return await ds.memory.search(f"pools note {n % 50}")
+            return await ds.memory.update(rng.choice(ids), keywords=[f"touched{n}"])
+
+        outcomes = await asyncio.gather(
+            *(one(n, kind) for n, kind in enumerate(kinds)), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        assert errors == []
+        return kinds.count("store"), len(ids)
+
+    opened = DevStream.open(Settings(db=str(bench_db)), migrate_schema=False)
+    ds = run(opened.__aenter__())
+    try:
+        stores, seeded = benchmark.pedantic(lambda: run(mixed(ds)), rounds=1, iterations=1)
+        assert run(_count(ds, "memory_entries")) == stores + seeded
+        assert run(_count(ds, "memory_fts_docsize")) == stores + seeded
+    finally:
+        run(opened.__aexit__(None, None, None))
+    seconds = median_s(benchmark)
+    record("1,000 concurrent memory operations", seconds * 1000, "ms", "0 errors, 0 lost", True)
+
+
+# --- hybrid search ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def corpora(tmp_path_factory: pytest.TempPathFactory, run: Run) -> Callable[[int], Path]:
+    """Database files holding the seeded corpus at a given size, built on first use."""
+    built: dict[int, Path] = {}
+
+    async def build(size: int, path: Path) -> None:
+        entries = Corpus().entries(size)
+        async with DevStream.open(Settings(db=str(path))) as ds:
+            for start in range(0, size, 5_000):
+                await ds.memory.store_many(
+                    [
+                        NewMemory(content, "documentation")
+                        for content in entries[start : start + 5_000]
+                    ]
+                )
+
+    def corpus(size: int) -> Path:
+        if size not in built:
+            path = tmp_path_factory.mktemp("corpus") / f"corpus-{size}.db"
+            run(build(size, path))
+            built[size] = path
+        return built[size]
+
+    return corpus
+
+
+async def _naive(ds: DevStream, query: str, query_vector: Vector) -> list[int]:
+    """The approach without an index: FTS5 OR-query, every vector read back, same RRF."""
+    match = match_expression(query)
+    async with ds.pool.read_transaction() as conn:
+        lexical = await store.full_text(conn, match, MemoryFilter(), CANDIDATES) if match else []
+        rows = (
+            await conn.execute(
+                select(memory_entries.c.id, memory_entries.c.embedding).where(
+                    memory_entries.c.embedding_status == "embedded"
+                )
+            )
+        ).all()
+    ids = np.array([row.id for row in rows])
+    matrix = normalise(
+        np.frombuffer(b"".join(row.embedding for row in rows), dtype="<f4").reshape(len(rows), -1)
+    )
+    sims = matrix @ normalise(query_vector)[0]
+    best = np.argsort(-sims)[:CANDIDATES]
+    vector = [int(ids[i]) for i in best if sims[i] > 0]
+    scores = fuse([(1.0, [i for i, _ in lexical]), (1.0, vector)])
+    return sorted(scores, key=lambda i: (-scores[i], i))[:TOP]
+
+
+async def _exact(ds: DevStream, query: str, query_vector: Vector) -> list[int]:
+    """Exact fusion: FTS5's full bm25 ranking and the exact vector ranking, same RRF."""
+    match = match_expression(query)
+    async with ds.pool.read_transaction() as conn:
+        lexical = await store.full_text(conn, match, MemoryFilter(), CANDIDATES) if match else []
+    vector = ds.memory.index.search(query_vector, CANDIDATES, MemoryFilter(), None)
+    scores = fuse([(1.0, [i for i, _ in lexical]), (1.0, [i for i, _ in vector])])
+    return sorted(scores, key=lambda i: (-scores[i], i))[:TOP]
+
+
+def _ms(samples: list[float], q: float) -> float:
+    return 1000 * float(np.percentile(samples, q))
+
+
+@pytest.mark.parametrize("size", [1_000, 10_000, 100_000], ids=["1k", "10k", "100k"])
+def test_hybrid_search(
+    benchmark: BenchmarkFixture, corpora: Callable[[int], Path], run: Run, size: int
+) -> None:
+    path = corpora(size)
+    queries = Corpus().queries()
+
+    async def measure(ds: DevStream) -> dict[str, Any]:
+        await ds.memory.search(queries[0])  # loads the index once, as a long-lived process does
+        vectors = await ds.memory.embedder.embed(queries)
+        fast, brute, naive, recall = [], [], [], []
+        fast_ids: dict[str, list[int]] = {}
+        for query in queries:
+            started = time.perf_counter()
+            result = await ds.memory.search(query, limit=TOP)
+            fast.append(time.perf_counter() - started)
+            fast_ids[query] = [hit.entry.id for hit in result.hits]
+        matrix = normalise(ds.memory.index.vectors)
+        for vector in vectors:
+            started = time.perf_counter()
+            sims = matrix @ normalise(vector)[0]
+            np.argpartition(sims, -TOP)[-TOP:]
+            brute.append(time.perf_counter() - started)
+        for query, vector in zip(queries[: NAIVE_QUERIES[size]], vectors, strict=False):
+            started = time.perf_counter()
+            await _naive(ds, query, vector)
+            naive.append(time.perf_counter() - started)
+        for query, vector in zip(queries, vectors, strict=True):
+            exact = await _exact(ds, query, vector)
+            if exact:
+                recall.append(len(set(exact) & set(fast_ids[query])) / len(exact))
+        return {
+            "fast": fast,
+            "brute": brute,
+            "naive": naive,
+            "recall": statistics.mean(recall),
+            "index_bytes": ds.memory.index.nbytes,
+            "entries": len(ds.memory.index),
+        }
+
+    async def session() -> dict[str, Any]:
+        async with DevStream.open(Settings(db=str(path)), migrate_schema=False) as ds:
+            return await measure(ds)
+
+    figures = benchmark.pedantic(lambda: run(session()), rounds=1, iterations=1)
+    assert figures["entries"] == size
+    label = f"search {size // 1000}k"
+    fast_p50 = _ms(figures["fast"], 50)
+    naive_p50 = _ms(figures["naive"], 50)
+    target = SEARCH_P50_TARGET_MS.get(size)
+    record(
+        f"{label}: DevStream p50",
+        fast_p50,
+        "ms",
+        f"<= {target:g} ms" if target else "",
+        None if target is None else fast_p50 <= target,
+    )
+    record(f"{label}: DevStream p95", _ms(figures["fast"], 95), "ms")
+    record(f"{label}: numpy brute-force top-k p50", _ms(figures["brute"], 50), "ms")
+    record(f"{label}: naive p50 ({len(figures['naive'])} queries)", naive_p50, "ms")
+    record(
+        f"{label}: naive / DevStream",
+        naive_p50 / fast_p50,
+        "x",
+        f">= {NAIVE_RATIO_TARGET:g}x",
+        naive_p50 / fast_p50 >= NAIVE_RATIO_TARGET,
+    )
+    record(f"{label}: DevStream / numpy brute force", fast_p50 / _ms(figures["brute"], 50), "x")
+    record(
+        f"{label}: recall@10 vs exact fusion",
+        figures["recall"],
+        "",
+        f">= {RECALL_TARGET}",
+        figures["recall"] >= RECALL_TARGET,
+    )
+    if size == 100_000:
+        record("vector index footprint, 100k x 768", figures["index_bytes"] / 2**20, "MiB")
