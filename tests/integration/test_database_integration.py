@@ -20,7 +20,7 @@ from devstream.db import migrate, schema
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
 from devstream.db.records import MicroTask, Phase, Plan
-from devstream.db.sqlite import Driver
+from devstream.db.sqlite import OneTripConnection
 from devstream.errors import (
     ConfigError,
     ConstraintViolation,
@@ -225,9 +225,11 @@ async def test_a_connection_returned_mid_transaction_is_rolled_back(
     pool = integration_real_database.pool
     token = await store_generation(pool)
     async with pool.engine.connect() as conn:
-        driver = await Driver.of(conn)
-        await driver.begin(conn, write=True)
-        await driver.set_generation("abandoned")
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert isinstance(driver, OneTripConnection)
+        await driver.execute("BEGIN IMMEDIATE")  # below SQLAlchemy, which never learns of it
+        await driver.execute("UPDATE store_state SET generation = 'abandoned'")
     assert await store_generation(pool) == token
     # Every pooled connection begins cleanly again, the abandoned write is gone, and its
     # write lock was released.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db.schema import store_state
@@ -17,14 +17,35 @@ from devstream.db.schema import store_state
 
 @dataclass
 class Change:
-    """The token a write transaction started from, and the one it committed."""
+    """Follows one write transaction for a cache built at token `expected`.
 
-    before: str | None = None
+    After the transaction, `after` is the token it committed and `continued` says whether
+    the store was still at `expected` when it began - only then may the cache apply the
+    transaction's own changes and move to `after`; otherwise it must rebuild.
+    """
+
+    expected: str | None
     after: str | None = None
+    continued: bool = False
 
 
 def new_token() -> str:
     return secrets.token_hex(16)
+
+
+async def replace(conn: AsyncConnection, expected: str | None = None) -> tuple[str, bool]:
+    """Put a new token in place; returns it, and whether the old one was `expected`.
+
+    One statement when it was (the common case for a cache that follows its own writes).
+    """
+    token = new_token()
+    row = store_state.c.id == 1
+    if expected is not None:
+        swap = update(store_state).where(row, store_state.c.generation == expected)
+        if (await conn.execute(swap.values(generation=token))).rowcount == 1:
+            return token, True
+    await conn.execute(update(store_state).where(row).values(generation=token))
+    return token, False
 
 
 async def current(conn: AsyncConnection) -> str:

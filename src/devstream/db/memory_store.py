@@ -104,10 +104,10 @@ async def by_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> list[Memory
 
 
 async def insert(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> list[MemoryEntry]:
-    """Insert entries; returns them in the order given."""
+    """Insert entries; returns them, in no particular order."""
     now = utcnow()
     rows = [{"created_at": now, "updated_at": now, **value} for value in values]
-    result = await conn.execute(m.insert().returning(*m.c, sort_by_parameter_order=True), rows)
+    result = await conn.execute(m.insert().returning(*m.c), rows)
     return [_record(row) for row in result]
 
 

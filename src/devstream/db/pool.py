@@ -53,9 +53,11 @@ class ConnectionPool:
                 f"unsupported database {settings.database_url!r}: this version stores in "
                 "SQLite (a file path or sqlite+aiosqlite:///PATH)"
             )
-        _prepare_sqlite_file(settings.sqlite_path)
+        path = settings.sqlite_path
+        _prepare_sqlite_file(path)
         engine = create_async_engine(
             settings.database_url,
+            async_creator=lambda: sqlite.connect(path),
             poolclass=AsyncAdaptedQueuePool,
             pool_size=settings.pool_size,
             max_overflow=0,
@@ -73,39 +75,35 @@ class ConnectionPool:
     async def read_transaction(self) -> AsyncIterator[AsyncConnection]:
         self.stats.reads += 1
         with _translate_errors():
-            async with self._transaction(write=False) as (conn, _):
+            async with self._transaction(write=False) as conn:
                 yield conn
 
     @asynccontextmanager
     async def write_transaction(
         self, *, bump_generation: bool = True, track: generation.Change | None = None
     ) -> AsyncIterator[AsyncConnection]:
-        """A write transaction that replaces the store-generation token before it commits.
+        """A write transaction; it replaces the store-generation token as it begins.
 
-        With `track`, the token the transaction started from and the one it set are
-        recorded there (caches use them to follow their own writes). Only schema
-        migrations opt out of the bump: the token's table may not exist yet (or any more).
+        With `track`, what a cache needs to follow its own writes is recorded there.
+        Only schema migrations opt out: the token's table may not exist yet (or any more).
         """
         self.stats.writes += 1
         with _translate_errors():
-            async with self._writer_turn(), self._transaction(write=True) as (conn, driver):
-                if track is not None:
-                    track.before = await driver.generation()
-                yield conn
+            async with self._writer_turn(), self._transaction(write=True) as conn:
                 if bump_generation:
-                    token = generation.new_token()
-                    await driver.set_generation(token)
+                    expected = None if track is None else track.expected
+                    token, continued = await generation.replace(conn, expected)
                     if track is not None:
-                        track.after = token
+                        track.after, track.continued = token, continued
+                yield conn
 
     @asynccontextmanager
     async def isolated(self) -> AsyncIterator[IsolationSeam]:
         """Route every transaction through one connection's savepoints, then roll all back."""
         async with self.engine.connect() as conn:
-            driver = await sqlite.Driver.of(conn)
-            await driver.begin(conn, write=True)
+            await conn.execution_options(**{sqlite.WRITE_OPTION: True})
             outer = await conn.begin()
-            self._seam = IsolationSeam(conn, driver)
+            self._seam = IsolationSeam(conn)
             try:
                 yield self._seam
             finally:
@@ -113,18 +111,16 @@ class ConnectionPool:
                 await outer.rollback()
 
     @asynccontextmanager
-    async def _transaction(
-        self, *, write: bool
-    ) -> AsyncIterator[tuple[AsyncConnection, sqlite.Driver]]:
+    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
         if self._seam is not None:
             async with self._seam.transaction() as conn:
-                yield conn, self._seam.driver
+                yield conn
             return
         async with self._checkout() as conn:
-            driver = await sqlite.Driver.of(conn)
-            await driver.begin(conn, write=write)
+            if write:
+                await conn.execution_options(**{sqlite.WRITE_OPTION: True})
             async with conn.begin():
-                yield conn, driver
+                yield conn
 
     @asynccontextmanager
     async def _writer_turn(self) -> AsyncIterator[None]:

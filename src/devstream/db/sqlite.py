@@ -1,32 +1,39 @@
-"""SQLite specifics: pragmas on every connection, and DevStream (not the driver) issues BEGIN.
+"""SQLite specifics: the connection, its pragmas, and DevStream (not the driver) issues BEGIN.
 
 pysqlite/aiosqlite start transactions lazily and not before SAVEPOINT, which breaks nested
-transactions; with autocommit at the driver level and BEGIN issued explicitly, savepoints
-nest properly and writes can ask for BEGIN IMMEDIATE.
+transactions; with autocommit at the driver level and BEGIN issued on SQLAlchemy's `begin`
+event, savepoints nest properly and writes can ask for BEGIN IMMEDIATE.
 
-Each statement SQLAlchemy runs through aiosqlite costs three round trips to the driver's
-thread (open cursor, execute, close). DevStream's own bookkeeping statements - BEGIN, the
-generation token, the seam's savepoints - go to the driver directly in one, and the pool
-skips its reset rollback when no transaction is open.
+aiosqlite runs every call on a thread of its own, and each call is a round trip between
+threads (tens of microseconds). Its cursors cost one round trip to open, one to execute,
+one to fetch and one to close; DevStream's cursor does all four in one. Results are always
+fully fetched, which is all SQLAlchemy's async adapter asks of a cursor here. The pool also
+skips its reset rollback when the driver reports no open transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
+from pathlib import Path
 from typing import Any, cast
 
+import aiosqlite
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolResetState
 
 from devstream.config import Settings
 
-# Execution options: the transaction will write; BEGIN was already issued on the driver.
+# Execution option a connection carries when its transaction will write.
 WRITE_OPTION = "devstream_write"
-BEGUN_OPTION = "devstream_begun"
+# aiosqlite's default for iterating results in chunks; our cursors fetch everything at once.
+_ITER_CHUNK_SIZE = 64
 
-DriverExecute = Callable[..., Awaitable[object]]
+Row = tuple[Any, ...]
+Description = tuple[tuple[Any, ...], ...] | None
 
 
 def pragmas(settings: Settings) -> dict[str, str | int]:
@@ -39,10 +46,81 @@ def pragmas(settings: Settings) -> dict[str, str | int]:
     }
 
 
-def begin_statement(*, write: bool) -> str:
-    # IMMEDIATE takes the write lock up front, so a writer waits on busy_timeout
-    # instead of failing when it upgrades a read lock mid-transaction.
-    return "BEGIN IMMEDIATE" if write else "BEGIN"
+class OneTripCursor:
+    """A DB-API cursor for SQLAlchemy's aiosqlite adapter: one thread round trip per call."""
+
+    arraysize = 1
+
+    def __init__(self, connection: OneTripConnection) -> None:
+        self._connection = connection
+        self._rows: list[Row] = []
+        self.description: Description = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+
+    async def __aenter__(self) -> OneTripCursor:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> OneTripCursor:
+        return await self._run(lambda cursor: cursor.execute(sql, parameters))
+
+    async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> OneTripCursor:
+        return await self._run(lambda cursor: cursor.executemany(sql, parameters))
+
+    async def _run(self, action: Any) -> OneTripCursor:
+        outcome = await self._connection.in_thread(partial(_execute_all, action))
+        self._rows, self.description, self.rowcount, self.lastrowid = outcome
+        return self
+
+    async def fetchone(self) -> Row | None:
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> list[Row]:
+        count = self.arraysize if size is None else size
+        taken, self._rows = self._rows[:count], self._rows[count:]
+        return taken
+
+    async def fetchall(self) -> list[Row]:
+        taken, self._rows = self._rows, []
+        return taken
+
+    async def close(self) -> None:
+        self._rows = []
+
+
+def _execute_all(
+    action: Any, connection: sqlite3.Connection
+) -> tuple[list[Row], Description, int, int | None]:
+    """On the driver's thread: open a cursor, run, fetch everything, close."""
+    cursor = connection.cursor()
+    try:
+        action(cursor)
+        rows = cursor.fetchall() if cursor.description else []
+        return rows, cursor.description, cursor.rowcount, cursor.lastrowid
+    finally:
+        cursor.close()
+
+
+class OneTripConnection(aiosqlite.Connection):
+    """An aiosqlite connection whose cursors make one round trip per statement."""
+
+    def cursor(self) -> OneTripCursor:  # type: ignore[override]
+        return OneTripCursor(self)
+
+    async def in_thread(self, function: Any) -> Any:
+        """Run `function(sqlite3_connection)` on the connection's thread."""
+        queue = cast("Callable[[Callable[[], Any]], Awaitable[Any]]", self._execute)
+        return await queue(lambda: function(self._conn))
+
+
+async def connect(path: Path) -> OneTripConnection:
+    connection = OneTripConnection(partial(sqlite3.connect, str(path)), _ITER_CHUNK_SIZE)
+    connection._thread.daemon = True  # as SQLAlchemy does: never hold up interpreter exit
+    await connection
+    return connection
 
 
 def configure(engine: AsyncEngine, settings: Settings) -> None:
@@ -61,9 +139,10 @@ def configure(engine: AsyncEngine, settings: Settings) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        options = connection.get_execution_options()
-        if not options.get(BEGUN_OPTION, False):
-            connection.exec_driver_sql(begin_statement(write=options.get(WRITE_OPTION, False)))
+        # IMMEDIATE takes the write lock up front, so a writer waits on busy_timeout
+        # instead of failing when it upgrades a read lock mid-transaction.
+        writes = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
     @event.listens_for(engine.sync_engine, "reset")
     def _on_reset(dbapi_connection: Any, _record: object, _state: PoolResetState) -> None:
@@ -71,41 +150,3 @@ def configure(engine: AsyncEngine, settings: Settings) -> None:
         # nothing to roll back, so the round trip is skipped.
         if dbapi_connection.driver_connection.in_transaction:
             dbapi_connection.rollback()
-
-
-class Driver:
-    """DevStream's bookkeeping statements, each one round trip on the aiosqlite driver.
-
-    They run below SQLAlchemy, which sees only the transaction it was told about.
-    """
-
-    def __init__(self, execute: DriverExecute) -> None:
-        self._execute = execute
-
-    @classmethod
-    async def of(cls, conn: AsyncConnection) -> Driver:
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        return cls(cast("DriverExecute", driver.execute_fetchall))
-
-    async def begin(self, conn: AsyncConnection, *, write: bool) -> None:
-        """BEGIN on the driver, and tell SQLAlchemy's begin handler it is done."""
-        await self._execute(begin_statement(write=write))
-        await conn.execution_options(**{BEGUN_OPTION: True})
-
-    async def generation(self) -> str:
-        rows: Any = await self._execute("SELECT generation FROM store_state WHERE id = 1")
-        return str(rows[0][0])
-
-    async def set_generation(self, token: str) -> None:
-        await self._execute("UPDATE store_state SET generation = ? WHERE id = 1", (token,))
-
-    async def savepoint(self, name: str) -> None:
-        await self._execute(f"SAVEPOINT {name}")
-
-    async def rollback_to(self, name: str) -> None:
-        await self._execute(f"ROLLBACK TO {name}")
-        await self._execute(f"RELEASE {name}")
-
-    async def release(self, name: str) -> None:
-        await self._execute(f"RELEASE {name}")

@@ -114,7 +114,7 @@ class MemoryService:
                     stored = _by_key(await store.by_hashes(conn, hashes))
                 fresh = [p for p in fresh if p.key not in stored]
             vectors, warning = await self._vectors_for(fresh)
-            change = Change()
+            change = Change(self.index.generation)
             async with self._pool.write_transaction(track=change) as conn:
                 existing = _by_key(await store.by_hashes(conn, hashes))
                 rows = [
@@ -137,7 +137,8 @@ class MemoryService:
         keywords = (
             list(item.keywords) if item.keywords is not None else extract_keywords(item.content)
         )
-        return _Prepared(item, content_hash(item.content), " ".join(keywords), vector)
+        digest = content_hash(item.content)
+        return _Prepared(item, digest, " ".join(keywords), vector, (digest, item.scope))
 
     def _check_vector(self, values: npt.ArrayLike) -> Vector:
         vector = np.asarray(values, dtype=np.float32).reshape(-1)
@@ -186,7 +187,7 @@ class MemoryService:
 
     async def get(self, entry_id: int) -> MemoryEntry:
         """The entry, counting the retrieval."""
-        change = Change()
+        change = Change(self.index.generation)
         async with self._pool.write_transaction(track=change) as conn:
             await store.touch(conn, [entry_id])
             entry = await store.get(conn, entry_id)
@@ -235,7 +236,7 @@ class MemoryService:
             vectors, _ = await self._vectors_for([prepared])
             vector = vectors.get(prepared.key)
             values.update(prepared.row(vector, self.embedder))
-        change = Change()
+        change = Change(self.index.generation)
         async with self._pool.write_transaction(track=change) as conn:
             entry = await store.update_entry(conn, entry_id, values)
         if entry is None:
@@ -249,7 +250,7 @@ class MemoryService:
         return entry
 
     async def delete(self, entry_id: int) -> None:
-        change = Change()
+        change = Change(self.index.generation)
         async with self._pool.write_transaction(track=change) as conn:
             deleted = await store.delete_entry(conn, entry_id)
         self._follow(change, removals=[entry_id])
@@ -333,7 +334,7 @@ class MemoryService:
 
     async def count_retrievals(self, entry_ids: Sequence[int]) -> None:
         """Count a retrieval of each entry (a `get`, or being injected into a context)."""
-        change = Change()
+        change = Change(self.index.generation)
         async with self._pool.write_transaction(track=change) as conn:
             await store.touch(conn, entry_ids)
         self._follow(change)
@@ -392,7 +393,7 @@ class MemoryService:
 
     async def _save_vectors(self, vectors: dict[int, Vector]) -> None:
         blobs = {entry_id: _blob(vector) for entry_id, vector in vectors.items()}
-        change = Change()
+        change = Change(self.index.generation)
         async with self._pool.write_transaction(track=change) as conn:
             await store.set_embeddings(conn, self.embedder.model, self.embedder.dimension, blobs)
             entries = await store.fetch(conn, list(blobs))
@@ -407,7 +408,7 @@ class MemoryService:
         removals: Sequence[int] = (),
     ) -> None:
         """Apply this process's committed write to the index, if the index was current."""
-        if change.before is None or change.before != self.index.generation:
+        if not change.continued or change.expected != self.index.generation:
             self.index.generation = None  # someone else wrote: rebuild on next search
             return
         for entry, vector in upserts:
@@ -415,6 +416,9 @@ class MemoryService:
         for entry_id in removals:
             self.index.remove(entry_id)
         self.index.generation = change.after
+
+
+Key = tuple[str, Scope]
 
 
 @dataclass(frozen=True)
@@ -442,10 +446,7 @@ class _Prepared:
     hash: str
     keywords: str
     vector: Vector | None
-
-    @property
-    def key(self) -> tuple[str, Scope]:
-        return self.hash, self.item.scope
+    key: Key  # what deduplication compares: content hash and scope
 
     def row(self, vector: Vector | None, embedder: Embedder) -> dict[str, object]:
         embedded = vector is not None
@@ -479,9 +480,6 @@ def _check_content(content: object, max_chars: int) -> None:
         content.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidInput("memory content is not valid Unicode text (lone surrogate)") from exc
-
-
-Key = tuple[str, Scope]
 
 
 def _first_of_each(prepared: Iterable[_Prepared]) -> list[_Prepared]:
