@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db.schema import store_state
@@ -39,15 +39,21 @@ async def replace(conn: AsyncConnection, expected: str | None = None) -> tuple[s
     One statement when it was (the common case for a cache that follows its own writes).
     """
     token = new_token()
-    row = store_state.c.id == 1
     if expected is not None:
-        swap = update(store_state).where(row, store_state.c.generation == expected)
-        if (await conn.execute(swap.values(generation=token))).rowcount == 1:
+        swapped = await conn.execute(_SWAP, {"expected": expected, "token": token})
+        if swapped.rowcount == 1:
             return token, True
-    await conn.execute(update(store_state).where(row).values(generation=token))
+    await conn.execute(_SET, {"token": token})
     return token, False
 
 
 async def current(conn: AsyncConnection) -> str:
-    result = await conn.execute(select(store_state.c.generation).where(store_state.c.id == 1))
-    return str(result.scalar_one())
+    return str((await conn.execute(_CURRENT)).scalar_one())
+
+
+# Built once: these run in every write transaction, and building a statement costs more
+# than running it.
+_ROW = store_state.c.id == 1
+_SET = update(store_state).where(_ROW).values(generation=bindparam("token"))
+_SWAP = _SET.where(store_state.c.generation == bindparam("expected"))
+_CURRENT = select(store_state.c.generation).where(_ROW)

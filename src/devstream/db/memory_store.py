@@ -99,15 +99,19 @@ async def by_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> list[Memory
     """Every entry with one of these content hashes, in any scope."""
     if not hashes:
         return []
-    rows = await conn.execute(select(m).where(m.c.content_hash.in_(hashes)))
-    return [_record(row) for row in rows]
+    return [_record(row) for row in await conn.execute(_BY_HASHES, {"hashes": list(hashes)})]
+
+
+# Built once: every store runs these, and building a statement costs more than running it.
+_BY_HASHES = select(m).where(m.c.content_hash.in_(bindparam("hashes", expanding=True)))
+_INSERT = m.insert().returning(*m.c)
 
 
 async def insert(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> list[MemoryEntry]:
     """Insert entries; returns them, in no particular order."""
     now = utcnow()
     rows = [{"created_at": now, "updated_at": now, **value} for value in values]
-    result = await conn.execute(m.insert().returning(*m.c), rows)
+    result = await conn.execute(_INSERT, rows)
     return [_record(row) for row in result]
 
 

@@ -116,16 +116,24 @@ class MemoryService:
             vectors, warning = await self._vectors_for(fresh)
             change = Change(self.index.generation)
             async with self._pool.write_transaction(track=change) as conn:
-                existing = _by_key(await store.by_hashes(conn, hashes))
-                rows = [
-                    p.row(vectors.get(p.key), self.embedder) for p in fresh if p.key not in existing
-                ]
-                created = _by_key(await store.insert(conn, rows) if rows else [])
+                existing, created = await self._insert(conn, hashes, fresh, vectors)
             self._follow(
                 change, upserts=[(e, vectors[k]) for k, e in created.items() if k in vectors]
             )
         self.metrics.increment("memory.stored", len(created))
         return [self._result(p, existing, created, warning) for p in prepared]
+
+    async def _insert(
+        self,
+        conn: AsyncConnection,
+        hashes: list[str],
+        fresh: list[_Prepared],
+        vectors: dict[Key, Vector],
+    ) -> tuple[dict[Key, MemoryEntry], dict[Key, MemoryEntry]]:
+        """(entries already stored, entries inserted now), by key."""
+        existing = _by_key(await store.by_hashes(conn, hashes))
+        rows = [p.row(vectors.get(p.key), self.embedder) for p in fresh if p.key not in existing]
+        return existing, _by_key(await store.insert(conn, rows) if rows else [])
 
     def _prepare(self, item: NewMemory) -> _Prepared:
         _check_content(item.content, self._max_chars)
