@@ -11,7 +11,7 @@ from devstream.db import migrate
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
 from devstream.memory.embedders import Embedder, HashingEmbedder, OllamaEmbedder
-from devstream.memory.index import VectorIndex
+from devstream.memory.index import MemoryIndex
 from devstream.memory.service import MemoryService
 from devstream.metrics import MetricsRegistry
 
@@ -25,7 +25,7 @@ class DevStream:
         pool: ConnectionPool,
         embedder: Embedder | None = None,
         *,
-        vector_index: VectorIndex | None = None,
+        memory_index: MemoryIndex | None = None,
     ) -> None:
         """Compose a facade on an open pool; `open()` is the usual way in."""
         self.settings = settings

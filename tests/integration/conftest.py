@@ -32,7 +32,7 @@ from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
 from devstream.db.records import MemoryEntry, MicroTask, Phase, Plan
 from devstream.memory.embedders import HashingEmbedder
-from devstream.memory.index import VectorIndex
+from devstream.memory.index import MemoryIndex
 from devstream.memory.service import NewMemory
 from devstream.testing import deterministic_embedding
 
@@ -148,13 +148,13 @@ async def integration_devstream(
     integration_connection_pool: ConnectionPool,
     integration_config: Settings,
     integration_database_schema: MigratedSchema,
-    integration_vector_index: VectorIndex,
+    integration_memory_index: MemoryIndex,
 ) -> AsyncIterator[DevStream]:
     """The facade on the worker's pool, inside the isolation seam: everything rolls back.
-    Its memory shares the worker's vector index with every other test."""
+    Its memory shares the worker's memory index with every other test."""
     pool = integration_connection_pool
     async with pool.isolated():
-        yield DevStream(integration_config, pool, vector_index=integration_vector_index)
+        yield DevStream(integration_config, pool, memory_index=integration_memory_index)
 
 
 @pytest.fixture
@@ -213,11 +213,11 @@ OLLAMA_DIMENSION = 768
 
 
 @pytest.fixture(scope="session")
-def integration_vector_index() -> VectorIndex:
+def integration_memory_index() -> MemoryIndex:
     """One index for the whole worker, as in a long-lived process: the seam's rollbacks
-    must never leave it serving vectors the store no longer has."""
+    must never leave it serving entries the store no longer has."""
     embedder = HashingEmbedder()
-    return VectorIndex(embedder.model, embedder.dimension)
+    return MemoryIndex(embedder.model, embedder.dimension)
 
 
 @pytest_asyncio.fixture

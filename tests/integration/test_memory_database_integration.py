@@ -156,9 +156,9 @@ async def test_a_new_process_loads_the_index_from_the_store(
     integration_devstream: DevStream, integration_memory_entries: list[MemoryEntry]
 ) -> None:
     fresh = DevStream(integration_devstream.settings, integration_devstream.pool)
-    assert len(fresh.memory.index) == 0
+    assert len(fresh.memory.index.vectors) == 0
     result = await fresh.memory.search("readers never block the writer", weights=VECTOR_ONLY)
-    assert len(fresh.memory.index) == len(integration_memory_entries)
+    assert len(fresh.memory.index.vectors) == len(integration_memory_entries)
     assert result.hits[0].entry.id == integration_memory_entries[0].id
     assert result.hits[0].similarity is not None
     assert result.hits[0].similarity > 0.5
@@ -175,7 +175,7 @@ async def test_keyword_vector_and_hybrid_search(
 
     keyword = await memory.search("triggers", weights=TEXT_ONLY)
     assert [hit.entry.id for hit in keyword.hits] == [triggers.id]
-    assert keyword.hits[0].text_rank is not None
+    assert keyword.hits[0].text_score is not None
 
     vector = await memory.search("index kept in step by triggers", weights=VECTOR_ONLY)
     assert vector.hits[0].entry.id == triggers.id
@@ -187,7 +187,7 @@ async def test_keyword_vector_and_hybrid_search(
     hybrid = await memory.search("FTS5 index triggers")
     top = hybrid.hits[0]
     assert top.entry.id == triggers.id
-    assert top.text_rank is not None
+    assert top.text_score is not None
     assert top.similarity is not None
     assert top.score == pytest.approx(2 / 61)  # first in both lists
     assert not hybrid.degraded
@@ -469,7 +469,7 @@ async def test_wrong_dimension_is_a_typed_error_not_a_corrupt_index(
     assert "384" in report.error
     with pytest.raises(DimensionMismatch):
         await ds.memory.embedder.embed(["direct"])
-    assert len(ds.memory.index) == 0
+    assert len(ds.memory.index.vectors) == 0
     await ds.memory.embedder.aclose()
 
 
@@ -646,3 +646,38 @@ async def test_fake_ollama_runs_as_a_module_and_doctor_sees_it(
         server.terminate()
         await asyncio.wait_for(server.wait(), timeout=20)
     assert server.returncode is not None
+
+
+async def test_in_process_full_text_ranks_exactly_as_fts5(integration_devstream: DevStream) -> None:
+    memory = integration_devstream.memory
+    texts = [
+        "Running the writers: a writer runs while readers read",
+        "Café résumé naïve — diacritics are folded away",
+        "Relational generalization of relations; related work",
+        "Version 2026 shipped on 2026-11-25 with build 42",
+        "MixedCase Tokens and UPPER case and lower case",
+        "ponies caresses quorum leases leader",
+        "short a an to of x y z",
+        "writer writer writer writer writer, the writer again",
+    ]
+    await memory.store_many([NewMemory(text, "context") for text in texts])
+    queries = [
+        "writers running",
+        "cafe resume",
+        "CAFÉ",
+        "relate generalize",
+        "2026 42",
+        "case",
+        "leader leases quorum",
+        "a x",
+        "writer",
+        "naïve diacritic",
+        "unknownword",
+    ]
+    for query in queries:
+        fast = (await memory.search(query, limit=50, weights=TEXT_ONLY)).hits
+        exact = (await memory.search(query, limit=50, weights=TEXT_ONLY, exact=True)).hits
+        assert [h.entry.id for h in fast] == [h.entry.id for h in exact], query
+        assert [h.text_score for h in fast] == pytest.approx(
+            [h.text_score for h in exact], rel=1e-4
+        ), query

@@ -131,7 +131,7 @@ def search_document(result: SearchResult) -> dict[str, Any]:
                 "id": hit.entry.id,
                 "score": hit.score,
                 "similarity": hit.similarity,
-                "text_rank": hit.text_rank,
+                "text_score": hit.text_score,
                 "content_type": hit.entry.content_type,
                 "content": hit.entry.content,
             }

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     column,
     delete,
     func,
@@ -79,16 +80,19 @@ class Scope:
 
 
 @dataclass(frozen=True)
-class StoredVectors:
-    """Every usable vector of one model and dimension, with what filters need."""
+class SnapshotRow:
+    """One entry as the in-process indexes need it."""
 
-    ids: list[int]
-    blobs: list[bytes]
-    content_types: list[str]
-    plan_ids: list[int | None]
-    phase_ids: list[int | None]
-    task_ids: list[int | None]
-    created_at: list[datetime]
+    id: int
+    content: str
+    keywords: str
+    content_type: str
+    plan_id: int | None
+    phase_id: int | None
+    task_id: int | None
+    created_at: datetime
+    embedding_status: str
+    embedding: bytes | None  # only a vector of the model asked for
 
 
 def _record(row: Any) -> MemoryEntry:
@@ -172,34 +176,26 @@ async def full_text(
     return [(int(row[0]), float(row[1])) for row in await conn.execute(query)]
 
 
-async def vectors(conn: AsyncConnection, model: str, dimension: int) -> StoredVectors:
-    query = (
-        select(
-            m.c.id,
-            m.c.embedding,
-            m.c.content_type,
-            m.c.plan_id,
-            m.c.phase_id,
-            m.c.task_id,
-            m.c.created_at,
-        )
-        .where(
-            m.c.embedding_status == "embedded",
-            m.c.embedding_model == model,
-            m.c.embedding_dim == dimension,
-        )
-        .order_by(m.c.id)
+async def snapshot(conn: AsyncConnection, model: str, dimension: int) -> list[SnapshotRow]:
+    """Every entry, with its vector when it has one of this model and dimension."""
+    usable = and_(
+        m.c.embedding_status == "embedded",
+        m.c.embedding_model == model,
+        m.c.embedding_dim == dimension,
     )
-    rows = (await conn.execute(query)).all()
-    return StoredVectors(
-        ids=[row.id for row in rows],
-        blobs=[row.embedding for row in rows],
-        content_types=[row.content_type for row in rows],
-        plan_ids=[row.plan_id for row in rows],
-        phase_ids=[row.phase_id for row in rows],
-        task_ids=[row.task_id for row in rows],
-        created_at=[row.created_at for row in rows],
-    )
+    query = select(
+        m.c.id,
+        m.c.content,
+        m.c.keywords,
+        m.c.content_type,
+        m.c.plan_id,
+        m.c.phase_id,
+        m.c.task_id,
+        m.c.created_at,
+        m.c.embedding_status,
+        case((usable, m.c.embedding), else_=None).label("embedding"),
+    ).order_by(m.c.id)
+    return [SnapshotRow(**row._mapping) for row in await conn.execute(query)]
 
 
 def _needs_embedding(model: str, dimension: int, *, other_models: bool) -> ColumnElement[bool]:

@@ -9,12 +9,15 @@ TERM = re.compile(r"\w+", re.UNICODE)
 MAX_TERMS = 64
 
 
+def query_words(query: str) -> list[str]:
+    """The distinct words of a query, lowercased, at most MAX_TERMS of them."""
+    return list(dict.fromkeys(term.lower() for term in TERM.findall(query)))[:MAX_TERMS]
+
+
 def match_expression(query: str) -> str | None:
     """An OR of quoted terms, or None when the text holds no searchable word.
 
     Quotes, `NEAR(`, `*`, `-`, `OR`, column filters: all of them end up as plain terms.
     """
-    terms = list(dict.fromkeys(term.lower() for term in TERM.findall(query)))[:MAX_TERMS]
-    if not terms:
-        return None
-    return " OR ".join(f'"{term}"' for term in terms)
+    words = query_words(query)
+    return " OR ".join(f'"{word}"' for word in words) if words else None

@@ -1,37 +1,24 @@
-"""The in-process vector index: L2-normalised float32 rows, searched by one matrix product.
+"""The in-process search indexes: vectors and full text, kept at one store generation.
 
-Rows are kept in arrays with spare capacity, so this process's own writes update the index
-in place in amortised constant time. The index remembers the store-generation token it
-matches; any other token means the store changed behind its back (another process, or a
-rolled-back transaction) and it must be rebuilt before it answers.
+Both are built from the store on first use and updated in place by this process's own
+writes. They remember the store-generation token they match; any other token means the
+store changed behind their back (another process, or a rolled-back transaction) and they
+are rebuilt before they answer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from devstream.db.memory_store import MemoryFilter, StoredVectors
-from devstream.db.schema import CONTENT_TYPES
+from devstream.db.memory_store import MemoryFilter, SnapshotRow
+from devstream.db.records import MemoryEntry
+from devstream.memory.lexical import LexicalIndex
+from devstream.memory.rows import RowMeta, Rows
 
 Vector = npt.NDArray[np.float32]
-
-_NO_LINK = -1
-_TYPE_CODES = {name: code for code, name in enumerate(CONTENT_TYPES)}
-
-
-@dataclass(frozen=True)
-class RowMeta:
-    """What filters look at, per row."""
-
-    content_type: str
-    plan_id: int | None
-    phase_id: int | None
-    task_id: int | None
-    created_at: datetime
 
 
 def normalise(vectors: npt.ArrayLike) -> Vector:
@@ -43,132 +30,111 @@ def normalise(vectors: npt.ArrayLike) -> Vector:
 
 
 class VectorIndex:
+    """L2-normalised float32 rows of one model and dimension, searched by a matrix product."""
+
     def __init__(self, model: str, dimension: int) -> None:
         self.model = model
         self.dimension = dimension
-        self.generation: str | None = None  # None: never loaded, or known stale
-        self._size = 0
-        self._rows: dict[int, int] = {}
-        self._allocate(0)
+        self.rows = Rows()
+        self._matrix: Vector = np.zeros((0, dimension), dtype=np.float32)
 
     def __len__(self) -> int:
-        return self._size
+        return len(self.rows)
 
     @property
-    def vectors(self) -> Vector:
-        """The unit vectors in use, one row per entry (a view, not a copy)."""
-        return self._matrix[: self._size]
+    def matrix(self) -> Vector:
+        """The unit vectors of live entries, one row each (a copy)."""
+        size = self.rows.size
+        return self._matrix[:size][self.rows.alive[:size]]
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the index's arrays, spare capacity included."""
-        arrays = (self._matrix, self._ids, self._types, self._links, self._created)
-        return sum(array.nbytes for array in arrays)
+        return self._matrix.nbytes + self.rows.nbytes
 
-    def load(self, stored: StoredVectors, generation: str) -> None:
-        """Replace the contents with `stored`, which matches store generation `generation`."""
-        count = len(stored.ids)
-        self._allocate(count)
-        if count:
-            raw = np.frombuffer(b"".join(stored.blobs), dtype="<f4").reshape(count, -1)
-            self._matrix[:count] = normalise(raw)
-        self._ids[:count] = stored.ids
-        self._types[:count] = [_TYPE_CODES[name] for name in stored.content_types]
-        for column, values in enumerate((stored.plan_ids, stored.phase_ids, stored.task_ids)):
-            self._links[:count, column] = [_NO_LINK if v is None else v for v in values]
-        self._created[:count] = [moment.timestamp() for moment in stored.created_at]
-        self._size = count
-        self._rows = {entry_id: row for row, entry_id in enumerate(stored.ids)}
-        self.generation = generation
+    def load(self, entries: Sequence[SnapshotRow], raw: Vector) -> None:
+        """Replace the contents: `raw[i]` is the vector of `entries[i]`."""
+        self.rows = Rows(len(entries))
+        for entry in entries:
+            self.rows.append(entry.id, RowMeta.of(entry))
+        self._matrix = normalise(raw)
 
     def upsert(self, entry_id: int, vector: Vector, meta: RowMeta) -> None:
-        row = self._rows.get(entry_id)
+        row = self.rows.live.get(entry_id)
         if row is None:
-            if self._size == len(self._ids):
-                self._grow()
-            row = self._size
-            self._size += 1
-            self._rows[entry_id] = row
+            row = self.rows.append(entry_id, meta)
+            if row >= len(self._matrix):
+                grown = np.zeros((max(16, 2 * len(self._matrix)), self.dimension), np.float32)
+                grown[: len(self._matrix)] = self._matrix
+                self._matrix = grown
+        else:
+            self.rows.describe(row, meta)
         self._matrix[row] = normalise(vector)[0]
-        self._ids[row] = entry_id
-        self._types[row] = _TYPE_CODES[meta.content_type]
-        self._links[row] = [
-            _NO_LINK if v is None else v for v in (meta.plan_id, meta.phase_id, meta.task_id)
-        ]
-        self._created[row] = meta.created_at.timestamp()
 
     def remove(self, entry_id: int) -> None:
-        row = self._rows.pop(entry_id, None)
-        if row is None:
-            return
-        last = self._size - 1
-        if row != last:  # move the last row into the hole
-            for array in (self._matrix, self._ids, self._types, self._links, self._created):
-                array[row] = array[last]
-            self._rows[int(self._ids[row])] = row
-        self._size = last
+        self.rows.kill(entry_id)
 
     def search(
         self, query: Vector, limit: int, filters: MemoryFilter, min_similarity: float | None
     ) -> list[tuple[int, float]]:
         """(id, cosine similarity) of the best `limit` rows that pass filters and threshold."""
-        if self._size == 0 or limit <= 0:
+        if len(self.rows) == 0 or limit <= 0:
             return []
-        sims = self._matrix[: self._size] @ normalise(query)[0]
-        allowed = self._mask(filters)
+        sims = self._matrix[: self.rows.size] @ normalise(query)[0]
+        allowed = self.rows.mask(filters)
         # Without a threshold, a vector candidate must at least point the same way.
         allowed &= sims > 0 if min_similarity is None else sims >= min_similarity
         candidates = np.flatnonzero(allowed)
         if len(candidates) > limit:
-            top = np.argpartition(sims[candidates], -limit)[-limit:]
-            candidates = candidates[top]
+            candidates = candidates[np.argpartition(sims[candidates], -limit)[-limit:]]
         order = candidates[np.argsort(-sims[candidates], kind="stable")]
-        return [(int(self._ids[row]), float(sims[row])) for row in order]
+        return [(int(self.rows.ids[row]), float(sims[row])) for row in order]
 
-    def similarity(self, query: Vector, entry_ids: list[int]) -> dict[int, float]:
+    def similarity(self, query: Vector, entry_ids: Sequence[int]) -> dict[int, float]:
         """Cosine similarity of the query to each given entry that has a vector here."""
-        rows = {entry_id: self._rows[entry_id] for entry_id in entry_ids if entry_id in self._rows}
+        rows = {i: self.rows.live[i] for i in entry_ids if i in self.rows.live}
         if not rows:
             return {}
         sims = self._matrix[list(rows.values())] @ normalise(query)[0]
         return {entry_id: float(sim) for entry_id, sim in zip(rows, sims, strict=True)}
 
-    def _mask(self, filters: MemoryFilter) -> npt.NDArray[np.bool_]:
-        n = self._size
-        mask = np.ones(n, dtype=bool)
-        if filters.embedding_status not in (None, "embedded"):
-            return np.zeros(n, dtype=bool)  # every row here is embedded
-        if filters.content_types:
-            codes = [_TYPE_CODES[name] for name in filters.content_types]
-            mask &= np.isin(self._types[:n], codes)
-        for column, value in enumerate((filters.plan_id, filters.phase_id, filters.task_id)):
-            if value is not None:
-                mask &= self._links[:n, column] == value
-        if filters.created_after is not None:
-            mask &= self._created[:n] >= filters.created_after.timestamp()
-        if filters.created_before is not None:
-            mask &= self._created[:n] < filters.created_before.timestamp()
-        return mask
 
-    def _allocate(self, capacity: int) -> None:
-        self._matrix: Vector = np.zeros((capacity, self.dimension), dtype=np.float32)
-        self._ids = np.zeros(capacity, dtype=np.int64)
-        self._types = np.zeros(capacity, dtype=np.int8)
-        self._links = np.full((capacity, 3), _NO_LINK, dtype=np.int64)
-        self._created = np.zeros(capacity, dtype=np.float64)
+class MemoryIndex:
+    """Vectors (of the embedder's model) and full text, at one store generation."""
 
-    def _grow(self) -> None:
-        matrix, ids, types, links, created = (
-            self._matrix,
-            self._ids,
-            self._types,
-            self._links,
-            self._created,
-        )
-        size = len(ids)
-        self._allocate(max(16, 2 * size))
-        self._matrix[:size] = matrix
-        self._ids[:size] = ids
-        self._types[:size] = types
-        self._links[:size] = links
-        self._created[:size] = created
+    def __init__(self, model: str, dimension: int) -> None:
+        self.vectors = VectorIndex(model, dimension)
+        self.text = LexicalIndex()
+        self.generation: str | None = None  # None: never built, or known stale
+
+    @property
+    def nbytes(self) -> int:
+        return self.vectors.nbytes + self.text.nbytes
+
+    def load(self, snapshot: Sequence[SnapshotRow], generation: str) -> None:
+        """Rebuild from `snapshot`, which is the store at generation `generation`."""
+        embedded = [row for row in snapshot if row.embedding is not None]
+        blob = b"".join(row.embedding for row in embedded if row.embedding is not None)
+        raw = np.frombuffer(blob, dtype="<f4").reshape(len(embedded), self.vectors.dimension)
+        self.vectors.load(embedded, raw)
+        self.text.load((row.id, RowMeta.of(row), searchable_text(row)) for row in snapshot)
+        self.generation = generation
+
+    def follow(
+        self, entries: Sequence[tuple[MemoryEntry, Vector | None]], removed: Sequence[int]
+    ) -> None:
+        """Apply entries as now stored (with their vector of this model, if any)."""
+        for entry, vector in entries:
+            meta = RowMeta.of(entry)
+            self.text.upsert(entry.id, searchable_text(entry), meta)
+            if vector is None:
+                self.vectors.remove(entry.id)
+            else:
+                self.vectors.upsert(entry.id, vector, meta)
+        for entry_id in removed:
+            self.text.remove(entry_id)
+            self.vectors.remove(entry_id)
+
+
+def searchable_text(entry: MemoryEntry | SnapshotRow) -> str:
+    """What the full-text index holds of an entry: its content and keywords."""
+    return f"{entry.content}\n{entry.keywords}"

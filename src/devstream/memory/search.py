@@ -23,7 +23,7 @@ class SearchHit:
     entry: MemoryEntry
     score: float  # fused RRF score: higher is better
     similarity: float | None  # cosine to the query; None without a vector of this model
-    text_rank: float | None  # FTS5 bm25 rank (lower is better); None if no term matched
+    text_score: float | None  # bm25 score as FTS5 computes it (higher is better); None: no match
 
 
 @dataclass(frozen=True)

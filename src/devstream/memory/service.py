@@ -3,7 +3,7 @@
 Rules it keeps: input is checked before anything is written; the same content in the same
 scope is stored once; an entry is stored even when embedding fails (status `pending`,
 embedded later by `backfill`); vectors of another model or dimension are never compared;
-the in-process vector index never answers for a store generation it has not seen.
+the in-process indexes never answer for a store generation they have not seen.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from devstream.db.schema import CONTENT_TYPES
 from devstream.errors import EmbeddingError, InvalidInput, NotFound
 from devstream.memory.embedders import Embedder
 from devstream.memory.fulltext import match_expression
-from devstream.memory.index import RowMeta, Vector, VectorIndex
+from devstream.memory.index import MemoryIndex, Vector
 from devstream.memory.keywords import extract_keywords
 from devstream.memory.search import SearchHit, SearchResult, SearchWeights, fuse
 from devstream.metrics import MetricsRegistry
@@ -76,15 +76,16 @@ class MemoryService:
         embedder: Embedder,
         settings: Settings,
         *,
-        index: VectorIndex | None = None,
+        index: MemoryIndex | None = None,
     ) -> None:
         self._pool = pool
         self.metrics = metrics
         self.embedder = embedder
         self._max_chars = settings.max_memory_chars
-        self.index = index if index is not None else VectorIndex(embedder.model, embedder.dimension)
-        if (self.index.model, self.index.dimension) != (embedder.model, embedder.dimension):
-            raise ValueError("the vector index must be of the embedder's model and dimension")
+        self.index = index if index is not None else MemoryIndex(embedder.model, embedder.dimension)
+        vectors = self.index.vectors
+        if (vectors.model, vectors.dimension) != (embedder.model, embedder.dimension):
+            raise ValueError("the memory index must be of the embedder's model and dimension")
 
     # --- storing -------------------------------------------------------------------
 
@@ -117,9 +118,7 @@ class MemoryService:
             change = Change(self.index.generation)
             async with self._pool.write_transaction(track=change) as conn:
                 existing, created = await self._insert(conn, hashes, fresh, vectors)
-            self._follow(
-                change, upserts=[(e, vectors[k]) for k, e in created.items() if k in vectors]
-            )
+            self._follow(change, [(e, vectors.get(k)) for k, e in created.items()])
         self.metrics.increment("memory.stored", len(created))
         return [self._result(p, existing, created, warning) for p in prepared]
 
@@ -251,17 +250,14 @@ class MemoryService:
             raise NotFound("memory", entry_id)
         if vector is None and entry.embedding_status == "embedded":
             vector = _blob_vector(entry)  # same vector, maybe new metadata
-        if vector is None:
-            self._follow(change, removals=[entry_id])
-        else:
-            self._follow(change, upserts=[(entry, vector)])
+        self._follow(change, [(entry, vector)])
         return entry
 
     async def delete(self, entry_id: int) -> None:
         change = Change(self.index.generation)
         async with self._pool.write_transaction(track=change) as conn:
             deleted = await store.delete_entry(conn, entry_id)
-        self._follow(change, removals=[entry_id])
+        self._follow(change, removed=[entry_id])
         if not deleted:
             raise NotFound("memory", entry_id)
 
@@ -282,22 +278,29 @@ class MemoryService:
         filters: MemoryFilter | None = None,
         min_similarity: float | None = None,
         weights: SearchWeights | None = None,
+        exact: bool = False,
     ) -> SearchResult:
-        """Hybrid search: full-text and vector rankings fused by weighted RRF (k=60)."""
+        """Hybrid search: full-text and vector rankings fused by weighted RRF (k=60).
+
+        The full-text side comes from the in-process index, or with `exact` from SQLite's
+        FTS5 itself (slower on large stores, and the reference the fast path is held to).
+        """
         if limit < 1:
             raise InvalidInput(f"limit must be at least 1, got {limit}")
         filters, weights = filters or MemoryFilter(), weights or SearchWeights()
         with self.metrics.timed("memory.search"):
             query_vector, reason = await self._query_vector(query)
             async with self._pool.read_transaction() as conn:
-                found = await self._candidates(conn, query, query_vector, filters, min_similarity)
+                found = await self._candidates(
+                    conn, query, query_vector, filters, min_similarity, exact=exact
+                )
                 scores = fuse([(weights.text, found.text_ids), (weights.vector, found.vector_ids)])
                 best = sorted(scores, key=lambda entry_id: (-scores[entry_id], entry_id))[:limit]
                 entries = await store.fetch(conn, best) if best else {}
         if reason is not None:
             self.metrics.increment("memory.search.degraded")
         hits = [
-            SearchHit(entries[i], scores[i], found.similarity.get(i), found.text_rank.get(i))
+            SearchHit(entries[i], scores[i], found.similarity.get(i), found.text_score.get(i))
             for i in best
         ]
         return SearchResult(query, hits, degraded=reason is not None, reason=reason)
@@ -317,15 +320,21 @@ class MemoryService:
         query_vector: Vector | None,
         filters: MemoryFilter,
         min_similarity: float | None,
+        *,
+        exact: bool,
     ) -> _Candidates:
         """Each side's best CANDIDATES, and the similarity of every one that has a vector."""
-        match = match_expression(query)
-        text_hits = await store.full_text(conn, match, filters, CANDIDATES) if match else []
+        await self._refresh(conn)
+        if exact:
+            match = match_expression(query)
+            ranked = await store.full_text(conn, match, filters, CANDIDATES) if match else []
+            text_hits = [(entry_id, -rank) for entry_id, rank in ranked]  # bm25() is negated
+        else:
+            text_hits = self.index.text.search(query, CANDIDATES, filters)
         if query_vector is None:
             return _Candidates(text_hits, [], {})
-        await self._refresh(conn)
-        vector_hits = self.index.search(query_vector, CANDIDATES, filters, min_similarity)
-        sims = self.index.similarity(query_vector, [i for i, _ in text_hits + vector_hits])
+        vector_hits = self.index.vectors.search(query_vector, CANDIDATES, filters, min_similarity)
+        sims = self.index.vectors.similarity(query_vector, [i for i, _ in text_hits + vector_hits])
         if min_similarity is not None:
             # The threshold applies to similarity: text matches without enough of it drop out
             # (entries with no vector of this model cannot be judged, so they stay).
@@ -337,8 +346,8 @@ class MemoryService:
         token = await current(conn)
         if token != self.index.generation:
             with self.metrics.timed("memory.index.load"):
-                stored = await store.vectors(conn, self.index.model, self.index.dimension)
-                self.index.load(stored, token)
+                vectors = self.index.vectors
+                self.index.load(await store.snapshot(conn, vectors.model, vectors.dimension), token)
 
     async def count_retrievals(self, entry_ids: Sequence[int]) -> None:
         """Count a retrieval of each entry (a `get`, or being injected into a context)."""
@@ -405,24 +414,21 @@ class MemoryService:
         async with self._pool.write_transaction(track=change) as conn:
             await store.set_embeddings(conn, self.embedder.model, self.embedder.dimension, blobs)
             entries = await store.fetch(conn, list(blobs))
-        self._follow(change, upserts=[(entries[i], vectors[i]) for i in blobs if i in entries])
+        self._follow(change, [(entries[i], vectors[i]) for i in blobs if i in entries])
 
     # --- keeping the index in step -----------------------------------------------------
 
     def _follow(
         self,
         change: Change,
-        upserts: Sequence[tuple[MemoryEntry, Vector]] = (),
-        removals: Sequence[int] = (),
+        entries: Sequence[tuple[MemoryEntry, Vector | None]] = (),
+        removed: Sequence[int] = (),
     ) -> None:
-        """Apply this process's committed write to the index, if the index was current."""
+        """Apply this process's committed write to the indexes, if they were current."""
         if not change.continued or change.expected != self.index.generation:
             self.index.generation = None  # someone else wrote: rebuild on next search
             return
-        for entry, vector in upserts:
-            self.index.upsert(entry.id, vector, _meta(entry))
-        for entry_id in removals:
-            self.index.remove(entry_id)
+        self.index.follow(entries, removed)
         self.index.generation = change.after
 
 
@@ -431,7 +437,7 @@ Key = tuple[str, Scope]
 
 @dataclass(frozen=True)
 class _Candidates:
-    text: list[tuple[int, float]]  # (id, bm25 rank), best first
+    text: list[tuple[int, float]]  # (id, bm25 score), best first
     vector: list[tuple[int, float]]  # (id, cosine similarity), best first
     similarity: dict[int, float]
 
@@ -444,7 +450,7 @@ class _Candidates:
         return [entry_id for entry_id, _ in self.vector]
 
     @property
-    def text_rank(self) -> dict[int, float]:
+    def text_score(self) -> dict[int, float]:
         return dict(self.text)
 
 
@@ -512,9 +518,3 @@ def _blob(vector: Vector) -> bytes:
 def _blob_vector(entry: MemoryEntry) -> Vector:
     assert entry.embedding is not None
     return np.frombuffer(entry.embedding, dtype="<f4").astype(np.float32)
-
-
-def _meta(entry: MemoryEntry) -> RowMeta:
-    return RowMeta(
-        entry.content_type, entry.plan_id, entry.phase_id, entry.task_id, entry.created_at
-    )
