@@ -34,8 +34,9 @@ class DevStream:
         self.metrics.register_gauge("pool", pool.stats.as_dict)
         self.queries = QueryManager(pool, self.metrics)
         self.memory = MemoryService(
-            pool, self.metrics, embedder or embedder_for(settings), settings
+            pool, self.metrics, embedder or embedder_for(settings), settings, index=memory_index
         )
+        self.metrics.register_gauge("memory_index", self.memory.index.footprint)
 
     @classmethod
     @asynccontextmanager

@@ -21,6 +21,7 @@ from devstream.db.types import utcnow
 from devstream.errors import DimensionMismatch, InvalidInput, NotFound
 from devstream.memory.context import approximate_tokens, assemble
 from devstream.memory.embedders import CircuitBreaker, OllamaEmbedder
+from devstream.memory.index import MemoryIndex
 from devstream.memory.search import SearchWeights
 from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama, deterministic_embedding
@@ -337,10 +338,16 @@ class TestIndexIsolation:
         hits = (await ds.memory.search(mine, weights=VECTOR_ONLY)).hits
         assert [hit.entry.id for hit in hits] == [entry.id]
 
-    async def test_first(self, integration_devstream: DevStream) -> None:
+    async def test_first(
+        self, integration_devstream: DevStream, integration_memory_index: MemoryIndex
+    ) -> None:
+        assert integration_devstream.memory.index is integration_memory_index
         await self._write_and_check(integration_devstream, "quasar", "magnetar")
 
-    async def test_second(self, integration_devstream: DevStream) -> None:
+    async def test_second(
+        self, integration_devstream: DevStream, integration_memory_index: MemoryIndex
+    ) -> None:
+        assert integration_devstream.memory.index is integration_memory_index
         await self._write_and_check(integration_devstream, "magnetar", "quasar")
 
 
@@ -681,3 +688,62 @@ async def test_in_process_full_text_ranks_exactly_as_fts5(integration_devstream:
         assert [h.text_score for h in fast] == pytest.approx(
             [h.text_score for h in exact], rel=1e-4
         ), query
+
+
+async def test_many_candidates_metrics_and_bad_arguments(integration_devstream: DevStream) -> None:
+    memory = integration_devstream.memory
+    results = await memory.store_many(
+        [NewMemory(f"lease renewal note {n} for the leader", "context") for n in range(60)]
+    )
+    hits = (await memory.search("lease renewal leader", limit=5)).hits
+    assert len(hits) == 5
+    assert all(h.text_score is not None and h.similarity is not None for h in hits)
+    gauges = integration_devstream.stats()["gauges"]["memory_index"]  # type: ignore[index]
+    assert (gauges["entries"], gauges["vectors"]) == (60, 60)
+    assert gauges["vector_bytes"] >= 60 * 768 * 4
+    assert gauges["text_bytes"] > 0
+
+    with pytest.raises(InvalidInput, match="limit must be at least 1"):
+        await memory.search("lease", limit=0)
+    with pytest.raises(InvalidInput, match="batch size must be at least 1"):
+        await memory.backfill(batch_size=0)
+    missing = results[-1].entry.id + 1
+    with pytest.raises(NotFound):
+        await memory.update(missing, content="nothing there")
+    with pytest.raises(NotFound):
+        await memory.delete(missing)
+    with pytest.raises(ValueError, match="model and dimension"):
+        DevStream(
+            integration_devstream.settings,
+            integration_devstream.pool,
+            memory_index=MemoryIndex("another-model", 768),
+        )
+
+
+async def test_a_client_error_is_not_retried_and_leaves_the_breaker_closed(
+    integration_connection_pool: ConnectionPool,
+    integration_config: Settings,
+    integration_devstream: DevStream,
+    fake_ollama: FakeOllama,
+) -> None:
+    ds = ollama_devstream(integration_connection_pool, integration_config, fake_ollama.url)
+    embedded = (await ds.memory.store("embedded before the change", "context")).entry
+    assert embedded.embedding_status == "embedded"
+
+    fake_ollama.fail(400)
+    for n in range(3):
+        result = await ds.memory.store(f"refused {n}", "context")
+        assert result.warning is not None
+        assert "400" in result.warning
+    embedder = ds.memory.embedder
+    assert isinstance(embedder, OllamaEmbedder)
+    assert (embedder.retries, embedder.breaker.state) == (0, "closed")
+
+    # New content that cannot be embedded drops the old vector: it no longer describes it.
+    await ds.memory.search("embedded change")  # builds the index
+    changed = await ds.memory.update(embedded.id, content="rewritten while refused")
+    assert changed.embedding_status == "pending"
+    assert changed.embedding is None
+    assert embedded.id not in ds.memory.index.vectors.rows.live
+    assert embedded.id in ds.memory.index.text.rows.live
+    await embedder.aclose()

@@ -109,6 +109,7 @@ async def by_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> list[Memory
 # Built once: every store runs these, and building a statement costs more than running it.
 _BY_HASHES = select(m).where(m.c.content_hash.in_(bindparam("hashes", expanding=True)))
 _INSERT = m.insert().returning(*m.c)
+_BY_IDS = select(m).where(m.c.id.in_(bindparam("ids", expanding=True)))
 
 
 async def insert(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> list[MemoryEntry]:
@@ -157,7 +158,7 @@ async def list_entries(
 
 
 async def fetch(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, MemoryEntry]:
-    rows = await conn.execute(select(m).where(m.c.id.in_(ids)))
+    rows = await conn.execute(_BY_IDS, {"ids": list(ids)})
     return {row.id: _record(row) for row in rows}
 
 

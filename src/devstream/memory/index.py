@@ -106,9 +106,14 @@ class MemoryIndex:
         self.text = LexicalIndex()
         self.generation: str | None = None  # None: never built, or known stale
 
-    @property
-    def nbytes(self) -> int:
-        return self.vectors.nbytes + self.text.nbytes
+    def footprint(self) -> dict[str, float]:
+        """Sizes for the metrics registry's gauges."""
+        return {
+            "entries": len(self.text.rows),
+            "vectors": len(self.vectors),
+            "vector_bytes": self.vectors.nbytes,
+            "text_bytes": self.text.nbytes,
+        }
 
     def load(self, snapshot: Sequence[SnapshotRow], generation: str) -> None:
         """Rebuild from `snapshot`, which is the store at generation `generation`."""
