@@ -45,7 +45,8 @@ class VectorIndex:
     def matrix(self) -> Vector:
         """The unit vectors of live entries, one row each (a copy)."""
         size = self.rows.size
-        return self._matrix[:size][self.rows.alive[:size]]
+        live: Vector = self._matrix[:size][self.rows.alive[:size]]
+        return live
 
     @property
     def nbytes(self) -> int:
