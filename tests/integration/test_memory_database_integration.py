@@ -19,7 +19,7 @@ from devstream.db.pool import ConnectionPool
 from devstream.db.records import MemoryEntry, MicroTask, Plan
 from devstream.db.types import utcnow
 from devstream.errors import DimensionMismatch, InvalidInput, NotFound
-from devstream.memory.context import approximate_tokens, assemble
+from devstream.memory.context import approximate_tokens, assemble, assemble_for_task
 from devstream.memory.embedders import CircuitBreaker, OllamaEmbedder
 from devstream.memory.index import MemoryIndex
 from devstream.memory.search import SearchWeights
@@ -747,3 +747,25 @@ async def test_a_client_error_is_not_retried_and_leaves_the_breaker_closed(
     assert embedded.id not in ds.memory.index.vectors.rows.live
     assert embedded.id in ds.memory.index.text.rows.live
     await embedder.aclose()
+
+
+async def test_context_for_a_task_prefers_its_plan(
+    integration_devstream: DevStream,
+    integration_sample_plan: Plan,
+    integration_sample_task: MicroTask,
+) -> None:
+    ds = integration_devstream
+    other_plan = await ds.queries.plans.create(title="Another plan")
+    memory = ds.memory
+    ours = await memory.store(
+        "memory table columns and checks", "decision", plan_id=integration_sample_plan.id
+    )
+    theirs = await memory.store(
+        "memory table columns, checks and the full-text index",
+        "decision",
+        plan_id=other_plan.id,
+    )
+    context = await assemble_for_task(memory, ds.queries, integration_sample_task.id, 1_000)
+    assert context.memory_ids[:2] == [ours.entry.id, theirs.entry.id]
+    with pytest.raises(NotFound):
+        await assemble_for_task(memory, ds.queries, 424242, 1_000)

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db.records import MemoryEntry
-from devstream.db.schema import FTS_TABLE
+from devstream.db.schema import FTS_TABLE, store_state
 from devstream.db.schema import memory_entries as m
 from devstream.db.types import utcnow
 
@@ -110,6 +110,10 @@ async def by_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> list[Memory
 _BY_HASHES = select(m).where(m.c.content_hash.in_(bindparam("hashes", expanding=True)))
 _INSERT = m.insert().returning(*m.c)
 _BY_IDS = select(m).where(m.c.id.in_(bindparam("ids", expanding=True)))
+# One row per entry found, or a single row of NULLs when none is: the token always comes back.
+_BY_IDS_AND_GENERATION = select(store_state.c.generation, *m.c).select_from(
+    store_state.outerjoin(m, m.c.id.in_(bindparam("ids", expanding=True)))
+)
 
 
 async def insert(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> list[MemoryEntry]:
@@ -155,6 +159,19 @@ async def list_entries(
 ) -> list[MemoryEntry]:
     query = _listing(filters).order_by(m.c.id).limit(limit).offset(offset)
     return [_record(row) for row in await conn.execute(query)]
+
+
+async def fetch_with_generation(
+    conn: AsyncConnection, ids: Sequence[int]
+) -> tuple[str, dict[int, MemoryEntry]]:
+    """The store-generation token and the entries with these ids, in one statement."""
+    rows = (await conn.execute(_BY_IDS_AND_GENERATION, {"ids": list(ids)})).all()
+    entries = {
+        row.id: MemoryEntry(**{column.name: row._mapping[column] for column in m.c})
+        for row in rows
+        if row.id is not None
+    }
+    return rows[0].generation, entries
 
 
 async def fetch(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, MemoryEntry]:

@@ -14,7 +14,7 @@ skips its reset rollback when the driver reports no open transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -57,6 +57,10 @@ class OneTripCursor:
         self.description: Description = None
         self.rowcount = -1
         self.lastrowid: int | None = None
+
+    # SQLAlchemy 2.0 awaits the cursor; 2.1 enters it as a context. Both cost nothing here.
+    def __await__(self) -> Generator[Any, None, OneTripCursor]:
+        return self.__aenter__().__await__()
 
     async def __aenter__(self) -> OneTripCursor:
         return self

@@ -291,12 +291,23 @@ class MemoryService:
         with self.metrics.timed("memory.search"):
             query_vector, reason = await self._query_vector(query)
             async with self._pool.read_transaction() as conn:
-                found = await self._candidates(
-                    conn, query, query_vector, filters, min_similarity, exact=exact
-                )
-                scores = fuse([(weights.text, found.text_ids), (weights.vector, found.vector_ids)])
-                best = sorted(scores, key=lambda entry_id: (-scores[entry_id], entry_id))[:limit]
-                entries = await store.fetch(conn, best) if best else {}
+                if self.index.generation is None:
+                    await self._refresh(conn)
+                # Rank on the indexes as they are, then fetch the winners together with the
+                # store's token: if the indexes were stale, rebuild and rank again (at most
+                # once: within one transaction the token cannot move again).
+                while True:
+                    found = await self._candidates(
+                        conn, query, query_vector, filters, min_similarity, exact=exact
+                    )
+                    scores = fuse(
+                        [(weights.text, found.text_ids), (weights.vector, found.vector_ids)]
+                    )
+                    best = sorted(scores, key=lambda i: (-scores[i], i))[:limit]
+                    token, entries = await store.fetch_with_generation(conn, best)
+                    if token == self.index.generation:
+                        break
+                    await self._refresh(conn)
         if reason is not None:
             self.metrics.increment("memory.search.degraded")
         hits = [
@@ -324,7 +335,6 @@ class MemoryService:
         exact: bool,
     ) -> _Candidates:
         """Each side's best CANDIDATES, and the similarity of every one that has a vector."""
-        await self._refresh(conn)
         if exact:
             match = match_expression(query)
             ranked = await store.full_text(conn, match, filters, CANDIDATES) if match else []
