@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy.dialects import sqlite
 
+from devstream.db import records, schema
 from devstream.db.migrate import SchemaStatus, head_revision
 from devstream.db.types import UTCDateTime
 from devstream.errors import (
@@ -64,3 +66,15 @@ def test_utc_datetimes_round_trip_aware() -> None:
     assert naive == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
     assert column.process_result_value(plus_two, dialect) == plus_two
     assert column.process_result_value(None, dialect) is None
+
+
+def test_records_list_their_table_columns_in_order() -> None:
+    pairs = [
+        (records.Plan, schema.intervention_plans),
+        (records.Phase, schema.phases),
+        (records.MicroTask, schema.micro_tasks),
+        (records.Dependency, schema.task_dependencies),
+        (records.MemoryEntry, schema.memory_entries),
+    ]
+    for record, table in pairs:
+        assert [field.name for field in fields(record)] == list(table.c.keys())

@@ -96,7 +96,9 @@ class SnapshotRow:
 
 
 def _record(row: Any) -> MemoryEntry:
-    return MemoryEntry(**row._mapping)
+    # Positional: MemoryEntry's fields are the table's columns, in order (a unit test holds
+    # them together), and a mapping per row costs more than the query on small results.
+    return MemoryEntry(*row)
 
 
 async def by_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> list[MemoryEntry]:
@@ -166,11 +168,7 @@ async def fetch_with_generation(
 ) -> tuple[str, dict[int, MemoryEntry]]:
     """The store-generation token and the entries with these ids, in one statement."""
     rows = (await conn.execute(_BY_IDS_AND_GENERATION, {"ids": list(ids)})).all()
-    entries = {
-        row.id: MemoryEntry(**{column.name: row._mapping[column] for column in m.c})
-        for row in rows
-        if row.id is not None
-    }
+    entries = {row.id: MemoryEntry(*row[1:]) for row in rows if row.id is not None}
     return rows[0].generation, entries
 
 

@@ -79,6 +79,19 @@ class ConnectionPool:
                 yield conn
 
     @asynccontextmanager
+    async def read_statement(self) -> AsyncIterator[AsyncConnection]:
+        """For a single statement, atomic by itself: no BEGIN and no COMMIT around it."""
+        self.stats.reads += 1
+        with _translate_errors():
+            if self._seam is not None:
+                async with self._seam.transaction() as conn:
+                    yield conn
+                return
+            async with self._checkout() as conn:
+                await conn.execution_options(**{sqlite.AUTOCOMMIT_OPTION: True})
+                yield conn
+
+    @asynccontextmanager
     async def write_transaction(
         self, *, bump_generation: bool = True, track: generation.Change | None = None
     ) -> AsyncIterator[AsyncConnection]:

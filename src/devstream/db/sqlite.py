@@ -27,8 +27,9 @@ from sqlalchemy.pool import PoolResetState
 
 from devstream.config import Settings
 
-# Execution option a connection carries when its transaction will write.
+# Execution options: the transaction will write; a lone statement needs no transaction.
 WRITE_OPTION = "devstream_write"
+AUTOCOMMIT_OPTION = "devstream_autocommit"
 # aiosqlite's default for iterating results in chunks; our cursors fetch everything at once.
 _ITER_CHUNK_SIZE = 64
 
@@ -114,6 +115,15 @@ class OneTripConnection(aiosqlite.Connection):
     def cursor(self) -> OneTripCursor:  # type: ignore[override]
         return OneTripCursor(self)
 
+    # Ending a transaction that was never begun (a lone statement) costs no round trip.
+    async def commit(self) -> None:
+        if self.in_transaction:
+            await super().commit()
+
+    async def rollback(self) -> None:
+        if self.in_transaction:
+            await super().rollback()
+
     async def in_thread(self, function: Any) -> Any:
         """Run `function(sqlite3_connection)` on the connection's thread."""
         queue = cast("Callable[[Callable[[], Any]], Awaitable[Any]]", self._execute)
@@ -145,8 +155,10 @@ def configure(engine: AsyncEngine, settings: Settings) -> None:
     def _on_begin(connection: Connection) -> None:
         # IMMEDIATE takes the write lock up front, so a writer waits on busy_timeout
         # instead of failing when it upgrades a read lock mid-transaction.
-        writes = connection.get_execution_options().get(WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+        options = connection.get_execution_options()
+        if not options.get(AUTOCOMMIT_OPTION, False):
+            writes = options.get(WRITE_OPTION, False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
     @event.listens_for(engine.sync_engine, "reset")
     def _on_reset(dbapi_connection: Any, _record: object, _state: PoolResetState) -> None:

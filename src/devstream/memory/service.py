@@ -290,24 +290,12 @@ class MemoryService:
         filters, weights = filters or MemoryFilter(), weights or SearchWeights()
         with self.metrics.timed("memory.search"):
             query_vector, reason = await self._query_vector(query)
-            async with self._pool.read_transaction() as conn:
-                if self.index.generation is None:
-                    await self._refresh(conn)
-                # Rank on the indexes as they are, then fetch the winners together with the
-                # store's token: if the indexes were stale, rebuild and rank again (at most
-                # once: within one transaction the token cannot move again).
-                while True:
-                    found = await self._candidates(
-                        conn, query, query_vector, filters, min_similarity, exact=exact
-                    )
-                    scores = fuse(
-                        [(weights.text, found.text_ids), (weights.vector, found.vector_ids)]
-                    )
-                    best = sorted(scores, key=lambda i: (-scores[i], i))[:limit]
-                    token, entries = await store.fetch_with_generation(conn, best)
-                    if token == self.index.generation:
-                        break
-                    await self._refresh(conn)
+            asked = _Query(query, query_vector, filters, min_similarity, weights, limit)
+            if exact:  # FTS5 and the fetch must see the same snapshot
+                async with self._pool.read_transaction() as conn:
+                    found, scores, best, entries = await self._rank_and_fetch(asked, conn)
+            else:
+                found, scores, best, entries = await self._rank_and_fetch(asked, None)
         if reason is not None:
             self.metrics.increment("memory.search.degraded")
         hits = [
@@ -315,6 +303,33 @@ class MemoryService:
             for i in best
         ]
         return SearchResult(query, hits, degraded=reason is not None, reason=reason)
+
+    async def _rank_and_fetch(
+        self, asked: _Query, conn: AsyncConnection | None
+    ) -> tuple[_Candidates, dict[int, float], list[int], dict[int, MemoryEntry]]:
+        """Rank on the indexes as they are, then fetch the winners together with the store's
+        token in one statement; if the indexes were stale, rebuild them and rank again.
+
+        `conn` is the transaction of an exact search; the fast path needs none.
+        """
+        while True:
+            if self.index.generation is None:
+                await self._refresh(conn)
+            found = await self._candidates(asked, conn)
+            ranked_at = self.index.generation  # the rest of the ranking never awaits
+            weights = asked.weights
+            scores = fuse([(weights.text, found.text_ids), (weights.vector, found.vector_ids)])
+            best = sorted(scores, key=lambda i: (-scores[i], i))[: asked.limit]
+            if conn is None:
+                async with self._pool.read_statement() as reader:
+                    token, entries = await store.fetch_with_generation(reader, best)
+            else:
+                token, entries = await store.fetch_with_generation(conn, best)
+            if token == ranked_at:
+                return found, scores, best, entries
+            if self.index.generation == ranked_at:
+                self.index.generation = None  # written behind its back: rebuild
+            # else this process wrote meanwhile and the index followed: rank again
 
     async def _query_vector(self, query: str) -> tuple[Vector | None, str | None]:
         try:
@@ -324,40 +339,38 @@ class MemoryService:
             self.metrics.increment("memory.embed_failures")
             return None, f"answered from full-text only: {exc}"
 
-    async def _candidates(
-        self,
-        conn: AsyncConnection,
-        query: str,
-        query_vector: Vector | None,
-        filters: MemoryFilter,
-        min_similarity: float | None,
-        *,
-        exact: bool,
-    ) -> _Candidates:
-        """Each side's best CANDIDATES, and the similarity of every one that has a vector."""
-        if exact:
+    async def _candidates(self, asked: _Query, conn: AsyncConnection | None) -> _Candidates:
+        """Each side's best CANDIDATES, and the similarity of every one that has a vector.
+
+        With a connection (an exact search) the full-text side comes from FTS5 itself.
+        """
+        query, vector, filters, threshold = asked.text, asked.vector, asked.filters, asked.threshold
+        if conn is not None:
             match = match_expression(query)
             ranked = await store.full_text(conn, match, filters, CANDIDATES) if match else []
             text_hits = [(entry_id, -rank) for entry_id, rank in ranked]  # bm25() is negated
         else:
             text_hits = self.index.text.search(query, CANDIDATES, filters)
-        if query_vector is None:
+        if vector is None:
             return _Candidates(text_hits, [], {})
-        vector_hits = self.index.vectors.search(query_vector, CANDIDATES, filters, min_similarity)
-        sims = self.index.vectors.similarity(query_vector, [i for i, _ in text_hits + vector_hits])
-        if min_similarity is not None:
+        vector_hits = self.index.vectors.search(vector, CANDIDATES, filters, threshold)
+        sims = self.index.vectors.similarity(vector, [i for i, _ in text_hits + vector_hits])
+        if threshold is not None:
             # The threshold applies to similarity: text matches without enough of it drop out
             # (entries with no vector of this model cannot be judged, so they stay).
-            text_hits = [(i, r) for i, r in text_hits if sims.get(i, math.inf) >= min_similarity]
+            text_hits = [(i, r) for i, r in text_hits if sims.get(i, math.inf) >= threshold]
         return _Candidates(text_hits, vector_hits, sims)
 
-    async def _refresh(self, conn: AsyncConnection) -> None:
-        """Rebuild the index when the store is at a generation it has not seen."""
+    async def _refresh(self, conn: AsyncConnection | None) -> None:
+        """Rebuild the indexes from one consistent snapshot of the store and its token."""
+        if conn is None:
+            async with self._pool.read_transaction() as reader:
+                await self._refresh(reader)
+            return
         token = await current(conn)
-        if token != self.index.generation:
-            with self.metrics.timed("memory.index.load"):
-                vectors = self.index.vectors
-                self.index.load(await store.snapshot(conn, vectors.model, vectors.dimension), token)
+        with self.metrics.timed("memory.index.load"):
+            vectors = self.index.vectors
+            self.index.load(await store.snapshot(conn, vectors.model, vectors.dimension), token)
 
     async def count_retrievals(self, entry_ids: Sequence[int]) -> None:
         """Count a retrieval of each entry (a `get`, or being injected into a context)."""
@@ -443,6 +456,16 @@ class MemoryService:
 
 
 Key = tuple[str, Scope]
+
+
+@dataclass(frozen=True)
+class _Query:
+    text: str
+    vector: Vector | None  # None: embedding failed, full text only
+    filters: MemoryFilter
+    threshold: float | None  # minimum cosine similarity
+    weights: SearchWeights
+    limit: int
 
 
 @dataclass(frozen=True)
