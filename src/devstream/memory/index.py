@@ -74,29 +74,34 @@ class VectorIndex:
     def remove(self, entry_id: int) -> None:
         self.rows.kill(entry_id)
 
-    def search(
-        self, query: Vector, limit: int, filters: MemoryFilter, min_similarity: float | None
+    def cosine(self, query: Vector) -> npt.NDArray[np.float32]:
+        """The query's cosine similarity to every row (dead ones too), by row."""
+        cosines: npt.NDArray[np.float32] = self._matrix[: self.rows.size] @ normalise(query)[0]
+        return cosines
+
+    def best(
+        self,
+        cosines: npt.NDArray[np.float32],
+        limit: int,
+        filters: MemoryFilter,
+        min_similarity: float | None,
     ) -> list[tuple[int, float]]:
-        """(id, cosine similarity) of the best `limit` rows that pass filters and threshold."""
-        if len(self.rows) == 0 or limit <= 0:
+        """(id, similarity) of the best `limit` live rows that pass filters and threshold."""
+        if limit <= 0 or len(cosines) == 0:
             return []
-        sims = self._matrix[: self.rows.size] @ normalise(query)[0]
         allowed = self.rows.mask(filters)
         # Without a threshold, a vector candidate must at least point the same way.
-        allowed &= sims > 0 if min_similarity is None else sims >= min_similarity
+        allowed &= cosines > 0 if min_similarity is None else cosines >= min_similarity
         candidates = np.flatnonzero(allowed)
         if len(candidates) > limit:
-            candidates = candidates[np.argpartition(sims[candidates], -limit)[-limit:]]
-        order = candidates[np.argsort(-sims[candidates], kind="stable")]
-        return [(int(self.rows.ids[row]), float(sims[row])) for row in order]
+            candidates = candidates[np.argpartition(cosines[candidates], -limit)[-limit:]]
+        order = candidates[np.argsort(-cosines[candidates], kind="stable")]
+        return [(int(self.rows.ids[row]), float(cosines[row])) for row in order]
 
-    def similarity(self, query: Vector, entry_ids: Sequence[int]) -> dict[int, float]:
-        """Cosine similarity of the query to each given entry that has a vector here."""
-        rows = {i: self.rows.live[i] for i in entry_ids if i in self.rows.live}
-        if not rows:
-            return {}
-        sims = self._matrix[list(rows.values())] @ normalise(query)[0]
-        return {entry_id: float(sim) for entry_id, sim in zip(rows, sims, strict=True)}
+    def pick(self, cosines: npt.NDArray[np.float32], entry_ids: Sequence[int]) -> dict[int, float]:
+        """The similarity of each given entry that has a vector here."""
+        live = self.rows.live
+        return {i: float(cosines[live[i]]) for i in entry_ids if i in live}
 
 
 class MemoryIndex:

@@ -298,8 +298,9 @@ class MemoryService:
                 found, scores, best, entries = await self._rank_and_fetch(asked, None)
         if reason is not None:
             self.metrics.increment("memory.search.degraded")
+        text_scores = dict(found.text)
         hits = [
-            SearchHit(entries[i], scores[i], found.similarity.get(i), found.text_score.get(i))
+            SearchHit(entries[i], scores[i], found.similarity.get(i), text_scores.get(i))
             for i in best
         ]
         return SearchResult(query, hits, degraded=reason is not None, reason=reason)
@@ -353,8 +354,10 @@ class MemoryService:
             text_hits = self.index.text.search(query, CANDIDATES, filters)
         if vector is None:
             return _Candidates(text_hits, [], {})
-        vector_hits = self.index.vectors.search(vector, CANDIDATES, filters, threshold)
-        sims = self.index.vectors.similarity(vector, [i for i, _ in text_hits + vector_hits])
+        vectors = self.index.vectors
+        cosines = vectors.cosine(vector)
+        vector_hits = vectors.best(cosines, CANDIDATES, filters, threshold)
+        sims = vectors.pick(cosines, [i for i, _ in text_hits + vector_hits])
         if threshold is not None:
             # The threshold applies to similarity: text matches without enough of it drop out
             # (entries with no vector of this model cannot be judged, so they stay).
@@ -481,10 +484,6 @@ class _Candidates:
     @property
     def vector_ids(self) -> list[int]:
         return [entry_id for entry_id, _ in self.vector]
-
-    @property
-    def text_score(self) -> dict[int, float]:
-        return dict(self.text)
 
 
 @dataclass(frozen=True)
