@@ -15,12 +15,12 @@ import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from devstream import Settings
+from devstream import DevStream, Settings
 from devstream.db import migrate
 from devstream.db.pool import ConnectionPool
 from tests.conftest import loop_factory, requested_loop
@@ -99,6 +99,15 @@ def bench_template(
     path = tmp_path_factory.mktemp("bench") / "template.db"
     run(create_migrated(path))
     return path
+
+
+@pytest.fixture
+def bench_store(bench_db: Path, run: Callable[[Awaitable[Any]], Any]) -> Iterator[DevStream]:
+    """A DevStream open on `bench_db` with a real pool, closed after the benchmark."""
+    opened = DevStream.open(Settings(db=str(bench_db)), migrate_schema=False)
+    ds = run(opened.__aenter__())
+    yield ds
+    run(opened.__aexit__(None, None, None))
 
 
 @pytest.fixture

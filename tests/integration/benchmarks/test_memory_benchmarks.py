@@ -56,8 +56,11 @@ async def _count(ds: DevStream, table: str) -> int:
 # --- store throughput ---------------------------------------------------------------------
 
 
-def test_store_one_commit_per_entry(benchmark: BenchmarkFixture, bench_db: Path, run: Run) -> None:
+def test_store_one_commit_per_entry(
+    benchmark: BenchmarkFixture, bench_store: DevStream, run: Run
+) -> None:
     """The public service, a file database with production pragmas and FTS triggers."""
+    ds = bench_store
     per_round, rounds = 500, 5
     vectors = _vectors(per_round * (rounds + 1), seed=1)
     counter = iter(range(len(vectors)))
@@ -69,15 +72,10 @@ def test_store_one_commit_per_entry(benchmark: BenchmarkFixture, bench_db: Path,
                 f"note {n}: a decision and its reason", "decision", embedding=vectors[n]
             )
 
-    opened = DevStream.open(Settings(db=str(bench_db)), migrate_schema=False)
-    ds = run(opened.__aenter__())
-    try:
-        benchmark.pedantic(lambda: run(store_round(ds)), rounds=rounds, warmup_rounds=1)
-        stored = per_round * (rounds + 1)
-        assert run(_count(ds, "memory_entries")) == stored
-        assert run(_count(ds, "memory_fts_docsize")) == stored
-    finally:
-        run(opened.__aexit__(None, None, None))
+    benchmark.pedantic(lambda: run(store_round(ds)), rounds=rounds, warmup_rounds=1)
+    stored = per_round * (rounds + 1)
+    assert run(_count(ds, "memory_entries")) == stored
+    assert run(_count(ds, "memory_fts_docsize")) == stored
     rate = per_round / median_s(benchmark)
     record(
         "store: one commit per entry",
@@ -88,7 +86,8 @@ def test_store_one_commit_per_entry(benchmark: BenchmarkFixture, bench_db: Path,
     )
 
 
-def test_store_many(benchmark: BenchmarkFixture, bench_db: Path, run: Run) -> None:
+def test_store_many(benchmark: BenchmarkFixture, bench_store: DevStream, run: Run) -> None:
+    ds = bench_store
     per_round, rounds = 5_000, 3
     vectors = _vectors(per_round * (rounds + 1), seed=2)
     batches = iter(range(rounds + 1))
@@ -102,15 +101,10 @@ def test_store_many(benchmark: BenchmarkFixture, bench_db: Path, run: Run) -> No
             ]
         )
 
-    opened = DevStream.open(Settings(db=str(bench_db)), migrate_schema=False)
-    ds = run(opened.__aenter__())
-    try:
-        benchmark.pedantic(lambda: run(store_batch(ds)), rounds=rounds, warmup_rounds=1)
-        stored = per_round * (rounds + 1)
-        assert run(_count(ds, "memory_entries")) == stored
-        assert run(_count(ds, "memory_fts_docsize")) == stored
-    finally:
-        run(opened.__aexit__(None, None, None))
+    benchmark.pedantic(lambda: run(store_batch(ds)), rounds=rounds, warmup_rounds=1)
+    stored = per_round * (rounds + 1)
+    assert run(_count(ds, "memory_entries")) == stored
+    assert run(_count(ds, "memory_fts_docsize")) == stored
     rate = per_round / median_s(benchmark)
     record(
         "store_many", rate, "entries/s", f">= {STORE_MANY_TARGET:,.0f}/s", rate >= STORE_MANY_TARGET
@@ -118,9 +112,10 @@ def test_store_many(benchmark: BenchmarkFixture, bench_db: Path, run: Run) -> No
 
 
 def test_thousand_concurrent_memory_operations(
-    benchmark: BenchmarkFixture, bench_db: Path, run: Run
+    benchmark: BenchmarkFixture, bench_store: DevStream, run: Run
 ) -> None:
     """Mixed store / search / update at once on a real pool: no errors, nothing lost."""
+    ds = bench_store
     operations = 1_000
     rng = random.Random(3)  # a local generator: test plugins reseed the global one
 
@@ -145,14 +140,9 @@ def test_thousand_concurrent_memory_operations(
         assert errors == []
         return kinds.count("store"), len(ids)
 
-    opened = DevStream.open(Settings(db=str(bench_db)), migrate_schema=False)
-    ds = run(opened.__aenter__())
-    try:
-        stores, seeded = benchmark.pedantic(lambda: run(mixed(ds)), rounds=1, iterations=1)
-        assert run(_count(ds, "memory_entries")) == stores + seeded
-        assert run(_count(ds, "memory_fts_docsize")) == stores + seeded
-    finally:
-        run(opened.__aexit__(None, None, None))
+    stores, seeded = benchmark.pedantic(lambda: run(mixed(ds)), rounds=1, iterations=1)
+    assert run(_count(ds, "memory_entries")) == stores + seeded
+    assert run(_count(ds, "memory_fts_docsize")) == stores + seeded
     seconds = median_s(benchmark)
     record("1,000 concurrent memory operations", seconds * 1000, "ms", "0 errors, 0 lost", True)
 

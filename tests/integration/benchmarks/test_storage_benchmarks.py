@@ -93,10 +93,11 @@ def _seconds(run: Run, make: Callable[[], Awaitable[None]]) -> float:
 
 @pytest.mark.parametrize("table", ["memory_entries", "intervention_plans"])
 def test_single_row_write_throughput(
-    benchmark: BenchmarkFixture, bench_db: Path, run: Run, table: str
+    benchmark: BenchmarkFixture, bench_store: DevStream, run: Run, table: str
 ) -> None:
     """One commit per row through the repository, on a file with production pragmas;
     memory rows also feed the FTS index through its triggers."""
+    ds = bench_store
 
     async def write_many(ds: DevStream) -> None:
         for n in range(WRITES_PER_ROUND):
@@ -108,22 +109,18 @@ def test_single_row_write_throughput(
             else:
                 await ds.queries.plans.create(title=f"plan {n}")
 
-    opened = DevStream.open(Settings(db=str(bench_db)), migrate_schema=False)
-    ds = run(opened.__aenter__())
-    try:
-        benchmark.pedantic(lambda: run(write_many(ds)), rounds=5, warmup_rounds=1)
-        repository = ds.queries.memories if table == "memory_entries" else ds.queries.plans
-        assert run(repository.count()) == WRITES_PER_ROUND * 6
-    finally:
-        run(opened.__aexit__(None, None, None))
+    benchmark.pedantic(lambda: run(write_many(ds)), rounds=5, warmup_rounds=1)
+    repository = ds.queries.memories if table == "memory_entries" else ds.queries.plans
+    assert run(repository.count()) == WRITES_PER_ROUND * 6
     rate = WRITES_PER_ROUND / median_s(benchmark)
     record(f"write throughput: {table}, 1 commit/row", rate, "rows/s")
 
 
 def test_repository_operation_latency(
-    benchmark: BenchmarkFixture, bench_db: Path, run: Run
+    benchmark: BenchmarkFixture, bench_store: DevStream, run: Run
 ) -> None:
     """p99 of every repository operation over a mixed workload; the seed's bar is 500 ms."""
+    ds = bench_store
 
     async def workload(ds: DevStream) -> None:
         q = ds.queries
@@ -146,12 +143,7 @@ def test_repository_operation_latency(
         await q.plans.delete(plan.id)
         await q.memories.delete(memory.id)
 
-    opened = DevStream.open(Settings(db=str(bench_db)), migrate_schema=False)
-    ds = run(opened.__aenter__())
-    try:
-        benchmark.pedantic(lambda: run(workload(ds)), rounds=50, warmup_rounds=2)
-    finally:
-        run(opened.__aexit__(None, None, None))
+    benchmark.pedantic(lambda: run(workload(ds)), rounds=50, warmup_rounds=2)
     worst = 0.0
     for name, dist in sorted(ds.metrics.latencies.items()):
         p99 = dist.summary().p99_ms
