@@ -514,7 +514,7 @@ async def test_cli_memory_round_trip(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert await devstream_cli(*db, "--json", "context", "readers", "--budget", "50") == 0
     assert json.loads(capsys.readouterr().out)["memory_ids"] == [1]
     assert await devstream_cli(*db, "memory", "backfill") == 0
-    assert "embedded 0 memories; 0 still waiting" in capsys.readouterr().out
+    assert "backfill: 0 embedded; 0 still waiting" in capsys.readouterr().out
     assert await devstream_cli(*db, "memory", "delete", "1") == 0
     assert await devstream_cli(*db, "memory", "show", "1") == 1
     assert capsys.readouterr().err == (

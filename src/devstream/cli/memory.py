@@ -23,10 +23,6 @@ from devstream.memory.service import EmbedReport
 T = TypeVar("T")
 SNIPPET = 72
 
-content_type_option = click.option(
-    "--type", "content_type", type=click.Choice(CONTENT_TYPES), help="Content type."
-)
-
 
 def with_store(out: Output, work: Callable[[DevStream], Awaitable[T]]) -> T:
     """Open the configured store, run `work` on it, close it."""
@@ -190,31 +186,31 @@ def delete(out: Output, memory_id: int) -> None:
     out.emit({"deleted": memory_id}, f"deleted memory #{memory_id}")
 
 
+batch_size_option = click.option(
+    "--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096)
+)
+
+
 @memory.command("backfill")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
+@batch_size_option
 @pass_output
 def backfill(out: Output, batch_size: int) -> None:
     """Embed memories stored while embedding was unavailable."""
-    report = _embed_with_progress(out, "backfill", batch_size)
-    out.emit(asdict(report), _report_text("embedded", report))
-    if report.error:
-        raise SystemExit(1)
+    _embed_waiting(out, "backfill", batch_size)
 
 
 @memory.command("reembed")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
+@batch_size_option
 @pass_output
 def reembed(out: Output, batch_size: int) -> None:
     """Re-embed memories of another model or dimension (and pending ones)."""
-    report = _embed_with_progress(out, "reembed", batch_size)
-    out.emit(asdict(report), _report_text("re-embedded", report))
-    if report.error:
-        raise SystemExit(1)
+    _embed_waiting(out, "reembed", batch_size)
 
 
-def _embed_with_progress(out: Output, action: str, batch_size: int) -> EmbedReport:
+def _embed_waiting(out: Output, action: str, batch_size: int) -> None:
+    """Run backfill or reembed with a progress bar on stderr; exit 1 if it stopped early."""
     console = Console(stderr=True)
-    columns = (TextColumn(f"{action}"), BarColumn(), MofNCompleteColumn())
+    columns = (TextColumn(action), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=console, disable=out.as_json, transient=True) as bar:
         task = bar.add_task(action, total=None)
 
@@ -225,12 +221,11 @@ def _embed_with_progress(out: Output, action: str, batch_size: int) -> EmbedRepo
             run = ds.memory.backfill if action == "backfill" else ds.memory.reembed
             return await run(batch_size=batch_size, progress=progress)
 
-        return with_store(out, work)
-
-
-def _report_text(verb: str, report: EmbedReport) -> str:
-    text = f"{verb} {report.embedded} memories; {report.remaining} still waiting"
-    return text + (f"\nstopped: {report.error}" if report.error else "")
+        report = with_store(out, work)
+    text = f"{action}: {report.embedded} embedded; {report.remaining} still waiting"
+    out.emit(asdict(report), text + (f"\nstopped: {report.error}" if report.error else ""))
+    if report.error:
+        raise SystemExit(1)
 
 
 @click.command("context")
