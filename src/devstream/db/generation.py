@@ -7,6 +7,7 @@ Caches built from the store remember the token they were built at; any differenc
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select, update
@@ -17,14 +18,18 @@ from devstream.db.schema import store_state
 
 @dataclass
 class Change:
-    """Follows one write transaction for a cache built at token `expected`.
+    """Lets a cache follow one write transaction of its own process.
 
-    After the transaction, `after` is the token it committed and `continued` says whether
-    the store was still at `expected` when it began - only then may the cache apply the
-    transaction's own changes and move to `after`; otherwise it must rebuild.
+    As the transaction begins (holding the write lock) the cache's token is read into
+    `expected`; `continued` says whether the store was still at it, and `after` is the
+    token the transaction sets. `on_commit` runs once it has committed, before the next
+    writer may begin: only with `continued` may the cache apply the transaction's own
+    changes and move to `after`; otherwise it must rebuild.
     """
 
-    expected: str | None
+    cache_token: Callable[[], str | None]
+    on_commit: Callable[[Change], None]
+    expected: str | None = None
     after: str | None = None
     continued: bool = False
 

@@ -102,13 +102,20 @@ class ConnectionPool:
         """
         self.stats.writes += 1
         with _translate_errors():
-            async with self._writer_turn(), self._transaction(write=True) as conn:
-                if bump_generation:
-                    expected = None if track is None else track.expected
-                    token, continued = await generation.replace(conn, expected)
-                    if track is not None:
-                        track.after, track.continued = token, continued
-                yield conn
+            async with self._writer_turn():
+                async with self._transaction(write=True) as conn:
+                    if bump_generation:
+                        expected = None if track is None else track.cache_token()
+                        token, continued = await generation.replace(conn, expected)
+                        if track is not None:
+                            track.expected, track.after, track.continued = (
+                                expected,
+                                token,
+                                continued,
+                            )
+                    yield conn
+                if track is not None:  # committed; the next writer has not begun
+                    track.on_commit(track)
 
     @asynccontextmanager
     async def isolated(self) -> AsyncIterator[IsolationSeam]:
@@ -134,6 +141,12 @@ class ConnectionPool:
                 await conn.execution_options(**{sqlite.WRITE_OPTION: True})
             async with conn.begin():
                 yield conn
+
+    @asynccontextmanager
+    async def writes_paused(self) -> AsyncIterator[None]:
+        """No write transaction of this process begins or commits until exit."""
+        async with self._writer_turn():
+            yield
 
     @asynccontextmanager
     async def _writer_turn(self) -> AsyncIterator[None]:

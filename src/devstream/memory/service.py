@@ -8,9 +8,11 @@ the in-process indexes never answer for a store generation they have not seen.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +36,9 @@ from devstream.metrics import MetricsRegistry
 
 # How many candidates each side of a hybrid search contributes to the fusion.
 CANDIDATES = 50
+# How often a search that saw a newer store lets this process's own writes catch up
+# before it rebuilds the indexes.
+FOLLOW_WAITS = 3
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -82,6 +87,7 @@ class MemoryService:
         self.metrics = metrics
         self.embedder = embedder
         self._max_chars = settings.max_memory_chars
+        self._unfollowed = 0  # own write transactions whose effect the index has not seen
         self.index = index if index is not None else MemoryIndex(embedder.model, embedder.dimension)
         vectors = self.index.vectors
         if (vectors.model, vectors.dimension) != (embedder.model, embedder.dimension):
@@ -115,10 +121,9 @@ class MemoryService:
                     stored = _by_key(await store.by_hashes(conn, hashes))
                 fresh = [p for p in fresh if p.key not in stored]
             vectors, warning = await self._vectors_for(fresh)
-            change = Change(self.index.generation)
-            async with self._pool.write_transaction(track=change) as conn:
-                existing, created = await self._insert(conn, hashes, fresh, vectors)
-            self._follow(change, [(e, vectors.get(k)) for k, e in created.items()])
+            async with self._write() as write:
+                existing, created = await self._insert(write.conn, hashes, fresh, vectors)
+                write.entries = [(e, vectors.get(k)) for k, e in created.items()]
         self.metrics.increment("memory.stored", len(created))
         return [self._result(p, existing, created, warning) for p in prepared]
 
@@ -194,11 +199,9 @@ class MemoryService:
 
     async def get(self, entry_id: int) -> MemoryEntry:
         """The entry, counting the retrieval."""
-        change = Change(self.index.generation)
-        async with self._pool.write_transaction(track=change) as conn:
-            await store.touch(conn, [entry_id])
-            entry = await store.get(conn, entry_id)
-        self._follow(change)
+        async with self._write() as write:
+            await store.touch(write.conn, [entry_id])
+            entry = await store.get(write.conn, entry_id)
         if entry is None:
             raise NotFound("memory", entry_id)
         return entry
@@ -243,21 +246,20 @@ class MemoryService:
             vectors, _ = await self._vectors_for([prepared])
             vector = vectors.get(prepared.key)
             values.update(prepared.row(vector, self.embedder))
-        change = Change(self.index.generation)
-        async with self._pool.write_transaction(track=change) as conn:
-            entry = await store.update_entry(conn, entry_id, values)
+        async with self._write() as write:
+            entry = await store.update_entry(write.conn, entry_id, values)
+            if entry is not None:
+                if vector is None and entry.embedding_status == "embedded":
+                    vector = _blob_vector(entry)  # same vector, maybe new metadata
+                write.entries = [(entry, vector)]
         if entry is None:
             raise NotFound("memory", entry_id)
-        if vector is None and entry.embedding_status == "embedded":
-            vector = _blob_vector(entry)  # same vector, maybe new metadata
-        self._follow(change, [(entry, vector)])
         return entry
 
     async def delete(self, entry_id: int) -> None:
-        change = Change(self.index.generation)
-        async with self._pool.write_transaction(track=change) as conn:
-            deleted = await store.delete_entry(conn, entry_id)
-        self._follow(change, removed=[entry_id])
+        async with self._write() as write:
+            deleted = await store.delete_entry(write.conn, entry_id)
+            write.removed = [entry_id]
         if not deleted:
             raise NotFound("memory", entry_id)
 
@@ -313,6 +315,7 @@ class MemoryService:
 
         `conn` is the transaction of an exact search; the fast path needs none.
         """
+        waits = 0
         while True:
             if self.index.generation is None:
                 await self._refresh(conn)
@@ -328,9 +331,12 @@ class MemoryService:
                 token, entries = await store.fetch_with_generation(conn, best)
             if token == ranked_at:
                 return found, scores, best, entries
-            if self.index.generation == ranked_at:
+            if self._unfollowed and waits < FOLLOW_WAITS:
+                waits += 1  # likely this process's own commit, about to be applied
+                await asyncio.sleep(0)
+            elif self.index.generation == ranked_at:
                 self.index.generation = None  # written behind its back: rebuild
-            # else this process wrote meanwhile and the index followed: rank again
+            # else the index followed a write meanwhile: rank again
 
     async def _query_vector(self, query: str) -> tuple[Vector | None, str | None]:
         try:
@@ -367,8 +373,11 @@ class MemoryService:
     async def _refresh(self, conn: AsyncConnection | None) -> None:
         """Rebuild the indexes from one consistent snapshot of the store and its token."""
         if conn is None:
-            async with self._pool.read_transaction() as reader:
-                await self._refresh(reader)
+            # With this process's writers paused, the rebuilt indexes are not behind the
+            # store the moment they are done, and its next writes can follow them again.
+            async with self._pool.writes_paused(), self._pool.read_transaction() as reader:
+                if self.index.generation is None:  # unless a search rebuilt it meanwhile
+                    await self._refresh(reader)
             return
         token = await current(conn)
         with self.metrics.timed("memory.index.load"):
@@ -377,10 +386,8 @@ class MemoryService:
 
     async def count_retrievals(self, entry_ids: Sequence[int]) -> None:
         """Count a retrieval of each entry (a `get`, or being injected into a context)."""
-        change = Change(self.index.generation)
-        async with self._pool.write_transaction(track=change) as conn:
-            await store.touch(conn, entry_ids)
-        self._follow(change)
+        async with self._write() as write:
+            await store.touch(write.conn, entry_ids)
 
     # --- embedding later ---------------------------------------------------------------
 
@@ -436,26 +443,42 @@ class MemoryService:
 
     async def _save_vectors(self, vectors: dict[int, Vector]) -> None:
         blobs = {entry_id: _blob(vector) for entry_id, vector in vectors.items()}
-        change = Change(self.index.generation)
-        async with self._pool.write_transaction(track=change) as conn:
-            await store.set_embeddings(conn, self.embedder.model, self.embedder.dimension, blobs)
-            entries = await store.fetch(conn, list(blobs))
-        self._follow(change, [(entries[i], vectors[i]) for i in blobs if i in entries])
+        async with self._write() as write:
+            model, dimension = self.embedder.model, self.embedder.dimension
+            await store.set_embeddings(write.conn, model, dimension, blobs)
+            entries = await store.fetch(write.conn, list(blobs))
+            write.entries = [(entries[i], vectors[i]) for i in blobs if i in entries]
 
     # --- keeping the index in step -----------------------------------------------------
 
-    def _follow(
-        self,
-        change: Change,
-        entries: Sequence[tuple[MemoryEntry, Vector | None]] = (),
-        removed: Sequence[int] = (),
-    ) -> None:
-        """Apply this process's committed write to the indexes, if they were current."""
-        if not change.continued or change.expected != self.index.generation:
-            self.index.generation = None  # someone else wrote: rebuild on next search
-            return
-        self.index.follow(entries, removed)
-        self.index.generation = change.after
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[_Write]:
+        """A write transaction whose committed effect the indexes then follow, when they
+        were current: the caller lists the entries as now stored and those removed."""
+        write = _Write()
+
+        def follow(change: Change) -> None:
+            if change.continued and change.expected == self.index.generation:
+                self.index.follow(write.entries, write.removed)
+                self.index.generation = change.after
+            elif self.index.generation != change.after:
+                self.index.generation = None  # someone else wrote: rebuild on next search
+
+        self._unfollowed += 1
+        try:
+            change = Change(lambda: self.index.generation, follow)
+            async with self._pool.write_transaction(track=change) as conn:
+                write.conn = conn
+                yield write
+        finally:
+            self._unfollowed -= 1
+
+
+@dataclass
+class _Write:
+    conn: AsyncConnection = field(init=False)
+    entries: list[tuple[MemoryEntry, Vector | None]] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
 
 
 Key = tuple[str, Scope]
