@@ -398,11 +398,8 @@ class OllamaEmbedder:
             before_sleep=self._count_retry,
             reraise=True,
         )
-        response: httpx.Response | None = None
         try:
-            async for attempt in retrying:
-                with attempt:
-                    response = await self._post(batch)
+            response: httpx.Response = await retrying(self._post, batch)
         except _RetryableStatus as exc:
             raise EmbeddingUnavailable(
                 f"embedding server {self.url} kept failing after {self.attempts} attempt(s): {exc}"
@@ -412,8 +409,6 @@ class OllamaEmbedder:
                 f"cannot reach embedding server {self.url} after {self.attempts} "
                 f"attempt(s): {_describe(exc)}"
             ) from exc
-        if response is None:  # pragma: no cover - tenacity either returns a result or raises
-            raise AssertionError("retry loop ended without a response")
         return response
 
     def _parse(self, response: httpx.Response, expected: int) -> Vectors:
