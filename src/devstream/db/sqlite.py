@@ -80,14 +80,6 @@ class OneTripCursor:
         self._rows, self.description, self.rowcount, self.lastrowid = outcome
         return self
 
-    async def fetchone(self) -> Row | None:
-        return self._rows.pop(0) if self._rows else None
-
-    async def fetchmany(self, size: int | None = None) -> list[Row]:
-        count = self.arraysize if size is None else size
-        taken, self._rows = self._rows[:count], self._rows[count:]
-        return taken
-
     async def fetchall(self) -> list[Row]:
         taken, self._rows = self._rows, []
         return taken
