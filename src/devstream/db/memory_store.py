@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Integer,
-    Select,
     and_,
     bindparam,
     case,
@@ -152,14 +151,10 @@ async def touch(conn: AsyncConnection, ids: Sequence[int]) -> None:
         )
 
 
-def _listing(filters: MemoryFilter) -> Select[Any]:
-    return select(m).where(*filters.clauses())
-
-
 async def list_entries(
     conn: AsyncConnection, filters: MemoryFilter, *, limit: int | None, offset: int
 ) -> list[MemoryEntry]:
-    query = _listing(filters).order_by(m.c.id).limit(limit).offset(offset)
+    query = select(m).where(*filters.clauses()).order_by(m.c.id).limit(limit).offset(offset)
     return [_record(row) for row in await conn.execute(query)]
 
 

@@ -86,7 +86,8 @@ class LexicalIndex:
         self._df: Counter[str] = Counter()  # live rows holding each term
         self._terms: dict[int, tuple[str, ...]] = {}  # live row -> its distinct terms
         self._lengths = array("f")  # tokens per row
-        self._length_cache: npt.NDArray[np.float32] | None = None
+        # BM25's length normalisation per row; it changes only when an entry does.
+        self._norm_cache: npt.NDArray[np.float32] | None = None
         self._total_tokens = 0.0  # over live rows
 
     @property
@@ -109,7 +110,7 @@ class LexicalIndex:
         self._df.update(counts.keys())
         self._terms[row] = tuple(counts)
         self._lengths.append(len(tokens))
-        self._length_cache = None
+        self._norm_cache = None
         self._total_tokens += len(tokens)
 
     def remove(self, entry_id: int) -> None:
@@ -118,6 +119,7 @@ class LexicalIndex:
             return
         self._df.subtract(self._terms.pop(row))
         self._total_tokens -= self._lengths[row]
+        self._norm_cache = None
         self.rows.kill(entry_id)
 
     def search(self, query: str, limit: int, filters: MemoryFilter) -> list[tuple[int, float]]:
@@ -127,9 +129,10 @@ class LexicalIndex:
         terms = [t for word in query_words(query) for t in tokenize(word) if self._df[t] > 0]
         if not terms or limit <= 0:
             return []
-        if self._length_cache is None:
-            self._length_cache = np.array(self._lengths, dtype=np.float32)
-        norm = K1 * (1 - B + B * self._length_cache / (self._total_tokens / docs))
+        if self._norm_cache is None:
+            lengths = np.array(self._lengths, dtype=np.float32)
+            self._norm_cache = K1 * (1 - B + B * lengths / (self._total_tokens / docs))
+        norm = self._norm_cache
         scores = np.zeros(size, dtype=np.float64)
         for term in terms:
             df = self._df[term]
