@@ -13,14 +13,24 @@ import httpx
 import pytest
 from alembic import command
 from pytest_httpx import HTTPXMock
-from sqlalchemy import Column, Integer, MetaData, insert, select, text
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    bindparam,
+    column,
+    insert,
+    select,
+    table,
+    text,
+)
 
 from devstream import DevStream, Settings
 from devstream.db import migrate, schema
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
 from devstream.db.records import MicroTask, Phase, Plan
-from devstream.db.sqlite import OneTripConnection
+from devstream.db.sqlite import DriverQuery, OneTripConnection
 from devstream.errors import (
     ConfigError,
     ConstraintViolation,
@@ -29,6 +39,7 @@ from devstream.errors import (
     NotInitialised,
     PoolTimeout,
     SchemaTooNew,
+    StorageError,
 )
 from tests.conftest import requested_loop
 from tests.integration.conftest import MigratedSchema, store_generation, table_row_counts
@@ -182,8 +193,8 @@ async def test_migrated_schema_matches_metadata_and_drift_is_detected(
     )
 
     drifted = MetaData(naming_convention=schema.metadata.naming_convention)
-    for table in schema.metadata.tables.values():
-        table.to_metadata(drifted)
+    for source in schema.metadata.tables.values():
+        source.to_metadata(drifted)
     drifted.tables["intervention_plans"].append_column(Column("owner_id", Integer))
 
     diffs = await migrate.schema_drift(pool, drifted)
@@ -237,6 +248,22 @@ async def test_a_connection_returned_mid_transaction_is_rolled_back(
     counts = await asyncio.gather(*(plans.count() for _ in range(2 * pool.stats.size)))
     assert counts == [0] * (2 * pool.stats.size)
     assert (await plans.create(title="next")).title == "next"
+
+
+async def test_driver_queries_see_the_callers_transaction_and_type_their_results(
+    integration_query_manager: QueryManager,
+) -> None:
+    plan = await integration_query_manager.plans.create(title="typed")
+    query = DriverQuery(
+        select(schema.intervention_plans).where(schema.intervention_plans.c.id == bindparam("id"))
+    )
+    async with integration_query_manager.pool.read_statement() as conn:
+        (row,) = await query.all(conn, id=plan.id)
+    assert Plan(*row) == plan  # the uncommitted plan, with aware datetimes
+    broken = DriverQuery(select(column("absent", Integer)).select_from(table("missing_table")))
+    async with integration_query_manager.pool.read_statement() as conn:
+        with pytest.raises(StorageError, match="no such table: missing_table"):
+            await broken.all(conn)
 
 
 async def _stamp(path: Path, revision: str) -> None:

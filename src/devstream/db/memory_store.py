@@ -6,6 +6,7 @@ SQL about memories lives here, in SQLAlchemy Core.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from devstream.db.records import MemoryEntry
 from devstream.db.schema import FTS_TABLE, store_state
 from devstream.db.schema import memory_entries as m
+from devstream.db.sqlite import DriverQuery
 from devstream.db.types import utcnow
 
 # The FTS5 table as a lightweight construct: only its rowid is selected or joined.
@@ -112,8 +114,13 @@ _BY_HASHES = select(m).where(m.c.content_hash.in_(bindparam("hashes", expanding=
 _INSERT = m.insert().returning(*m.c)
 _BY_IDS = select(m).where(m.c.id.in_(bindparam("ids", expanding=True)))
 # One row per entry found, or a single row of NULLs when none is: the token always comes back.
-_BY_IDS_AND_GENERATION = select(store_state.c.generation, *m.c).select_from(
-    store_state.outerjoin(m, m.c.id.in_(bindparam("ids", expanding=True)))
+# Ids go in as one JSON array, so the statement's text never changes.
+_BY_IDS_AND_GENERATION = DriverQuery(
+    select(store_state.c.generation, *m.c).select_from(
+        store_state.outerjoin(
+            m, m.c.id.in_(select(column("value")).select_from(func.json_each(bindparam("ids"))))
+        )
+    )
 )
 
 
@@ -162,9 +169,9 @@ async def fetch_with_generation(
     conn: AsyncConnection, ids: Sequence[int]
 ) -> tuple[str, dict[int, MemoryEntry]]:
     """The store-generation token and the entries with these ids, in one statement."""
-    rows = (await conn.execute(_BY_IDS_AND_GENERATION, {"ids": list(ids)})).all()
-    entries = {row.id: MemoryEntry(*row[1:]) for row in rows if row.id is not None}
-    return rows[0].generation, entries
+    rows = await _BY_IDS_AND_GENERATION.all(conn, ids=json.dumps(list(ids)))
+    entries = {row[1]: MemoryEntry(*row[1:]) for row in rows if row[1] is not None}
+    return rows[0][0], entries
 
 
 async def fetch(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, MemoryEntry]:

@@ -40,6 +40,10 @@ class ConnectionPool:
 
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self.engine = engine
+        # Engines sharing the pool whose connections carry an option from checkout on,
+        # which saves setting it (a round trip through SQLAlchemy) on every transaction.
+        self._writing = engine.execution_options(**{sqlite.WRITE_OPTION: True})
+        self._autocommit = engine.execution_options(**{sqlite.AUTOCOMMIT_OPTION: True})
         self.settings = settings
         self.stats = PoolStats(size=settings.pool_size)
         self._writer = asyncio.Lock()
@@ -87,8 +91,7 @@ class ConnectionPool:
                 async with self._seam.transaction() as conn:
                     yield conn
                 return
-            async with self._checkout() as conn:
-                await conn.execution_options(**{sqlite.AUTOCOMMIT_OPTION: True})
+            async with self._checkout(self._autocommit) as conn:
                 yield conn
 
     @asynccontextmanager
@@ -136,11 +139,9 @@ class ConnectionPool:
             async with self._seam.transaction() as conn:
                 yield conn
             return
-        async with self._checkout() as conn:
-            if write:
-                await conn.execution_options(**{sqlite.WRITE_OPTION: True})
-            async with conn.begin():
-                yield conn
+        engine = self._writing if write else self.engine
+        async with self._checkout(engine) as conn, conn.begin():
+            yield conn
 
     @asynccontextmanager
     async def writes_paused(self) -> AsyncIterator[None]:
@@ -156,7 +157,7 @@ class ConnectionPool:
             yield
 
     @asynccontextmanager
-    async def _checkout(self) -> AsyncIterator[AsyncConnection]:
+    async def _checkout(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         # Demand counts callers holding or queueing for a connection; past the pool's size,
         # a caller has to wait.
         if self._demand >= self.stats.size:
@@ -164,7 +165,7 @@ class ConnectionPool:
         self._demand += 1
         started = time.perf_counter()
         try:
-            conn = await self.engine.connect()
+            conn = await engine.connect()
         except sa_exc.TimeoutError as exc:
             self._demand -= 1
             self.stats.timeouts += 1
