@@ -13,7 +13,10 @@ from devstream.db.queries import QueryManager
 from devstream.memory.embedders import Embedder, HashingEmbedder, OllamaEmbedder
 from devstream.memory.index import MemoryIndex
 from devstream.memory.service import MemoryService
-from devstream.metrics import MetricsRegistry
+from devstream.metrics import MetricsRegistry, resource_usage
+from devstream.stats import store_figures
+from devstream.tasks.service import TaskService
+from devstream.tasks.workflow import Workflow
 
 
 class DevStream:
@@ -37,6 +40,11 @@ class DevStream:
             pool, self.metrics, embedder or embedder_for(settings), settings, index=memory_index
         )
         self.metrics.register_gauge("memory_index", self.memory.index.footprint)
+        self.metrics.register_gauge(
+            "resources", lambda: {**resource_usage(), "open_connections": pool.open_connections()}
+        )
+        self.tasks = TaskService(self.queries, self.metrics, self.memory.transaction)
+        self.workflow = Workflow(self.tasks, self.memory, self.queries, self.metrics)
 
     @classmethod
     @asynccontextmanager
@@ -61,7 +69,12 @@ class DevStream:
             await pool.close()
 
     def stats(self) -> dict[str, object]:
+        """This process's metrics: counters, latencies and gauges."""
         return self.metrics.snapshot()
+
+    async def report(self) -> dict[str, object]:
+        """What `devstream stats` prints: the store's own figures, then this process's."""
+        return {"store": await store_figures(self.pool), "process": self.stats()}
 
 
 def embedder_for(settings: Settings) -> Embedder:

@@ -98,3 +98,42 @@ class DimensionMismatch(EmbeddingError):
         self.model = model
         self.expected = expected
         self.actual = actual
+
+
+class IllegalTransition(DevStreamError):
+    """A plan or task cannot move from its current state to the requested one."""
+
+    def __init__(self, kind: str, key: int, current: str, requested: str, allowed: tuple[str, ...]):
+        options = ", ".join(allowed) if allowed else "none: it is final"
+        super().__init__(
+            f"{kind} {key} is {current}; it cannot become {requested}",
+            hint=f"from {current} it can become: {options}",
+        )
+        self.kind = kind
+        self.key = key
+        self.current = current
+        self.requested = requested
+
+
+class TaskBlocked(DevStreamError):
+    """A task cannot start while tasks it depends on are not completed."""
+
+    def __init__(self, task_id: int, waiting_on: list[int]):
+        super().__init__(
+            f"task {task_id} is blocked by unfinished task(s) "
+            + ", ".join(str(i) for i in waiting_on),
+            hint="complete those first, or remove the dependency",
+        )
+        self.task_id = task_id
+        self.waiting_on = waiting_on
+
+
+class DependencyCycle(InvalidInput):
+    """A new dependency would make tasks wait on each other forever."""
+
+    def __init__(self, cycle: list[int]):
+        super().__init__(
+            "dependency would create a cycle: " + " -> ".join(f"task {i}" for i in cycle),
+            hint="nothing was written",
+        )
+        self.cycle = cycle

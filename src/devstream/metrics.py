@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import resource
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
@@ -97,3 +100,22 @@ class MetricsRegistry:
             },
             "gauges": {name: dict(read()) for name, read in sorted(self._gauges.items())},
         }
+
+
+def resource_usage() -> dict[str, float]:
+    """This process's memory, CPU time and threads (each pooled connection runs one),
+    sampled when read. Linux: the current RSS comes from /proc."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "rss_mib": _current_rss() / 2**20,
+        # ru_maxrss is in kilobytes on Linux (bytes on macOS).
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "cpu_user_s": usage.ru_utime,
+        "cpu_system_s": usage.ru_stime,
+        "threads": float(threading.active_count()),
+    }
+
+
+def _current_rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

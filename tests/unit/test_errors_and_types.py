@@ -75,6 +75,8 @@ def test_records_list_their_table_columns_in_order() -> None:
         (records.MicroTask, schema.micro_tasks),
         (records.Dependency, schema.task_dependencies),
         (records.MemoryEntry, schema.memory_entries),
+        (records.TaskEvent, schema.task_events),
+        (records.ContextInjection, schema.context_injections),
     ]
     for record, table in pairs:
         assert [field.name for field in fields(record)] == list(table.c.keys())

@@ -271,3 +271,13 @@ async def set_embeddings(
     await conn.execute(
         statement, [{"entry_id": entry_id, "blob": blob} for entry_id, blob in blobs.items()]
     )
+
+
+async def counts(conn: AsyncConnection) -> dict[str, dict[str, int]]:
+    """Entries by content type and by embedding status."""
+    found: dict[str, dict[str, int]] = {}
+    for name in ("content_type", "embedding_status"):
+        column = m.c[name]
+        query = select(column, func.count()).group_by(column).order_by(column)
+        found[f"by_{name}"] = {row[0]: int(row[1]) for row in await conn.execute(query)}
+    return found

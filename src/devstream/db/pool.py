@@ -72,6 +72,11 @@ class ConnectionPool:
         sqlite.configure(engine, settings)
         return cls(engine, settings)
 
+    def open_connections(self) -> int:
+        """Connections the pool holds open, idle or checked out."""
+        pool = self.engine.sync_engine.pool
+        return int(pool.checkedin() + pool.checkedout())  # type: ignore[attr-defined]
+
     async def close(self) -> None:
         await self.engine.dispose()
 

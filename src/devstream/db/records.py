@@ -53,6 +53,24 @@ class Dependency:
 
 
 @dataclass(frozen=True)
+class TaskEvent:
+    id: int
+    task_id: int
+    from_status: str
+    to_status: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ContextInjection:
+    id: int
+    task_id: int
+    memory_ids: str  # a JSON array
+    tokens: int
+    injected_at: datetime
+
+
+@dataclass(frozen=True)
 class MemoryEntry:
     id: int
     content: str

@@ -187,6 +187,20 @@ context_injections = Table(
     Index(None, "task_id"),
 )
 
+# Every status change of a task, in order: transition counts and history survive the process.
+task_events = Table(
+    "task_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("task_id", Integer, ForeignKey("micro_tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("from_status", String(16), nullable=False),
+    Column("to_status", String(16), nullable=False),
+    Column("at", UTCDateTime(), nullable=False, default=utcnow),
+    CheckConstraint(_one_of("from_status", TASK_STATUSES), name="from_status"),
+    CheckConstraint(_one_of("to_status", TASK_STATUSES), name="to_status"),
+    Index(None, "task_id"),
+)
+
 store_state = Table(
     "store_state",
     metadata,

@@ -64,8 +64,12 @@ async def assemble(
     plan_id: int | None = None,
     per_type_cap: int | None = None,
     count_tokens: TokenCounter = approximate_tokens,
+    count_retrievals: bool = True,
 ) -> AssembledContext:
-    """Pack the best whole memories for `query` into `budget` tokens."""
+    """Pack the best whole memories for `query` into `budget` tokens.
+
+    Without `count_retrievals` the caller counts them itself (in its own transaction).
+    """
     if budget < 1:
         raise InvalidInput(f"token budget must be at least 1, got {budget}")
     if per_type_cap is not None and per_type_cap < 1:
@@ -85,7 +89,7 @@ async def assemble(
         chosen.append((hit, piece, tokens))
         per_type[kind] += 1
         used += tokens
-    if chosen:
+    if chosen and count_retrievals:
         await memory.count_retrievals([hit.entry.id for hit, _, _ in chosen])
     return AssembledContext(
         text="".join(piece for _, piece, _ in chosen),
@@ -120,6 +124,7 @@ async def assemble_for_task(
     *,
     per_type_cap: int | None = None,
     count_tokens: TokenCounter = approximate_tokens,
+    count_retrievals: bool = True,
 ) -> AssembledContext:
     """The context for a task: its title and description as the query, its plan first."""
     task = await queries.tasks.get(task_id)
@@ -131,4 +136,5 @@ async def assemble_for_task(
         plan_id=phase.plan_id,
         per_type_cap=per_type_cap,
         count_tokens=count_tokens,
+        count_retrievals=count_retrievals,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -41,6 +41,7 @@ CANDIDATES = 50
 FOLLOW_WAITS = 3
 
 Progress = Callable[[int, int], None]  # (done, total)
+WriteStep = Callable[[AsyncConnection], Awaitable[object]]
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,14 @@ class MemoryService:
         item = NewMemory(content, content_type, keywords, plan_id, phase_id, task_id, embedding)
         return (await self.store_many([item]))[0]
 
-    async def store_many(self, items: Sequence[NewMemory]) -> list[StoreResult]:
-        """Store a batch in one transaction; every item is checked before anything is written."""
+    async def store_many(
+        self, items: Sequence[NewMemory], *, together_with: WriteStep | None = None
+    ) -> list[StoreResult]:
+        """Store a batch in one transaction; every item is checked before anything is written.
+
+        `together_with` is another write to commit atomically with the entries: it runs
+        first in the same transaction, and if it raises, nothing is stored.
+        """
         with self.metrics.timed("memory.store"):
             prepared = [self._prepare(item) for item in items]
             hashes = sorted({p.hash for p in prepared})
@@ -122,6 +129,8 @@ class MemoryService:
                 fresh = [p for p in fresh if p.key not in stored]
             vectors, warning = await self._vectors_for(fresh)
             async with self._write() as write:
+                if together_with is not None:
+                    await together_with(write.conn)
                 existing, created = await self._insert(write.conn, hashes, fresh, vectors)
                 write.entries = [(e, vectors.get(k)) for k, e in created.items()]
         self.metrics.increment("memory.stored", len(created))
@@ -450,6 +459,13 @@ class MemoryService:
             write.entries = [(entries[i], vectors[i]) for i in blobs if i in entries]
 
     # --- keeping the index in step -----------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction for work that changes no memory entry (tasks, say): the
+        index follows it instead of taking it for a foreign write and rebuilding."""
+        async with self._write() as write:
+            yield write.conn
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[_Write]:

@@ -1,0 +1,249 @@
+"""Task storage: the statements the task services need beyond plain create/get/update.
+
+Status changes with their event rows, dependency edges, the ready set, progress counts and
+the figures `devstream stats` reports - all SQL about plans, phases and tasks lives here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, exists, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from devstream.db.records import ContextInjection, Dependency, MicroTask, Phase, Plan
+from devstream.db.schema import (
+    context_injections,
+    intervention_plans,
+    micro_tasks,
+    phases,
+    task_dependencies,
+    task_events,
+)
+from devstream.db.types import utcnow
+
+t, p, ph, dep = micro_tasks, intervention_plans, phases, task_dependencies
+
+# Tasks that count as done for their phase.
+DONE = ("completed", "skipped")
+
+
+async def plan(conn: AsyncConnection, plan_id: int) -> Plan | None:
+    row = (await conn.execute(select(p).where(p.c.id == plan_id))).first()
+    return None if row is None else Plan(*row)
+
+
+async def phase(conn: AsyncConnection, phase_id: int) -> Phase | None:
+    row = (await conn.execute(select(ph).where(ph.c.id == phase_id))).first()
+    return None if row is None else Phase(*row)
+
+
+async def add_phase(conn: AsyncConnection, plan_id: int, name: str, position: int) -> Phase:
+    statement = insert(ph).values(plan_id=plan_id, name=name, position=position)
+    return Phase(*(await conn.execute(statement.returning(*ph.c))).one())
+
+
+async def add_task(conn: AsyncConnection, **values: Any) -> MicroTask:
+    return MicroTask(*(await conn.execute(insert(t).values(**values).returning(*t.c))).one())
+
+
+async def add_dependency(conn: AsyncConnection, task_id: int, depends_on_id: int) -> Dependency:
+    statement = insert(dep).values(task_id=task_id, depends_on_id=depends_on_id)
+    return Dependency(*(await conn.execute(statement.returning(*dep.c))).one())
+
+
+@dataclass(frozen=True)
+class Located:
+    """A task with the plan it belongs to."""
+
+    task: MicroTask
+    plan_id: int
+    plan_status: str
+
+
+async def locate(conn: AsyncConnection, task_id: int) -> Located | None:
+    query = (
+        select(t, p.c.id.label("plan_id_"), p.c.status.label("plan_status_"))
+        .join(ph, ph.c.id == t.c.phase_id)
+        .join(p, p.c.id == ph.c.plan_id)
+        .where(t.c.id == task_id)
+    )
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    return Located(MicroTask(*row[: len(t.c)]), row.plan_id_, row.plan_status_)
+
+
+async def open_dependencies(conn: AsyncConnection, task_id: int) -> list[int]:
+    """Tasks this one waits on that are not completed yet."""
+    query = (
+        select(dep.c.depends_on_id)
+        .join(t, t.c.id == dep.c.depends_on_id)
+        .where(dep.c.task_id == task_id, t.c.status != "completed")
+        .order_by(dep.c.depends_on_id)
+    )
+    return list((await conn.scalars(query)).all())
+
+
+async def change_status(
+    conn: AsyncConnection, task: MicroTask, to: str, **values: Any
+) -> MicroTask:
+    """Set a task's status (and other columns), record the event, bring its phase along."""
+    now = utcnow()
+    statement = (
+        update(t)
+        .where(t.c.id == task.id)
+        .values(status=to, updated_at=now, **values)
+        .returning(*t.c)
+    )
+    changed = MicroTask(*(await conn.execute(statement)).one())
+    await conn.execute(
+        insert(task_events).values(task_id=task.id, from_status=task.status, to_status=to, at=now)
+    )
+    await _sync_phase(conn, task.phase_id)
+    return changed
+
+
+async def _sync_phase(conn: AsyncConnection, phase_id: int) -> None:
+    """A phase is completed when all its tasks are done, active once any has moved on."""
+    tasks = select(t.c.status).where(t.c.phase_id == phase_id)
+    left = ~exists(tasks.where(t.c.status.not_in(DONE)))
+    started = exists(tasks.where(t.c.status != "pending"))
+    status = case((left, "completed"), (started, "active"), else_="pending")
+    await conn.execute(update(ph).where(ph.c.id == phase_id).values(status=status))
+
+
+async def plan_edges(conn: AsyncConnection, plan_id: int) -> list[tuple[int, int]]:
+    """Every (task, depends on) edge among the plan's tasks."""
+    query = (
+        select(dep.c.task_id, dep.c.depends_on_id)
+        .join(t, t.c.id == dep.c.task_id)
+        .join(ph, ph.c.id == t.c.phase_id)
+        .where(ph.c.plan_id == plan_id)
+    )
+    return [(row[0], row[1]) for row in await conn.execute(query)]
+
+
+async def ready(conn: AsyncConnection, plan_id: int | None, limit: int | None) -> list[MicroTask]:
+    """Pending tasks whose dependencies are all completed: most important first, then in
+    phase order and creation order. Only plans still open (draft or active) take part."""
+    prerequisite = t.alias("prerequisite")
+    waiting = exists(
+        select(dep.c.task_id)
+        .join(prerequisite, prerequisite.c.id == dep.c.depends_on_id)
+        .where(dep.c.task_id == t.c.id, prerequisite.c.status != "completed")
+    )
+    query = (
+        select(t)
+        .join(ph, ph.c.id == t.c.phase_id)
+        .join(p, p.c.id == ph.c.plan_id)
+        .where(t.c.status == "pending", ~waiting, p.c.status.in_(("draft", "active")))
+        .order_by(t.c.priority.desc(), ph.c.position, t.c.id)
+        .limit(limit)
+    )
+    if plan_id is not None:
+        query = query.where(ph.c.plan_id == plan_id)
+    return [MicroTask(*row) for row in await conn.execute(query)]
+
+
+async def tasks(
+    conn: AsyncConnection,
+    *,
+    plan_id: int | None = None,
+    phase_id: int | None = None,
+    status: str | None = None,
+) -> list[MicroTask]:
+    """Tasks in phase order, then creation order."""
+    query = (
+        select(t).join(ph, ph.c.id == t.c.phase_id).order_by(ph.c.plan_id, ph.c.position, t.c.id)
+    )
+    for column, value in ((ph.c.plan_id, plan_id), (t.c.phase_id, phase_id), (t.c.status, status)):
+        if value is not None:
+            query = query.where(column == value)
+    return [MicroTask(*row) for row in await conn.execute(query)]
+
+
+async def blocked_ids(conn: AsyncConnection, task_ids: Sequence[int]) -> set[int]:
+    """Which of these pending tasks wait on a dependency that is not completed."""
+    query = (
+        select(dep.c.task_id)
+        .join(t, t.c.id == dep.c.depends_on_id)
+        .where(dep.c.task_id.in_(task_ids), t.c.status != "completed")
+    )
+    return set((await conn.scalars(query)).all())
+
+
+async def set_plan_status(conn: AsyncConnection, plan_id: int, status: str) -> Plan:
+    statement = (
+        update(p)
+        .where(p.c.id == plan_id)
+        .values(status=status, updated_at=utcnow())
+        .returning(*p.c)
+    )
+    return Plan(*(await conn.execute(statement)).one())
+
+
+async def phases_of(conn: AsyncConnection, plan_id: int) -> list[Phase]:
+    query = select(ph).where(ph.c.plan_id == plan_id).order_by(ph.c.position)
+    return [Phase(*row) for row in await conn.execute(query)]
+
+
+async def next_position(conn: AsyncConnection, plan_id: int) -> int:
+    last = await conn.scalar(select(func.max(ph.c.position)).where(ph.c.plan_id == plan_id))
+    return 0 if last is None else int(last) + 1
+
+
+async def record_injection(
+    conn: AsyncConnection, task_id: int, memory_ids: Sequence[int], tokens: int
+) -> ContextInjection:
+    statement = (
+        insert(context_injections)
+        .values(task_id=task_id, memory_ids=json.dumps(list(memory_ids)), tokens=tokens)
+        .returning(*context_injections.c)
+    )
+    return ContextInjection(*(await conn.execute(statement)).one())
+
+
+async def injections(conn: AsyncConnection, task_id: int) -> list[ContextInjection]:
+    query = (
+        select(context_injections)
+        .where(context_injections.c.task_id == task_id)
+        .order_by(context_injections.c.id)
+    )
+    return [ContextInjection(*row) for row in await conn.execute(query)]
+
+
+# --- figures for `devstream stats` ------------------------------------------------------
+
+
+async def transition_counts(conn: AsyncConnection) -> dict[str, int]:
+    """How many times tasks moved between each pair of states, as "from->to"."""
+    pair = (task_events.c.from_status, task_events.c.to_status)
+    query = select(*pair, func.count()).group_by(*pair).order_by(*pair)
+    return {f"{row[0]}->{row[1]}": int(row[2]) for row in await conn.execute(query)}
+
+
+async def status_counts(conn: AsyncConnection) -> dict[str, dict[str, int]]:
+    """Plans and tasks by status."""
+    counts: dict[str, dict[str, int]] = {}
+    for kind, table in (("plans", p), ("tasks", t)):
+        query = select(table.c.status, func.count()).group_by(table.c.status)
+        counts[kind] = {row[0]: int(row[1]) for row in await conn.execute(query)}
+    return counts
+
+
+async def durations(conn: AsyncConnection) -> list[float]:
+    """Seconds from start to completion or failure of every finished task run."""
+    query = select(t.c.duration_s).where(t.c.duration_s.is_not(None))
+    return [float(value) for value in (await conn.scalars(query)).all()]
+
+
+async def injection_totals(conn: AsyncConnection) -> tuple[int, int]:
+    """(context injections recorded, tokens injected in all)."""
+    query = select(func.count(), func.coalesce(func.sum(context_injections.c.tokens), 0))
+    count, tokens = (await conn.execute(query)).one()
+    return int(count), int(tokens)
+

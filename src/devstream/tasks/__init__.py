@@ -1,0 +1,1 @@
+"""Plans, phases and micro-tasks, their dependencies, and the memory-aware workflow."""

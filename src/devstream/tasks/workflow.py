@@ -1,0 +1,162 @@
+"""The memory-aware workflow: start a task with context from memory, capture what it produced.
+
+- `start_task`: the context is assembled first (reads only), then one transaction claims the
+  task, records the injection and counts the memories' retrievals - a caller that loses a
+  race to claim the task leaves no trace.
+- `complete_task` / `fail_task`: the transition and the memories it produces commit in one
+  transaction; embedding happens before it, and when the embedder is down the memories are
+  stored as pending and the task still completes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from devstream.db import memory_store, task_store
+from devstream.db.queries import QueryManager
+from devstream.db.records import ContextInjection, MicroTask
+from devstream.db.types import utcnow
+from devstream.errors import TaskBlocked
+from devstream.memory.context import (
+    AssembledContext,
+    TokenCounter,
+    approximate_tokens,
+    assemble_for_task,
+)
+from devstream.memory.service import MemoryService, NewMemory, StoreResult
+from devstream.metrics import MetricsRegistry
+from devstream.tasks.service import TaskService, finished
+
+DEFAULT_BUDGET = 2_000  # tokens of context injected when a task starts
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """Something a task produced besides its output: code (the default), a decision, ..."""
+
+    content: str
+    content_type: str = "code"
+
+
+@dataclass(frozen=True)
+class StartedTask:
+    task: MicroTask
+    context: AssembledContext
+    injection: ContextInjection
+
+
+@dataclass(frozen=True)
+class FinishedTask:
+    task: MicroTask
+    memories: list[StoreResult] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Why captured memories wait to be embedded, if they do."""
+        return sorted({m.warning for m in self.memories if m.warning is not None})
+
+
+class Workflow:
+    def __init__(
+        self,
+        tasks: TaskService,
+        memory: MemoryService,
+        queries: QueryManager,
+        metrics: MetricsRegistry,
+    ) -> None:
+        self.tasks = tasks
+        self.memory = memory
+        self._queries = queries
+        self.metrics = metrics
+
+    async def start_task(
+        self,
+        task_id: int,
+        *,
+        budget: int = DEFAULT_BUDGET,
+        per_type_cap: int | None = None,
+        count_tokens: TokenCounter = approximate_tokens,
+    ) -> StartedTask:
+        """Claim a ready task and inject the memories most relevant to it."""
+        with self.metrics.timed("workflow.start"):
+            await self._claimable(task_id, "active")  # before the search, which costs more
+            context = await assemble_for_task(
+                self.memory,
+                self._queries,
+                task_id,
+                budget,
+                per_type_cap=per_type_cap,
+                count_tokens=count_tokens,
+                count_retrievals=False,
+            )
+            async with self.memory.transaction() as conn:
+                located = await self.tasks.claim(conn, task_id, "active")
+                await _check_unblocked(conn, task_id)
+                task = await self.tasks.move(
+                    conn, located, "active", started_at=utcnow(), completed_at=None, duration_s=None
+                )
+                injection = await task_store.record_injection(
+                    conn, task_id, context.memory_ids, context.tokens_used
+                )
+                await memory_store.touch(conn, context.memory_ids)
+        self.metrics.increment("context.injections")
+        self.metrics.increment("context.tokens_injected", context.tokens_used)
+        return StartedTask(task, context, injection)
+
+    async def complete_task(
+        self, task_id: int, output: str | None = None, artifacts: Sequence[Artifact] = ()
+    ) -> FinishedTask:
+        """Complete an active task; its output and artifacts become memories linked to it."""
+        with self.metrics.timed("workflow.complete"):
+            located = await self._claimable(task_id, "completed")
+            items = [Artifact(output, "output")] if output is not None else []
+            return await self._finish(located, "completed", [*items, *artifacts])
+
+    async def fail_task(self, task_id: int, error: str) -> FinishedTask:
+        """Fail an active task; the error is kept as a memory linked to it."""
+        with self.metrics.timed("workflow.fail"):
+            located = await self._claimable(task_id, "failed")
+            return await self._finish(located, "failed", [Artifact(error, "error")])
+
+    async def _finish(
+        self, located: task_store.Located, to: str, produced: Sequence[Artifact]
+    ) -> FinishedTask:
+        task = located.task
+        items = [
+            NewMemory(
+                a.content,
+                a.content_type,
+                plan_id=located.plan_id,
+                phase_id=task.phase_id,
+                task_id=task.id,
+            )
+            for a in produced
+        ]
+        moved: list[MicroTask] = []
+
+        async def transition(conn: AsyncConnection) -> None:
+            claimed = await self.tasks.claim(conn, task.id, to)
+            moved.append(await self.tasks.move(conn, claimed, to, **finished(claimed.task)))
+
+        memories = await self.memory.store_many(items, together_with=transition)
+        (done,) = moved
+        if done.duration_s is not None:
+            self.metrics.observe("task.duration", done.duration_s)
+        return FinishedTask(done, memories)
+
+    async def _claimable(self, task_id: int, to: str) -> task_store.Located:
+        """The task, if it may move to `to` now (checked again when it does)."""
+        async with self._queries.pool.read_transaction() as conn:
+            located = await self.tasks.claim(conn, task_id, to)
+            if to == "active":
+                await _check_unblocked(conn, task_id)
+        return located
+
+
+async def _check_unblocked(conn: AsyncConnection, task_id: int) -> None:
+    waiting = await task_store.open_dependencies(conn, task_id)
+    if waiting:
+        raise TaskBlocked(task_id, waiting)
