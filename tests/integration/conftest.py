@@ -31,10 +31,10 @@ from devstream.db import generation, migrate
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
 from devstream.db.records import MemoryEntry, MicroTask, Phase, Plan
-from devstream.memory.embedders import HashingEmbedder
+from devstream.memory.embedders import CircuitBreaker, HashingEmbedder, OllamaEmbedder
 from devstream.memory.index import MemoryIndex
 from devstream.memory.service import NewMemory
-from devstream.testing import deterministic_embedding
+from devstream.testing import FakeOllama, deterministic_embedding
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -253,6 +253,33 @@ async def integration_memory_entries(
     ]
     results = await integration_devstream.memory.store_many(samples)
     return [result.entry for result in results]
+
+
+def ollama_devstream(
+    pool: ConnectionPool, settings: Settings, url: str, **options: float
+) -> DevStream:
+    """The facade on the worker's pool with an Ollama embedder; fast retries for tests."""
+    embedder = OllamaEmbedder(
+        url,
+        dimension=OLLAMA_DIMENSION,
+        attempts=int(options.get("attempts", 2)),
+        backoff_initial_s=0.001,
+        backoff_max_s=0.005,
+        timeout_s=options.get("timeout_s", 2.0),
+        breaker=CircuitBreaker(failure_threshold=2, cooldown_s=options.get("cooldown_s", 0.05)),
+    )
+    return DevStream(settings, pool, embedder)
+
+
+@pytest_asyncio.fixture
+async def integration_ollama_devstream(
+    integration_devstream: DevStream, fake_ollama: FakeOllama
+) -> AsyncIterator[DevStream]:
+    """The facade inside the seam, embedding through the fake Ollama server."""
+    ds = integration_devstream
+    ds = ollama_devstream(ds.pool, ds.settings, fake_ollama.url)
+    yield ds
+    await ds.memory.embedder.aclose()
 
 
 def _ollama_embed(request: httpx.Request) -> httpx.Response:

@@ -20,32 +20,16 @@ from devstream.db.records import MemoryEntry, MicroTask, Plan
 from devstream.db.types import utcnow
 from devstream.errors import DimensionMismatch, InvalidInput, NotFound
 from devstream.memory.context import approximate_tokens, assemble, assemble_for_task
-from devstream.memory.embedders import CircuitBreaker, OllamaEmbedder
+from devstream.memory.embedders import OllamaEmbedder
 from devstream.memory.index import MemoryIndex
 from devstream.memory.search import SearchWeights
 from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama, deterministic_embedding
-from tests.integration.conftest import OLLAMA_DIMENSION
+from tests.integration.conftest import OLLAMA_DIMENSION, ollama_devstream
 from tests.support import devstream_cli
 
 TEXT_ONLY = SearchWeights(text=1.0, vector=0.0)
 VECTOR_ONLY = SearchWeights(text=0.0, vector=1.0)
-
-
-def ollama_devstream(
-    pool: ConnectionPool, settings: Settings, url: str, **options: float
-) -> DevStream:
-    """The facade on the worker's pool with an Ollama embedder; fast retries for tests."""
-    embedder = OllamaEmbedder(
-        url,
-        dimension=OLLAMA_DIMENSION,
-        attempts=int(options.get("attempts", 2)),
-        backoff_initial_s=0.001,
-        backoff_max_s=0.005,
-        timeout_s=options.get("timeout_s", 2.0),
-        breaker=CircuitBreaker(failure_threshold=2, cooldown_s=options.get("cooldown_s", 0.05)),
-    )
-    return DevStream(settings, pool, embedder)
 
 
 # --- storage and retrieval ----------------------------------------------------------------
@@ -423,12 +407,9 @@ async def test_another_model_is_never_compared_until_reembedded(
 
 
 async def test_outage_degrades_then_backfill_recovers(
-    integration_connection_pool: ConnectionPool,
-    integration_config: Settings,
-    integration_devstream: DevStream,
-    fake_ollama: FakeOllama,
+    integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
 ) -> None:
-    ds = ollama_devstream(integration_connection_pool, integration_config, fake_ollama.url)
+    ds = integration_ollama_devstream
     fake_ollama.refuse()
 
     stored = [
@@ -452,16 +433,12 @@ async def test_outage_degrades_then_backfill_recovers(
     assert not after.degraded
     assert all(hit.similarity is not None for hit in after.hits)
     assert await ds.memory.waiting() == 0
-    await ds.memory.embedder.aclose()
 
 
 async def test_wrong_dimension_is_a_typed_error_not_a_corrupt_index(
-    integration_connection_pool: ConnectionPool,
-    integration_config: Settings,
-    integration_devstream: DevStream,
-    fake_ollama: FakeOllama,
+    integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
 ) -> None:
-    ds = ollama_devstream(integration_connection_pool, integration_config, fake_ollama.url)
+    ds = integration_ollama_devstream
     fake_ollama.wrong_dimension(384)
     result = await ds.memory.store("vectors of the wrong size", "context")
     assert result.entry.embedding_status == "pending"
@@ -477,7 +454,6 @@ async def test_wrong_dimension_is_a_typed_error_not_a_corrupt_index(
     with pytest.raises(DimensionMismatch):
         await ds.memory.embedder.embed(["direct"])
     assert len(ds.memory.index.vectors) == 0
-    await ds.memory.embedder.aclose()
 
 
 async def _after_cooldown() -> None:
@@ -564,12 +540,9 @@ async def test_cli_hostile_queries_answer_or_fail_in_one_line(
 
 
 async def test_a_transient_failure_is_retried(
-    integration_connection_pool: ConnectionPool,
-    integration_config: Settings,
-    integration_devstream: DevStream,
-    fake_ollama: FakeOllama,
+    integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
 ) -> None:
-    ds = ollama_devstream(integration_connection_pool, integration_config, fake_ollama.url)
+    ds = integration_ollama_devstream
     fake_ollama.fail_next(1, status=503)
     result = await ds.memory.store("retried once", "context")
     assert result.embedded
@@ -721,12 +694,9 @@ async def test_many_candidates_metrics_and_bad_arguments(integration_devstream: 
 
 
 async def test_a_client_error_is_not_retried_and_leaves_the_breaker_closed(
-    integration_connection_pool: ConnectionPool,
-    integration_config: Settings,
-    integration_devstream: DevStream,
-    fake_ollama: FakeOllama,
+    integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
 ) -> None:
-    ds = ollama_devstream(integration_connection_pool, integration_config, fake_ollama.url)
+    ds = integration_ollama_devstream
     embedded = (await ds.memory.store("embedded before the change", "context")).entry
     assert embedded.embedding_status == "embedded"
 

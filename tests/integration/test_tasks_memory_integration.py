@@ -1,0 +1,459 @@
+"""Tasks and memory together: context injected at start, output captured at completion,
+state kept consistent across both, progress tracked, claims safe under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+
+from devstream import DevStream, Settings
+from devstream.db import memory_store, task_store
+from devstream.db.memory_store import MemoryFilter
+from devstream.db.records import MicroTask, Phase, Plan
+from devstream.errors import (
+    DependencyCycle,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    TaskBlocked,
+)
+from devstream.memory.context import approximate_tokens
+from devstream.tasks.workflow import Artifact
+from devstream.testing import FakeOllama
+
+
+@dataclass
+class Work:
+    """A plan with two phases: design (a, b after a) then build (c after b, d free)."""
+
+    plan: Plan
+    design: Phase
+    build: Phase
+    a: MicroTask
+    b: MicroTask
+    c: MicroTask
+    d: MicroTask
+
+
+async def make_work(ds: DevStream) -> Work:
+    tasks = ds.tasks
+    plan = await tasks.create_plan("Ship the cache", "A read-through cache for search")
+    design = await tasks.add_phase(plan.id, "Design")
+    build = await tasks.add_phase(plan.id, "Build")
+    a = await tasks.add_task(design.id, "Pick an eviction policy", "LRU or LFU for entries")
+    b = await tasks.add_task(design.id, "Size the cache", depends_on=[a.id], priority=8)
+    c = await tasks.add_task(build.id, "Write the cache layer", depends_on=[b.id], priority=9)
+    d = await tasks.add_task(build.id, "Document the settings", priority=2)
+    return Work(plan, design, build, a, b, c, d)
+
+
+@pytest_asyncio.fixture
+async def work(integration_devstream: DevStream) -> Work:
+    return await make_work(integration_devstream)
+
+
+# --- creating tasks -------------------------------------------------------------------------
+
+
+async def test_plans_phases_and_tasks_are_created_in_order(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    tasks = integration_devstream.tasks
+    assert (work.design.position, work.build.position) == (0, 1)
+    assert work.plan.status == "draft"
+    listed = await tasks.tasks(plan_id=work.plan.id)
+    assert [t.id for t in listed] == [work.a.id, work.b.id, work.c.id, work.d.id]
+    assert [d.depends_on_id for d in await tasks.dependencies(work.c.id)] == [work.b.id]
+    assert await tasks.blocked([t.id for t in listed]) == {work.b.id, work.c.id}
+    assert [p.id for p in await tasks.plans(status="draft")] == [work.plan.id]
+    edited = await tasks.update_task(work.d.id, title="Document every setting", priority=3)
+    assert (edited.title, edited.priority) == ("Document every setting", 3)
+
+
+async def test_bad_task_input_is_refused_with_a_typed_error(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    tasks = integration_devstream.tasks
+    with pytest.raises(InvalidInput, match=r"at most 10 minutes; 25 is too long.*split it"):
+        await tasks.add_task(work.design.id, "Rewrite everything", estimated_minutes=25)
+    with pytest.raises(InvalidInput, match="priority must be a whole number from 1 to 10"):
+        await tasks.add_task(work.design.id, "Urgent", priority=11)
+    with pytest.raises(InvalidInput, match="task title is empty"):
+        await tasks.add_task(work.design.id, "   ")
+    with pytest.raises(InvalidInput, match="at least 1"):
+        await tasks.update_task(work.a.id, estimated_minutes=0)
+    with pytest.raises(InvalidInput, match="cannot update status"):
+        await tasks.update_task(work.a.id, status="completed")
+    with pytest.raises(InvalidInput, match="unknown task status 'done'"):
+        await tasks.tasks(status="done")
+    with pytest.raises(NotFound):
+        await tasks.add_task(999_999, "Nowhere")
+    with pytest.raises(NotFound):
+        await tasks.add_phase(999_999, "Nowhere")
+    assert len(await tasks.tasks(plan_id=work.plan.id)) == 4  # nothing was added
+
+
+async def test_a_dependency_cycle_is_refused_naming_it(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    tasks = integration_devstream.tasks
+    with pytest.raises(DependencyCycle) as cycle:
+        await tasks.add_dependency(work.a.id, work.c.id)
+    assert cycle.value.cycle == [work.a.id, work.c.id, work.b.id, work.a.id]
+    assert f"task {work.a.id} -> task {work.c.id} -> task {work.b.id} -> task {work.a.id}" in str(
+        cycle.value
+    )
+    with pytest.raises(DependencyCycle):
+        await tasks.add_dependency(work.d.id, work.d.id)
+    # A task whose dependency list names a missing task is not added at all.
+    with pytest.raises(NotFound):
+        await tasks.add_task(work.build.id, "Loop", depends_on=[work.c.id, 999_999])
+    assert await tasks.dependencies(work.a.id) == []
+    assert len(await tasks.tasks(plan_id=work.plan.id)) == 4
+
+
+async def test_dependencies_across_plans_are_refused(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    tasks = integration_devstream.tasks
+    other = await tasks.create_plan("Another plan")
+    phase = await tasks.add_phase(other.id, "Only")
+    stranger = await tasks.add_task(phase.id, "Unrelated")
+    with pytest.raises(InvalidInput, match=r"cannot depend on task .* of another plan"):
+        await tasks.add_dependency(stranger.id, work.a.id)
+    with pytest.raises(NotFound):
+        await tasks.add_dependency(stranger.id, 999_999)
+
+
+# --- context injection ----------------------------------------------------------------------
+
+
+async def test_starting_a_task_injects_relevant_memories_within_the_budget(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    ds = integration_devstream
+    own = await ds.memory.store(
+        "Eviction policy: LRU keeps recently searched entries; LFU favours popular ones",
+        "decision",
+        plan_id=work.plan.id,
+    )
+    elsewhere = await ds.memory.store(
+        "An LRU eviction policy served the old cache well", "learning"
+    )
+    await ds.memory.store("Unrelated: the release notes template", "documentation")
+    started = await ds.workflow.start_task(work.a.id, budget=60)
+    assert started.task.status == "active"
+    assert started.task.started_at is not None
+    # The plan's own memory ranks first; the budget holds.
+    assert started.context.memory_ids[0] == own.entry.id
+    assert elsewhere.entry.id in started.context.memory_ids
+    assert started.context.tokens_used <= 60
+    assert approximate_tokens(started.context.text) <= 60
+    assert "LRU keeps recently searched entries" in started.context.text
+    # The injection is recorded, and each injected memory counts a retrieval.
+    async with ds.pool.read_transaction() as conn:
+        (injection,) = await task_store.injections(conn, work.a.id)
+    assert json.loads(injection.memory_ids) == started.context.memory_ids
+    assert injection.tokens == started.context.tokens_used
+    assert (await ds.memory.get(own.entry.id)).access_count == 2  # injection + this get
+    plan = await ds.queries.plans.get(work.plan.id)
+    assert plan.status == "active"  # the first start activates it
+
+
+async def test_a_small_budget_injects_less_and_never_more(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    ds = integration_devstream
+    for n in range(5):
+        await ds.memory.store(f"Eviction policy note {n}: " + "detail " * 10, "context")
+    started = await ds.workflow.start_task(work.a.id, budget=50)
+    assert started.context.tokens_used <= 50
+    assert len(started.context.included) == 1
+    assert started.injection.tokens == started.context.tokens_used
+
+
+# --- capturing output -----------------------------------------------------------------------
+
+
+async def test_completing_a_task_captures_its_output_as_linked_memories(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    ds = integration_devstream
+    await ds.workflow.start_task(work.a.id)
+    done = await ds.workflow.complete_task(
+        work.a.id,
+        "Chose LRU with a 10k-entry bound",
+        [Artifact("class Cache:\n    pass", "code"), Artifact("LRU over LFU: simpler", "decision")],
+    )
+    assert done.task.status == "completed"
+    assert done.task.duration_s is not None
+    assert done.task.duration_s >= 0
+    assert done.task.completed_at is not None
+    kinds = sorted(m.entry.content_type for m in done.memories)
+    assert kinds == ["code", "decision", "output"]
+    for captured in done.memories:
+        entry = captured.entry
+        assert (entry.plan_id, entry.phase_id, entry.task_id) == (
+            work.plan.id,
+            work.design.id,
+            work.a.id,
+        )
+        assert entry.embedding_status == "embedded"
+    linked = await ds.memory.entries(MemoryFilter(task_id=work.a.id))
+    assert {e.id for e in linked} == {m.entry.id for m in done.memories}
+    hits = await ds.memory.search("LRU bound", filters=MemoryFilter(task_id=work.a.id))
+    assert hits.hits[0].entry.content == "Chose LRU with a 10k-entry bound"
+    assert ds.stats()["latencies"]["task.duration"]["count"] == 1  # type: ignore[index]
+
+
+async def test_failing_a_task_keeps_the_error_and_retry_brings_it_back(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    ds = integration_devstream
+    await ds.workflow.start_task(work.a.id)
+    failed = await ds.workflow.fail_task(work.a.id, "Benchmark harness crashed: out of memory")
+    assert failed.task.status == "failed"
+    (error,) = failed.memories
+    assert (error.entry.content_type, error.entry.task_id) == ("error", work.a.id)
+    with pytest.raises(IllegalTransition, match="is failed; it cannot become active"):
+        await ds.workflow.start_task(work.a.id)
+    retried = await ds.tasks.retry(work.a.id)
+    assert (retried.status, retried.retry_count) == ("pending", 1)
+    again = await ds.workflow.start_task(work.a.id)
+    # The earlier failure is part of the context the retry gets.
+    assert error.entry.id in again.context.memory_ids
+    assert (await ds.workflow.complete_task(work.a.id, "Fixed")).task.retry_count == 1
+
+
+async def test_illegal_transitions_name_the_current_and_requested_state(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    ds = integration_devstream
+    with pytest.raises(IllegalTransition) as refused:
+        await ds.workflow.complete_task(work.a.id, "never started")
+    assert (refused.value.current, refused.value.requested) == ("pending", "completed")
+    assert "from pending it can become: active, skipped" in str(refused.value)
+    with pytest.raises(IllegalTransition, match="is pending; it cannot become pending"):
+        await ds.tasks.retry(work.a.id)
+    await ds.tasks.skip(work.d.id)
+    with pytest.raises(IllegalTransition, match="none: it is final"):
+        await ds.tasks.skip(work.d.id)
+    with pytest.raises(TaskBlocked, match=f"blocked by unfinished task.*{work.a.id}"):
+        await ds.workflow.start_task(work.b.id)
+    assert await task_store_memories(ds, work) == 0  # nothing captured by refused calls
+
+
+async def task_store_memories(ds: DevStream, work: Work) -> int:
+    return len(await ds.memory.entries(MemoryFilter(plan_id=work.plan.id)))
+
+
+# --- consistency across both systems -------------------------------------------------------
+
+
+async def test_a_fault_between_transition_and_capture_leaves_neither(
+    integration_devstream: DevStream, work: Work, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = integration_devstream
+    await ds.workflow.start_task(work.a.id)
+
+    async def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(memory_store, "insert", disk_full)
+    for finish in (
+        ds.workflow.complete_task(work.a.id, "Output that must not half-land"),
+        ds.workflow.fail_task(work.a.id, "An error that must not half-land"),
+    ):
+        with pytest.raises(OSError, match="No space left"):
+            await finish
+    monkeypatch.undo()
+    task = await ds.tasks.task(work.a.id)
+    assert task.status == "active"  # the transition rolled back with the capture
+    assert task.completed_at is None
+    assert await ds.memory.entries(MemoryFilter(task_id=work.a.id)) == []
+    async with ds.pool.read_transaction() as conn:
+        assert await task_store.transition_counts(conn) == {"pending->active": 1}
+    # The workflow continues where it was.
+    done = await ds.workflow.complete_task(work.a.id, "Output that lands")
+    assert [m.entry.content for m in done.memories] == ["Output that lands"]
+
+
+async def test_a_lost_claim_leaves_no_injection_and_counts_nothing(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    ds = integration_devstream
+    memory = await ds.memory.store("Eviction policy trade-offs", "learning", plan_id=work.plan.id)
+    results = await asyncio.gather(
+        *(ds.workflow.start_task(work.a.id) for _ in range(3)), return_exceptions=True
+    )
+    started = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(started) == 1
+    assert all(isinstance(r, IllegalTransition) for r in refused)
+    async with ds.pool.read_transaction() as conn:
+        assert len(await task_store.injections(conn, work.a.id)) == 1
+    entry = (await ds.memory.entries(MemoryFilter(task_id=None, plan_id=work.plan.id)))[0]
+    assert entry.id == memory.entry.id
+    assert entry.access_count == 1
+
+
+async def test_concurrent_starts_of_one_task_on_a_real_pool_have_one_winner(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    work = await make_work(ds)
+    for _ in range(3):  # each round on a fresh, ready task
+        task = await ds.tasks.add_task(work.design.id, "Race me")
+        results = await asyncio.gather(
+            *(ds.workflow.start_task(task.id) for _ in range(8)), return_exceptions=True
+        )
+        winners = [r for r in results if not isinstance(r, BaseException)]
+        assert len(winners) == 1
+        assert all(isinstance(r, IllegalTransition) for r in results if r not in winners)
+        async with ds.pool.read_transaction() as conn:
+            assert len(await task_store.injections(conn, task.id)) == 1
+            events = await task_store.transition_counts(conn)
+    assert events["pending->active"] == 3
+
+
+async def test_concurrent_starts_through_separate_pools_have_one_winner(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    work = await make_work(ds)
+    db = str(ds.settings.sqlite_path)
+
+    # Each opener has its own pool and writer lock, as another process would.
+    async def start_elsewhere() -> str:
+        async with DevStream.open(Settings(db=db), migrate_schema=False) as other:
+            try:
+                await other.workflow.start_task(work.a.id)
+            except IllegalTransition:
+                return "lost"
+            return "won"
+
+    outcomes = await asyncio.gather(*(start_elsewhere() for _ in range(4)))
+    assert sorted(outcomes) == ["lost", "lost", "lost", "won"]
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+async def test_ready_sets_and_progress_follow_the_work(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    ds = integration_devstream
+
+    async def ready() -> list[int]:
+        return [t.id for t in await ds.tasks.ready(plan_id=work.plan.id)]
+
+    assert await ready() == [work.a.id, work.d.id]  # priority: a (5) before d (2)
+    progress = await ds.tasks.progress(work.plan.id)
+    assert progress.phases[1].counts == {"blocked": 1, "pending": 1}
+    assert (progress.total, progress.done, progress.complete) == (4, 0, False)
+    for task_id, expected in (
+        (work.a.id, [work.b.id, work.d.id]),
+        (work.b.id, [work.c.id, work.d.id]),
+    ):
+        await ds.workflow.start_task(task_id)
+        await ds.workflow.complete_task(task_id, f"done {task_id}")
+        assert await ready() == expected
+    design = (await ds.tasks.progress(work.plan.id)).phases[0]
+    assert design.complete
+    assert design.percent == 100.0
+    assert (await ds.queries.phases.get(work.design.id)).status == "completed"
+    assert (await ds.queries.phases.get(work.build.id)).status == "pending"
+    with pytest.raises(InvalidInput, match="2 unfinished task"):
+        await ds.tasks.set_plan_status(work.plan.id, "completed")
+    await ds.workflow.start_task(work.c.id)
+    assert (await ds.queries.phases.get(work.build.id)).status == "active"
+    await ds.workflow.complete_task(work.c.id, "cache written")
+    await ds.tasks.skip(work.d.id)  # a skipped task counts as done for its phase
+    progress = await ds.tasks.progress(work.plan.id)
+    assert (progress.done, progress.percent, progress.complete) == (4, 100.0, True)
+    assert await ready() == []
+    plan = await ds.tasks.set_plan_status(work.plan.id, "completed")
+    assert plan.status == "completed"
+    with pytest.raises(InvalidInput, match="is completed; its work can no longer change"):
+        await ds.tasks.add_task(work.build.id, "Late addition")
+    assert (await ds.tasks.set_plan_status(work.plan.id, "archived")).status == "archived"
+    with pytest.raises(IllegalTransition, match="is archived; it cannot become active"):
+        await ds.tasks.set_plan_status(work.plan.id, "active")
+
+
+async def test_tasks_of_closed_plans_are_never_ready(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    ds = integration_devstream
+    await ds.tasks.set_plan_status(work.plan.id, "cancelled")
+    assert await ds.tasks.ready(plan_id=work.plan.id) == []
+    with pytest.raises(InvalidInput, match="is cancelled"):
+        await ds.workflow.start_task(work.a.id)
+    with pytest.raises(InvalidInput, match="unknown plan status 'paused'"):
+        await ds.tasks.set_plan_status(work.plan.id, "paused")
+    with pytest.raises(InvalidInput, match="unknown plan status"):
+        await ds.tasks.plans(status="paused")
+
+
+# --- embedding down ---------------------------------------------------------------------------
+
+
+async def test_the_workflow_completes_while_the_embedder_is_down(
+    integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
+) -> None:
+    ds = integration_ollama_devstream
+    work = await make_work(ds)
+    fake_ollama.refuse()
+    started = await ds.workflow.start_task(work.a.id)
+    assert started.context.degraded
+    done = await ds.workflow.complete_task(work.a.id, "Captured while Ollama was down")
+    assert done.task.status == "completed"
+    assert [m.entry.embedding_status for m in done.memories] == ["pending"]
+    assert len(done.warnings) == 1
+    assert "stored as pending" in done.warnings[0]
+    fake_ollama.recover()
+    await asyncio.sleep(0.06)  # the circuit breaker's cool-down
+    report = await ds.memory.backfill()
+    assert (report.embedded, report.remaining) == (1, 0)
+    entry = (await ds.memory.entries(MemoryFilter(task_id=work.a.id)))[0]
+    assert entry.embedding_status == "embedded"
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+async def test_workflow_metrics_and_store_figures(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    ds = integration_devstream
+    await ds.memory.store("Eviction policy: LRU", "decision", plan_id=work.plan.id)
+    started = await ds.workflow.start_task(work.a.id)
+    await ds.workflow.complete_task(work.a.id, "done")
+    await ds.workflow.start_task(work.d.id)
+    await ds.workflow.fail_task(work.d.id, "broke")
+    stats = ds.stats()
+    counters, latencies = stats["counters"], stats["latencies"]
+    assert counters["task.transitions.pending->active"] == 2  # type: ignore[index]
+    assert counters["task.transitions.active->failed"] == 1  # type: ignore[index]
+    assert counters["context.tokens_injected"] >= started.context.tokens_used  # type: ignore[index]
+    for name in ("workflow.start", "workflow.complete", "workflow.fail", "task.duration"):
+        assert latencies[name]["count"] >= 1  # type: ignore[index]
+    resources = stats["gauges"]["resources"]  # type: ignore[index]
+    assert resources["rss_mib"] > 0
+    assert resources["cpu_user_s"] > 0
+    assert resources["open_connections"] >= 1
+    report = await ds.report()
+    store = report["store"]
+    assert store["tasks"] == {"completed": 1, "failed": 1, "pending": 2}  # type: ignore[index]
+    assert store["transitions"] == {  # type: ignore[index]
+        "active->completed": 1,
+        "active->failed": 1,
+        "pending->active": 2,
+    }
+    assert store["task_durations_s"]["count"] == 2  # type: ignore[index]
+    assert store["context"]["injections"] == 2  # type: ignore[index]
+    assert store["memories"]["by_content_type"]["error"] == 1  # type: ignore[index]
