@@ -276,8 +276,8 @@ async def integration_ollama_devstream(
     integration_devstream: DevStream, fake_ollama: FakeOllama
 ) -> AsyncIterator[DevStream]:
     """The facade inside the seam, embedding through the fake Ollama server."""
-    ds = integration_devstream
-    ds = ollama_devstream(ds.pool, ds.settings, fake_ollama.url)
+    base = integration_devstream
+    ds = ollama_devstream(base.pool, base.settings, fake_ollama.url)
     yield ds
     await ds.memory.embedder.aclose()
 
