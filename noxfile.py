@@ -19,6 +19,8 @@ LOOPS = ["asyncio", "uvloop"]
 CATEGORIES = {
     "database": "tests/integration/test_database_integration.py",
     "memory_database": "tests/integration/test_memory_database_integration.py",
+    "tasks_memory": "tests/integration/test_tasks_memory_integration.py",
+    "end_to_end": "tests/integration/test_end_to_end_workflows.py",
 }
 
 OLDEST = PYTHONS[0]  # typecheck: matches `python_version` in [tool.mypy]

@@ -64,6 +64,8 @@ async def test_plans_phases_and_tasks_are_created_in_order(
 ) -> None:
     tasks = integration_devstream.tasks
     assert (work.design.position, work.build.position) == (0, 1)
+    first = await tasks.add_phase(work.plan.id, "Research", position=5)
+    assert (first.position, (await tasks.add_phase(work.plan.id, "Ship")).position) == (5, 6)
     assert work.plan.status == "draft"
     listed = await tasks.tasks(plan_id=work.plan.id)
     assert [t.id for t in listed] == [work.a.id, work.b.id, work.c.id, work.d.id]
@@ -84,6 +86,8 @@ async def test_bad_task_input_is_refused_with_a_typed_error(
         await tasks.add_task(work.design.id, "Urgent", priority=11)
     with pytest.raises(InvalidInput, match="task title is empty"):
         await tasks.add_task(work.design.id, "   ")
+    with pytest.raises(InvalidInput, match="task title has 201 characters; the maximum is 200"):
+        await tasks.add_task(work.design.id, "x" * 201)
     with pytest.raises(InvalidInput, match="at least 1"):
         await tasks.update_task(work.a.id, estimated_minutes=0)
     with pytest.raises(InvalidInput, match="cannot update status"):
@@ -424,6 +428,13 @@ async def test_the_workflow_completes_while_the_embedder_is_down(
 
 
 # --- metrics ----------------------------------------------------------------------------------
+
+
+async def test_store_figures_of_an_empty_store(integration_devstream: DevStream) -> None:
+    store = (await integration_devstream.report())["store"]
+    assert store["task_durations_s"] == {"count": 0}  # type: ignore[index]
+    assert store["transitions"] == {}  # type: ignore[index]
+    assert store["context"] == {"injections": 0, "tokens_injected": 0}  # type: ignore[index]
 
 
 async def test_workflow_metrics_and_store_figures(

@@ -14,8 +14,10 @@ import click
 
 from devstream import doctor
 from devstream.app import DevStream
+from devstream.cli.demo import demo
 from devstream.cli.memory import context, memory
 from devstream.cli.output import Output, pass_output
+from devstream.cli.tasks import phase, plan, stats, task
 from devstream.config import load_settings
 from devstream.db import migrate
 from devstream.errors import DevStreamError
@@ -69,8 +71,8 @@ def doctor_command(out: Output) -> None:
         sys.exit(1)
 
 
-cli.add_command(memory)
-cli.add_command(context)
+for command in (memory, context, plan, phase, task, stats, demo):
+    cli.add_command(command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from devstream.app import DevStream
-from devstream.cli.output import Output, pass_output, printable
+from devstream.cli.output import Output, pass_output, printable, with_store
 from devstream.db.memory_store import MemoryFilter
 from devstream.db.records import MemoryEntry
 from devstream.db.schema import CONTENT_TYPES
@@ -20,18 +18,7 @@ from devstream.memory.context import AssembledContext, assemble
 from devstream.memory.search import SearchResult
 from devstream.memory.service import EmbedReport
 
-T = TypeVar("T")
 SNIPPET = 72
-
-
-def with_store(out: Output, work: Callable[[DevStream], Awaitable[T]]) -> T:
-    """Open the configured store, run `work` on it, close it."""
-
-    async def run() -> T:
-        async with DevStream.open(out.settings) as ds:
-            return await work(ds)
-
-    return asyncio.run(run())
 
 
 def entry_document(entry: MemoryEntry) -> dict[str, Any]:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import click
 
+from devstream.app import DevStream
 from devstream.config import Settings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -23,9 +29,31 @@ class Output:
         click.echo(json.dumps(document, indent=2, default=str) if self.as_json else text)
 
 
-pass_output = click.make_pass_decorator(Output)
+def pass_output(command: Callable[..., T]) -> Callable[..., T]:
+    """Give a command the Output as its first argument, and its own `--json` flag (the same
+    as the global one, so `devstream demo --json` works as well as `devstream --json demo`)."""
+
+    @click.option("--json", "json_here", is_flag=True, help="Print one JSON document.")
+    @click.pass_context
+    @functools.wraps(command)
+    def run(ctx: click.Context, /, *args: Any, json_here: bool, **kwargs: Any) -> T:
+        out = ctx.find_object(Output)
+        assert out is not None  # the group callback always sets it
+        return command(replace(out, as_json=True) if json_here else out, *args, **kwargs)
+
+    return run
 
 
 def printable(text: str) -> str:
     """Text safe to write to any UTF-8 terminal: unencodable characters become U+FFFD."""
     return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def with_store(out: Output, work: Callable[[DevStream], Awaitable[T]]) -> T:
+    """Open the configured store, run `work` on it, close it."""
+
+    async def run() -> T:
+        async with DevStream.open(out.settings) as ds:
+            return await work(ds)
+
+    return asyncio.run(run())

@@ -246,4 +246,3 @@ async def injection_totals(conn: AsyncConnection) -> tuple[int, int]:
     query = select(func.count(), func.coalesce(func.sum(context_injections.c.tokens), 0))
     count, tokens = (await conn.execute(query)).one()
     return int(count), int(tokens)
-
