@@ -15,6 +15,7 @@ from devstream.db import memory_store, task_store
 from devstream.db.memory_store import MemoryFilter
 from devstream.db.records import MicroTask, Phase, Plan
 from devstream.errors import (
+    ConstraintViolation,
     DependencyCycle,
     IllegalTransition,
     InvalidInput,
@@ -72,8 +73,37 @@ async def test_plans_phases_and_tasks_are_created_in_order(
     assert [d.depends_on_id for d in await tasks.dependencies(work.c.id)] == [work.b.id]
     assert await tasks.blocked([t.id for t in listed]) == {work.b.id, work.c.id}
     assert [p.id for p in await tasks.plans(status="draft")] == [work.plan.id]
-    edited = await tasks.update_task(work.d.id, title="Document every setting", priority=3)
-    assert (edited.title, edited.priority) == ("Document every setting", 3)
+
+
+async def test_plans_phases_and_tasks_are_updated_field_by_field(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    tasks = integration_devstream.tasks
+    plan = await tasks.update_plan(work.plan.id, title="Ship the search cache", priority=9)
+    assert (plan.title, plan.priority, plan.status) == ("Ship the search cache", 9, "draft")
+    assert plan.updated_at >= work.plan.updated_at
+    phase = await tasks.update_phase(work.build.id, name="Implement", position=7)
+    assert (phase.name, phase.position) == ("Implement", 7)
+    task = await tasks.update_task(work.a.id, description="LRU only", estimated_minutes=9)
+    assert (task.description, task.estimated_minutes, task.title) == (
+        "LRU only",
+        9,
+        work.a.title,
+    )
+    with pytest.raises(InvalidInput, match="cannot update status of a plan; editable: title"):
+        await tasks.update_plan(work.plan.id, status="active")
+    with pytest.raises(InvalidInput, match="cannot update nothing of a phase"):
+        await tasks.update_phase(work.build.id)
+    with pytest.raises(InvalidInput, match="phase name is empty"):
+        await tasks.update_phase(work.build.id, name=" ")
+    with pytest.raises(InvalidInput, match="a phase position is a whole number from 0"):
+        await tasks.update_phase(work.build.id, position=-1)
+    with pytest.raises(InvalidInput, match="a description is text"):
+        await tasks.update_plan(work.plan.id, description=3)
+    with pytest.raises(NotFound, match="plan 999999 not found"):
+        await tasks.update_plan(999_999, title="gone")
+    with pytest.raises(ConstraintViolation):  # two phases of a plan never share a position
+        await tasks.update_phase(work.design.id, position=7)
 
 
 async def test_bad_task_input_is_refused_with_a_typed_error(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, exists, func, insert, select, update
+from sqlalchemy import Table, case, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db.records import ContextInjection, Dependency, MicroTask, Phase, Plan
@@ -53,6 +53,20 @@ async def add_task(conn: AsyncConnection, **values: Any) -> MicroTask:
 async def add_dependency(conn: AsyncConnection, task_id: int, depends_on_id: int) -> Dependency:
     statement = insert(dep).values(task_id=task_id, depends_on_id=depends_on_id)
     return Dependency(*(await conn.execute(statement.returning(*dep.c))).one())
+
+
+async def update_row(
+    conn: AsyncConnection, table: Table, key: int, values: dict[str, Any]
+) -> tuple[Any, ...] | None:
+    """Set columns of one plan, phase or task; its row as now stored, or None if absent."""
+    statement = (
+        update(table)
+        .where(table.c.id == key)
+        .values(**values, updated_at=utcnow())
+        .returning(*table.c)
+    )
+    row = (await conn.execute(statement)).first()
+    return None if row is None else tuple(row)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db import task_store as store
@@ -27,6 +28,7 @@ from devstream.tasks.graph import cycle_through
 from devstream.tasks.states import PLAN_FLOW, TASK_FLOW, Flow, check
 
 Writer = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+Check = Callable[[Any], None]  # raises InvalidInput
 
 # Plans whose tasks may still be worked on.
 OPEN_PLANS = ("draft", "active")
@@ -111,6 +113,37 @@ class TaskService:
                     )
             return await store.set_plan_status(conn, plan_id, status)
 
+    async def update_plan(self, plan_id: int, **values: Any) -> Plan:
+        """Change title, description or priority (status moves by `set_plan_status`)."""
+        checks = {
+            "title": _check_title_of("plan"),
+            "description": _check_text,
+            "priority": _check_priority,
+        }
+        return Plan(*await self._edit("plan", store.p, plan_id, values, checks))
+
+    async def update_phase(self, phase_id: int, **values: Any) -> Phase:
+        """Rename a phase or move it to another position in its plan."""
+        checks = {"name": _check_title_of("phase"), "position": _check_position}
+        return Phase(*await self._edit("phase", store.ph, phase_id, values, checks))
+
+    async def _edit(
+        self, kind: str, table: Table, key: int, values: dict[str, Any], checks: dict[str, Check]
+    ) -> tuple[Any, ...]:
+        unknown = set(values) - set(checks)
+        if unknown or not values:
+            raise InvalidInput(
+                f"cannot update {', '.join(sorted(unknown)) or 'nothing'} of a {kind}; "
+                f"editable: {', '.join(checks)}"
+            )
+        for name, value in values.items():
+            checks[name](value)
+        async with self._write() as conn:
+            row = await store.update_row(conn, table, key, values)
+        if row is None:
+            raise NotFound(kind, key)
+        return row
+
     async def add_phase(self, plan_id: int, name: str, *, position: int | None = None) -> Phase:
         """A phase at `position`, or after the plan's last one."""
         _check_title(name, "phase name")
@@ -184,20 +217,13 @@ class TaskService:
 
     async def update_task(self, task_id: int, **values: Any) -> MicroTask:
         """Change title, description, priority or estimate (status moves by transitions)."""
-        editable = {"title", "description", "priority", "estimated_minutes"}
-        unknown = set(values) - editable
-        if unknown:
-            raise InvalidInput(
-                f"cannot update {', '.join(sorted(unknown))} of a task; "
-                f"editable: {', '.join(sorted(editable))}"
-            )
-        if "title" in values:
-            _check_title(values["title"], "task title")
-        if "priority" in values:
-            _check_priority(values["priority"])
-        if "estimated_minutes" in values:
-            _check_estimate(values["estimated_minutes"])
-        return await self._queries.tasks.update(task_id, **values)
+        checks = {
+            "title": _check_title_of("task"),
+            "description": _check_text,
+            "priority": _check_priority,
+            "estimated_minutes": _check_estimate,
+        }
+        return MicroTask(*await self._edit("task", store.t, task_id, values, checks))
 
     async def ready(
         self, *, plan_id: int | None = None, limit: int | None = None
@@ -300,6 +326,21 @@ def _progress(
             for phase in phases
         ],
     )
+
+
+def _check_title_of(kind: str) -> Check:
+    name = "name" if kind == "phase" else "title"
+    return lambda value: _check_title(value, f"{kind} {name}")
+
+
+def _check_text(value: object) -> None:
+    if not isinstance(value, str):
+        raise InvalidInput(f"a description is text, got {type(value).__name__}")
+
+
+def _check_position(value: object) -> None:
+    if not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"a phase position is a whole number from 0, got {value!r}")
 
 
 def _check_title(title: object, what: str) -> None:
