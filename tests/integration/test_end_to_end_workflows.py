@@ -236,6 +236,8 @@ async def test_cli_task_errors_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = ["--db", str(tmp_path / "errors.db")]
+    assert await devstream_cli(*db, "stats") == 0
+    assert "  transitions: none\n" in capsys.readouterr().out
     assert await devstream_cli(*db, "plan", "create", "Plan") == 0
     assert await devstream_cli(*db, "phase", "add", "1", "Phase") == 0
     capsys.readouterr()

@@ -396,9 +396,8 @@ def stats_text(report: dict[str, Any]) -> str:
     def walk(value: Any, depth: int) -> None:
         for key, item in value.items():
             if isinstance(item, dict):
-                if item:
-                    lines.append(f"{'  ' * depth}{key}:")
-                    walk(item, depth + 1)
+                lines.append(f"{'  ' * depth}{key}:" + ("" if item else " none"))
+                walk(item, depth + 1)
             else:
                 shown = f"{item:,.3f}" if isinstance(item, float) else json.dumps(item)
                 lines.append(f"{'  ' * depth}{key}: {shown}")
