@@ -254,8 +254,10 @@ async def test_driver_queries_see_the_callers_transaction_and_type_their_results
     integration_query_manager: QueryManager,
 ) -> None:
     plan = await integration_query_manager.plans.create(title="typed")
+    plans = schema.intervention_plans
+    # One value given at run time, one bound in the statement.
     query = DriverQuery(
-        select(schema.intervention_plans).where(schema.intervention_plans.c.id == bindparam("id"))
+        select(plans).where(plans.c.id == bindparam("id"), plans.c.status == "draft")
     )
     async with integration_query_manager.pool.read_statement() as conn:
         (row,) = await query.all(conn, id=plan.id)

@@ -106,6 +106,35 @@ async def test_plans_phases_and_tasks_are_updated_field_by_field(
         await tasks.update_phase(work.design.id, position=7)
 
 
+async def test_edits_are_stripped_and_closed_plans_refuse_them(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    tasks = integration_devstream.tasks
+    assert (await tasks.update_task(work.a.id, title="  Pick a policy  ")).title == "Pick a policy"
+    await tasks.set_plan_status(work.plan.id, "cancelled")
+    with pytest.raises(InvalidInput, match="is cancelled; its work can no longer change"):
+        await tasks.update_task(work.a.id, priority=9)
+    with pytest.raises(InvalidInput, match="is cancelled"):
+        await tasks.update_phase(work.design.id, name="Thinking")
+    renamed = await tasks.update_plan(work.plan.id, title="Cache (abandoned)")
+    assert renamed.title == "Cache (abandoned)"
+
+
+async def test_task_writes_do_not_make_the_memory_index_rebuild(
+    integration_devstream: DevStream,
+) -> None:
+    ds = integration_devstream
+    await ds.memory.store("Plans follow the store generation", "learning")
+    await ds.memory.search("generation")  # the index is current now
+    loads = ds.metrics.latencies["memory.index.load"].count
+    work = await make_work(ds)
+    await ds.tasks.update_plan(work.plan.id, priority=8)
+    await ds.workflow.start_task(work.a.id)
+    await ds.workflow.complete_task(work.a.id, "policy chosen")
+    await ds.memory.search("generation")
+    assert ds.metrics.latencies["memory.index.load"].count == loads
+
+
 async def test_bad_task_input_is_refused_with_a_typed_error(
     integration_devstream: DevStream, work: Work
 ) -> None:
@@ -124,6 +153,14 @@ async def test_bad_task_input_is_refused_with_a_typed_error(
         await tasks.update_task(work.a.id, status="completed")
     with pytest.raises(InvalidInput, match="unknown task status 'done'"):
         await tasks.tasks(status="done")
+    with pytest.raises(InvalidInput, match="priority must be a whole number"):
+        await tasks.add_task(work.design.id, "Boolean priority", priority=True)
+    with pytest.raises(InvalidInput, match="a description is text"):
+        await tasks.create_plan("Plan", 123)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="a phase position is a whole number from 0"):
+        await tasks.add_phase(work.plan.id, "Negative", position=-1)
+    with pytest.raises(InvalidInput, match="limit must be a whole number from 1"):
+        await tasks.ready(limit=0)
     with pytest.raises(NotFound):
         await tasks.add_task(999_999, "Nowhere")
     with pytest.raises(NotFound):
@@ -161,6 +198,24 @@ async def test_dependencies_across_plans_are_refused(
         await tasks.add_dependency(stranger.id, work.a.id)
     with pytest.raises(NotFound):
         await tasks.add_dependency(stranger.id, 999_999)
+
+
+async def test_only_pending_tasks_of_open_plans_get_dependencies(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    ds = integration_devstream
+    await ds.workflow.start_task(work.d.id)
+    with pytest.raises(InvalidInput, match="is active; only a pending task can get a dependency"):
+        await ds.tasks.add_dependency(work.d.id, work.a.id)
+    # A repeated prerequisite is one dependency.
+    twice = await ds.tasks.add_task(work.build.id, "Twice", depends_on=[work.a.id, work.a.id])
+    assert [d.depends_on_id for d in await ds.tasks.dependencies(twice.id)] == [work.a.id]
+    # Blocked describes pending tasks only.
+    listed = await ds.tasks.tasks(plan_id=work.plan.id)
+    assert await ds.tasks.blocked([t.id for t in listed]) == {work.b.id, work.c.id, twice.id}
+    await ds.tasks.set_plan_status(work.plan.id, "cancelled")
+    with pytest.raises(InvalidInput, match="is cancelled"):
+        await ds.tasks.add_dependency(work.c.id, work.a.id)
 
 
 # --- context injection ----------------------------------------------------------------------
@@ -307,6 +362,9 @@ async def test_a_fault_between_transition_and_capture_leaves_neither(
     monkeypatch.undo()
     task = await ds.tasks.task(work.a.id)
     assert task.status == "active"  # the transition rolled back with the capture
+    counters = ds.stats()["counters"]
+    assert "task.transitions.active->completed" not in counters  # type: ignore[operator]
+    assert "task.transitions.active->failed" not in counters  # type: ignore[operator]
     assert task.completed_at is None
     assert await ds.memory.entries(MemoryFilter(task_id=work.a.id)) == []
     async with ds.pool.read_transaction() as conn:
@@ -417,6 +475,55 @@ async def test_ready_sets_and_progress_follow_the_work(
     assert (await ds.tasks.set_plan_status(work.plan.id, "archived")).status == "archived"
     with pytest.raises(IllegalTransition, match="is archived; it cannot become active"):
         await ds.tasks.set_plan_status(work.plan.id, "active")
+
+
+async def test_phase_status_follows_work_added_and_skipped(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    ds = integration_devstream
+
+    async def phase_status(phase: Phase) -> str:
+        return (await ds.queries.phases.get(phase.id)).status
+
+    await ds.tasks.skip(work.d.id)  # skipping work never started does not start the phase
+    assert await phase_status(work.build) == "pending"
+    for task in (work.a, work.b):
+        await ds.workflow.start_task(task.id)
+        await ds.workflow.complete_task(task.id, f"finished {task.title}")
+    assert await phase_status(work.design) == "completed"
+    await ds.tasks.add_task(work.design.id, "One more design question")
+    assert await phase_status(work.design) == "active"  # it has work again
+
+
+async def test_a_plan_is_completed_only_with_every_phase_done(
+    integration_devstream: DevStream,
+) -> None:
+    tasks = integration_devstream.tasks
+    plan = await tasks.create_plan("Empty")
+    await tasks.set_plan_status(plan.id, "active")
+    with pytest.raises(InvalidInput, match="has no phases"):
+        await tasks.set_plan_status(plan.id, "completed")
+    await tasks.add_phase(plan.id, "Nothing yet")
+    with pytest.raises(InvalidInput, match="has phases without tasks: Nothing yet"):
+        await tasks.set_plan_status(plan.id, "completed")
+
+
+async def test_retry_clears_the_last_run_and_every_run_is_timed(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    ds = integration_devstream
+    await ds.workflow.start_task(work.a.id)
+    await ds.workflow.fail_task(work.a.id, "first run failed")
+    retried = await ds.tasks.retry(work.a.id)
+    assert (retried.started_at, retried.completed_at, retried.duration_s) == (None, None, None)
+    await ds.workflow.start_task(work.a.id)
+    done = await ds.workflow.complete_task(work.a.id, "   ")  # blank output: nothing to keep
+    assert done.memories == []
+    assert done.task.duration_s is not None
+    figures = (await ds.report())["store"]["task_durations_s"]  # type: ignore[index]
+    assert figures["count"] == 2  # both runs, the failed one too
+    with pytest.raises(InvalidInput, match="needs the error text"):
+        await ds.workflow.fail_task(work.d.id, " ")
 
 
 async def test_tasks_of_closed_plans_are_never_ready(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from devstream import metrics
 from devstream.metrics import LatencyDistribution, MetricsRegistry
 
 
@@ -52,3 +55,16 @@ def test_gauges_are_read_at_snapshot_time() -> None:
     registry.register_gauge("level", lambda: dict(level))
     level["value"] = 2.0
     assert registry.snapshot()["gauges"] == {"level": {"value": 2.0}}
+
+
+def test_resource_usage_reports_memory_only_where_the_system_does(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    here = metrics.resource_usage()
+    assert here["rss_mib"] > 1  # this is Linux: /proc tells
+    assert here["cpu_user_s"] > 0
+    assert here["threads"] >= 1
+    monkeypatch.setattr(metrics, "STATM", tmp_path / "no-proc")
+    elsewhere = metrics.resource_usage()
+    assert "rss_mib" not in elsewhere
+    assert elsewhere["cpu_user_s"] >= here["cpu_user_s"]

@@ -93,9 +93,9 @@ def _metric_lines(report: dict[str, Any]) -> list[str]:
             f"p99 {latency['p99_ms']:.2f} ms"
         )
     resources = process["gauges"]["resources"]
+    cpu = resources["cpu_user_s"] + resources["cpu_system_s"]
+    rss = f"RSS {resources['rss_mib']:.0f} MiB, " if "rss_mib" in resources else ""
     lines.append(
-        f"resources: RSS {resources['rss_mib']:.0f} MiB, CPU "
-        f"{resources['cpu_user_s'] + resources['cpu_system_s']:.2f} s, "
-        f"{resources['open_connections']} open connections"
+        f"resources: {rss}CPU {cpu:.2f} s, {resources['open_connections']:.0f} open connections"
     )
     return lines

@@ -12,7 +12,7 @@ import click
 from devstream.app import DevStream
 from devstream.cli.output import Output, pass_output, printable, with_store
 from devstream.db.records import MicroTask, Plan
-from devstream.tasks.service import PlanProgress
+from devstream.tasks.progress import PlanProgress
 from devstream.tasks.states import PLAN_FLOW, TASK_FLOW
 from devstream.tasks.workflow import DEFAULT_BUDGET, Artifact, FinishedTask, StartedTask
 
@@ -104,12 +104,8 @@ def plan_list(out: Output, status: str | None) -> None:
 def plan_show(out: Output, plan_id: int) -> None:
     """A plan's phases, tasks and progress."""
 
-    async def work(ds: DevStream) -> tuple[PlanProgress, list[MicroTask], set[int]]:
-        tasks = await ds.tasks.tasks(plan_id=plan_id)
-        blocked = await ds.tasks.blocked([t.id for t in tasks])
-        return await ds.tasks.progress(plan_id), tasks, blocked
-
-    progress, tasks, blocked = with_store(out, work)
+    progress: PlanProgress = with_store(out, lambda ds: ds.tasks.progress(plan_id))
+    tasks, blocked = progress.tasks, progress.blocked
     lines = [progress_text(progress)]
     for phase in progress.phases:
         lines.append(f"\n{phase.phase.name}")

@@ -171,12 +171,14 @@ class ConnectionPool:
         started = time.perf_counter()
         try:
             conn = await engine.connect()
-        except sa_exc.TimeoutError as exc:
-            self._demand -= 1
-            self.stats.timeouts += 1
-            raise PoolTimeout(
-                f"no database connection free after {self.settings.pool_timeout_s:g}s"
-            ) from exc
+        except BaseException as exc:
+            self._demand -= 1  # timed out, cancelled or refused: no longer waiting
+            if isinstance(exc, sa_exc.TimeoutError):
+                self.stats.timeouts += 1
+                raise PoolTimeout(
+                    f"no database connection free after {self.settings.pool_timeout_s:g}s"
+                ) from exc
+            raise
         finally:
             self.stats.wait_time_s += time.perf_counter() - started
         self.stats.in_use += 1

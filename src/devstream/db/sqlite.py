@@ -139,6 +139,7 @@ class DriverQuery:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self._parameters = compiled.positiontup or []
+        self._defaults = compiled.params  # values bound in the statement itself
         self._processors = [
             (index, processor)
             for index, column in enumerate(statement.selected_columns)
@@ -146,7 +147,8 @@ class DriverQuery:
         ]
 
     async def all(self, conn: AsyncConnection, **parameters: Any) -> list[Row]:
-        values = tuple(parameters[name] for name in self._parameters)
+        given = {**self._defaults, **parameters}
+        values = tuple(given[name] for name in self._parameters)
         # The connection the caller holds (a seam's included), at the driver level.
         pooled = conn.sync_connection.connection  # type: ignore[union-attr]
         driver = cast("OneTripConnection", pooled.driver_connection)

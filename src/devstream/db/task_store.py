@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, case, exists, func, insert, select, update
@@ -27,8 +28,25 @@ from devstream.db.types import utcnow
 
 t, p, ph, dep = micro_tasks, intervention_plans, phases, task_dependencies
 
-# Tasks that count as done for their phase.
+# Tasks that count as done for their phase; tasks whose work has begun; plans still open.
 DONE = ("completed", "skipped")
+WORKED_ON = ("active", "completed", "failed")
+OPEN_PLANS = ("draft", "active")
+# A run of a task ends with one of these events (it began with pending -> active).
+RUN_ENDS = ("completed", "failed", "skipped")
+
+_prerequisite = t.alias("prerequisite")
+# Edges whose prerequisite is not completed: what keeps a task waiting.
+_UNFINISHED = (
+    select(dep.c.task_id, dep.c.depends_on_id)
+    .join(_prerequisite, _prerequisite.c.id == dep.c.depends_on_id)
+    .where(_prerequisite.c.status != "completed")
+    .subquery("unfinished")
+)
+
+
+async def add_plan(conn: AsyncConnection, **values: Any) -> Plan:
+    return Plan(*(await conn.execute(insert(p).values(**values).returning(*p.c))).one())
 
 
 async def plan(conn: AsyncConnection, plan_id: int) -> Plan | None:
@@ -93,12 +111,8 @@ async def locate(conn: AsyncConnection, task_id: int) -> Located | None:
 
 async def open_dependencies(conn: AsyncConnection, task_id: int) -> list[int]:
     """Tasks this one waits on that are not completed yet."""
-    query = (
-        select(dep.c.depends_on_id)
-        .join(t, t.c.id == dep.c.depends_on_id)
-        .where(dep.c.task_id == task_id, t.c.status != "completed")
-        .order_by(dep.c.depends_on_id)
-    )
+    u = _UNFINISHED.c
+    query = select(u.depends_on_id).where(u.task_id == task_id).order_by(u.depends_on_id)
     return list((await conn.scalars(query)).all())
 
 
@@ -117,16 +131,17 @@ async def change_status(
     await conn.execute(
         insert(task_events).values(task_id=task.id, from_status=task.status, to_status=to, at=now)
     )
-    await _sync_phase(conn, task.phase_id)
+    await sync_phase(conn, task.phase_id)
     return changed
 
 
-async def _sync_phase(conn: AsyncConnection, phase_id: int) -> None:
-    """A phase is completed when all its tasks are done, active once any has moved on."""
-    tasks = select(t.c.status).where(t.c.phase_id == phase_id)
-    left = ~exists(tasks.where(t.c.status.not_in(DONE)))
-    started = exists(tasks.where(t.c.status != "pending"))
-    status = case((left, "completed"), (started, "active"), else_="pending")
+async def sync_phase(conn: AsyncConnection, phase_id: int) -> None:
+    """A phase is completed when all its tasks are done, active once one has been worked on
+    (active, completed or failed), pending before."""
+    tasks = select(t.c.id).where(t.c.phase_id == phase_id)
+    done = exists(tasks) & ~exists(tasks.where(t.c.status.not_in(DONE)))
+    worked_on = exists(tasks.where(t.c.status.in_(WORKED_ON)))
+    status = case((done, "completed"), (worked_on, "active"), else_="pending")
     await conn.execute(update(ph).where(ph.c.id == phase_id).values(status=status))
 
 
@@ -143,18 +158,13 @@ async def plan_edges(conn: AsyncConnection, plan_id: int) -> list[tuple[int, int
 
 async def ready(conn: AsyncConnection, plan_id: int | None, limit: int | None) -> list[MicroTask]:
     """Pending tasks whose dependencies are all completed: most important first, then in
-    phase order and creation order. Only plans still open (draft or active) take part."""
-    prerequisite = t.alias("prerequisite")
-    waiting = exists(
-        select(dep.c.task_id)
-        .join(prerequisite, prerequisite.c.id == dep.c.depends_on_id)
-        .where(dep.c.task_id == t.c.id, prerequisite.c.status != "completed")
-    )
+    phase order and creation order. Only open plans take part."""
+    waiting = exists(select(_UNFINISHED.c.task_id).where(_UNFINISHED.c.task_id == t.c.id))
     query = (
         select(t)
         .join(ph, ph.c.id == t.c.phase_id)
         .join(p, p.c.id == ph.c.plan_id)
-        .where(t.c.status == "pending", ~waiting, p.c.status.in_(("draft", "active")))
+        .where(t.c.status == "pending", ~waiting, p.c.status.in_(OPEN_PLANS))
         .order_by(t.c.priority.desc(), ph.c.position, t.c.id)
         .limit(limit)
     )
@@ -181,11 +191,11 @@ async def tasks(
 
 
 async def blocked_ids(conn: AsyncConnection, task_ids: Sequence[int]) -> set[int]:
-    """Which of these pending tasks wait on a dependency that is not completed."""
+    """Which of these tasks are pending and wait on a dependency that is not completed."""
     query = (
-        select(dep.c.task_id)
-        .join(t, t.c.id == dep.c.depends_on_id)
-        .where(dep.c.task_id.in_(task_ids), t.c.status != "completed")
+        select(t.c.id)
+        .join(_UNFINISHED, _UNFINISHED.c.task_id == t.c.id)
+        .where(t.c.id.in_(task_ids), t.c.status == "pending")
     )
     return set((await conn.scalars(query)).all())
 
@@ -250,9 +260,18 @@ async def status_counts(conn: AsyncConnection) -> dict[str, dict[str, int]]:
 
 
 async def durations(conn: AsyncConnection) -> list[float]:
-    """Seconds from start to completion or failure of every finished task run."""
-    query = select(t.c.duration_s).where(t.c.duration_s.is_not(None))
-    return [float(value) for value in (await conn.scalars(query)).all()]
+    """Seconds from start to end (completed, failed or skipped) of every finished task run,
+    retried runs included: each start event paired with the end event that follows it."""
+    e = task_events.c
+    query = select(e.task_id, e.to_status, e.at).order_by(e.task_id, e.id)
+    started: dict[int, datetime] = {}
+    runs: list[float] = []
+    for task_id, to_status, at in await conn.execute(query):
+        if to_status == "active":
+            started[task_id] = at
+        elif to_status in RUN_ENDS and task_id in started:
+            runs.append((at - started.pop(task_id)).total_seconds())
+    return runs
 
 
 async def injection_totals(conn: AsyncConnection) -> tuple[int, int]:

@@ -462,8 +462,9 @@ class MemoryService:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction for work that changes no memory entry (tasks, say): the
-        index follows it instead of taking it for a foreign write and rebuilding."""
+        """A write transaction for other services (tasks, say) that changes nothing the index
+        holds - it may count retrievals - so the index follows it instead of taking it for a
+        foreign write and rebuilding."""
         async with self._write() as write:
             yield write.conn
 

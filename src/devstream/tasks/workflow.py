@@ -19,7 +19,7 @@ from devstream.db import memory_store, task_store
 from devstream.db.queries import QueryManager
 from devstream.db.records import ContextInjection, MicroTask
 from devstream.db.types import utcnow
-from devstream.errors import TaskBlocked
+from devstream.errors import InvalidInput, TaskBlocked
 from devstream.memory.context import (
     AssembledContext,
     TokenCounter,
@@ -102,6 +102,7 @@ class Workflow:
                     conn, task_id, context.memory_ids, context.tokens_used
                 )
                 await memory_store.touch(conn, context.memory_ids)
+        self.tasks.count(located, "active")
         self.metrics.increment("context.injections")
         self.metrics.increment("context.tokens_injected", context.tokens_used)
         return StartedTask(task, context, injection)
@@ -112,11 +113,14 @@ class Workflow:
         """Complete an active task; its output and artifacts become memories linked to it."""
         with self.metrics.timed("workflow.complete"):
             located = await self._claimable(task_id, "completed")
-            items = [Artifact(output, "output")] if output is not None else []
+            # A blank output is no output: nothing to remember.
+            items = [Artifact(output, "output")] if output and output.strip() else []
             return await self._finish(located, "completed", [*items, *artifacts])
 
     async def fail_task(self, task_id: int, error: str) -> FinishedTask:
         """Fail an active task; the error is kept as a memory linked to it."""
+        if not error.strip():
+            raise InvalidInput("a failed task needs the error text that explains it")
         with self.metrics.timed("workflow.fail"):
             located = await self._claimable(task_id, "failed")
             return await self._finish(located, "failed", [Artifact(error, "error")])
@@ -143,6 +147,7 @@ class Workflow:
 
         memories = await self.memory.store_many(items, together_with=transition)
         (done,) = moved
+        self.tasks.count(located, to)
         if done.duration_s is not None:
             self.metrics.observe("task.duration", done.duration_s)
         return FinishedTask(done, memories)
