@@ -21,6 +21,7 @@ CATEGORIES = {
     "memory_database": "tests/integration/test_memory_database_integration.py",
     "tasks_memory": "tests/integration/test_tasks_memory_integration.py",
     "end_to_end": "tests/integration/test_end_to_end_workflows.py",
+    "error_boundaries": "tests/integration/test_error_boundaries.py",
 }
 
 OLDEST = PYTHONS[0]  # typecheck: matches `python_version` in [tool.mypy]

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from devstream import DevStream
 from devstream.cli.app import main as cli_main
+from devstream.db.records import MicroTask
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,3 +29,10 @@ async def devstream_cli(*args: str) -> int:
         return int(exited.value.code or 0)
 
     return await asyncio.to_thread(run)
+
+
+async def single_task(ds: DevStream, title: str) -> MicroTask:
+    """A pending task alone in a new plan's only phase."""
+    plan = await ds.tasks.create_plan(f"Plan for: {title}")
+    phase = await ds.tasks.add_phase(plan.id, "Only phase")
+    return await ds.tasks.add_task(phase.id, title)

@@ -47,6 +47,18 @@ class StorageError(DevStreamError):
     """The database could not be opened, read or written."""
 
 
+class StorageFull(StorageError):
+    """The disk (or the database's size limit) is full: the write was rolled back."""
+
+    hint = "free disk space and retry; what was stored before is intact"
+
+
+class StorageBusy(StorageError):
+    """Another connection held the database's write lock for longer than busy_timeout."""
+
+    hint = "retry, or raise busy_timeout_ms if another process writes for long"
+
+
 class PoolTimeout(StorageError):
     """No connection became free within the configured pool timeout."""
 

@@ -208,4 +208,4 @@ def _translate_errors() -> Iterator[None]:
     except sa_exc.IntegrityError as exc:
         raise ConstraintViolation(f"rejected by the database: {exc.orig}") from exc
     except sa_exc.DBAPIError as exc:
-        raise StorageError(f"database error: {exc.orig}") from exc
+        raise sqlite.storage_error(exc.orig) from exc

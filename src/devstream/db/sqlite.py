@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolResetState
 
 from devstream.config import Settings
-from devstream.errors import StorageError
+from devstream.errors import StorageBusy, StorageError, StorageFull
 
 # Execution options: the transaction will write; a lone statement needs no transaction.
 WRITE_OPTION = "devstream_write"
@@ -155,7 +155,7 @@ class DriverQuery:
         try:
             rows = await driver.in_thread(partial(_fetch_all, self.sql, values))
         except sqlite3.Error as exc:
-            raise StorageError(f"database error: {exc}") from exc
+            raise storage_error(exc) from exc
         return [self._typed(row) for row in rows]
 
     def _typed(self, row: Row) -> Row:
@@ -163,6 +163,16 @@ class DriverQuery:
         for index, processor in self._processors:
             values[index] = processor(values[index])
         return tuple(values)
+
+
+def storage_error(error: object) -> StorageError:
+    """The typed error for a failure SQLite reported (the message is SQLite's own)."""
+    message = f"database error: {error}"
+    if "database or disk is full" in str(error):
+        return StorageFull(message)
+    if "database is locked" in str(error):
+        return StorageBusy(message)
+    return StorageError(message)
 
 
 def _fetch_all(sql: str, values: tuple[Any, ...], connection: sqlite3.Connection) -> list[Row]:

@@ -1,0 +1,200 @@
+"""Faults across components: a full disk, a writer killed mid-write, a locked database, a
+batch the database refuses halfway, an embedding server that stalls during task execution.
+Each ends in a typed error or a degraded answer, nothing stored before is lost, and the
+work continues once the fault is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+
+from devstream import DevStream, Settings
+from devstream.db.memory_store import MemoryFilter
+from devstream.errors import ConstraintViolation, StorageBusy, StorageFull
+from devstream.memory.service import NewMemory
+from devstream.testing import FakeOllama
+from tests.integration.conftest import MigratedSchema, ollama_devstream
+from tests.support import REPO_ROOT, repo_pythonpath, single_task
+
+HANG_GUARD_S = 60  # a fault that hangs instead of failing would stop here
+
+
+@pytest_asyncio.fixture
+async def one_connection(
+    integration_database_schema: MigratedSchema, tmp_path: Path
+) -> AsyncIterator[DevStream]:
+    """A real database whose pool has a single connection, so a connection-level pragma
+    (a size limit) applies to every statement."""
+    path = tmp_path / "single.db"
+    path.write_bytes(integration_database_schema.template.read_bytes())
+    async with DevStream.open(Settings(db=str(path), pool_size=1), migrate_schema=False) as ds:
+        yield ds
+
+
+async def _scalar(ds: DevStream, sql: str) -> object:
+    async with ds.pool.read_transaction() as conn:
+        return await conn.scalar(text(sql))
+
+
+async def _check_integrity(ds: DevStream) -> None:
+    """SQLite's own integrity check, and the full-text index against its table."""
+    assert await _scalar(ds, "PRAGMA integrity_check") == "ok"
+    async with ds.pool.write_transaction() as conn:
+        await conn.exec_driver_sql("INSERT INTO memory_fts(memory_fts) VALUES ('integrity-check')")
+
+
+# --- resource exhaustion ---------------------------------------------------------------------
+
+
+async def test_a_full_disk_is_typed_loses_nothing_and_work_resumes(
+    one_connection: DevStream,
+) -> None:
+    ds = one_connection
+    task = await single_task(ds, "Write a large report")
+    kept = await ds.memory.store_many([NewMemory(f"kept note {n}", "context") for n in range(20)])
+    await ds.workflow.start_task(task.id)
+    pages = await _scalar(ds, "PRAGMA page_count")
+    await _scalar(ds, f"PRAGMA max_page_count = {pages}")  # the disk is now full
+
+    large = [NewMemory(f"report part {n}: " + "data " * 2_000, "output") for n in range(20)]
+    with pytest.raises(StorageFull, match="database or disk is full") as full:
+        await ds.memory.store_many(large)
+    assert "free disk space" in str(full.value)
+    with pytest.raises(StorageFull):
+        await ds.workflow.complete_task(task.id, "report: " + "data " * 10_000)
+    assert (await ds.tasks.task(task.id)).status == "active"  # the transition rolled back too
+    entries = await ds.memory.entries(limit=None)
+    assert [e.id for e in entries] == [r.entry.id for r in kept]
+
+    await _scalar(ds, "PRAGMA max_page_count = 1073741823")  # space is freed
+    done = await ds.workflow.complete_task(task.id, "report: " + "data " * 10_000)
+    assert done.task.status == "completed"
+    assert len(await ds.memory.store_many(large)) == 20
+    await _check_integrity(ds)
+    hits = await ds.memory.search("kept note 7")
+    assert hits.hits[0].entry.content == "kept note 7"
+
+
+# --- a crash mid-write -------------------------------------------------------------------------
+
+
+async def test_a_writer_killed_mid_write_loses_only_what_it_had_not_committed(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    db = str(ds.settings.sqlite_path)
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.integration.memory_writer",
+        db,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": repo_pythonpath()},
+        cwd=REPO_ROOT,
+    )
+    assert writer.stdout is not None
+    committed: list[int] = []
+
+    async def read_commits() -> None:
+        while len(committed) < 100:
+            line = await writer.stdout.readline()  # type: ignore[union-attr]
+            assert line, "the writer stopped on its own"
+            committed.extend(int(entry_id) for entry_id in line.split())
+
+    await asyncio.wait_for(read_commits(), HANG_GUARD_S)
+    writer.send_signal(signal.SIGKILL)  # no cleanup, no final commit, mid-batch
+    await writer.wait()
+    assert writer.returncode == -signal.SIGKILL
+
+    stored = {e.id for e in await ds.memory.entries(limit=None)}
+    assert set(committed) <= stored  # every batch it reported committed survived
+    assert len(stored) % 5 == 0  # and no batch survived in part
+    await _check_integrity(ds)
+    note = await ds.memory.store("written after the crash", "context")
+    assert note.created
+    assert (await ds.memory.search("crash note")).hits
+
+
+# --- a locked database ------------------------------------------------------------------------
+
+
+async def test_a_long_held_lock_is_a_typed_error_and_writes_resume(
+    integration_database_schema: MigratedSchema, tmp_path: Path
+) -> None:
+    path = tmp_path / "locked.db"
+    path.write_bytes(integration_database_schema.template.read_bytes())
+    settings = Settings(db=str(path), busy_timeout_ms=100)
+    async with DevStream.open(settings, migrate_schema=False) as ds:
+        before = await ds.memory.store("stored before the lock", "context")
+        other = sqlite3.connect(
+            path, isolation_level=None
+        )  # another process, as far as SQLite knows
+        try:
+            other.execute("BEGIN EXCLUSIVE")
+            with pytest.raises(StorageBusy, match="database is locked") as busy:
+                await ds.memory.store("refused while locked", "context")
+            assert "busy_timeout_ms" in str(busy.value)
+        finally:
+            other.rollback()
+            other.close()
+        after = await ds.memory.store("stored after the lock", "context")
+        contents = sorted(e.content for e in await ds.memory.entries())
+        assert contents == ["stored after the lock", "stored before the lock"]
+        assert after.entry.id > before.entry.id
+
+
+# --- transaction failures with partial data ------------------------------------------------------
+
+
+async def test_a_batch_the_database_refuses_halfway_leaves_nothing(
+    integration_devstream: DevStream,
+) -> None:
+    ds = integration_devstream
+    plan = await ds.tasks.create_plan("Refusals")
+    batch = [NewMemory(f"valid note {n}", "context", plan_id=plan.id) for n in range(10)]
+    batch.insert(5, NewMemory("linked to a task that does not exist", "output", task_id=999_999))
+    with pytest.raises(ConstraintViolation, match="FOREIGN KEY constraint failed"):
+        await ds.memory.store_many(batch)
+    assert await ds.memory.entries(MemoryFilter(plan_id=plan.id)) == []
+    assert (await ds.memory.search("valid note")).hits == []  # the index never saw them
+    stored = await ds.memory.store_many([item for item in batch if item.task_id is None])
+    assert len(stored) == 10
+
+
+# --- the embedding server stalls during task execution -------------------------------------------
+
+
+async def test_a_stalled_embedder_during_a_task_degrades_and_recovers(
+    integration_devstream: DevStream, fake_ollama: FakeOllama
+) -> None:
+    base = integration_devstream
+    ds = ollama_devstream(base.pool, base.settings, fake_ollama.url, timeout_s=0.2, attempts=1)
+    try:
+        task = await single_task(ds, "Summarise the incident")
+        fake_ollama.stall(5.0)  # far past the client's 0.2 s timeout
+        started = await asyncio.wait_for(ds.workflow.start_task(task.id), HANG_GUARD_S)
+        assert started.context.degraded
+        done = await asyncio.wait_for(
+            ds.workflow.complete_task(task.id, "incident summary: the embedder stalled"),
+            HANG_GUARD_S,
+        )
+        assert done.task.status == "completed"
+        assert [m.entry.embedding_status for m in done.memories] == ["pending"]
+        fake_ollama.recover()
+        await asyncio.sleep(0.06)  # the circuit breaker's cool-down
+        assert (await ds.memory.backfill()).remaining == 0
+        result = await ds.memory.search("incident summary")
+        assert not result.degraded
+        assert result.hits[0].entry.id == done.memories[0].entry.id
+    finally:
+        await ds.memory.embedder.aclose()
