@@ -134,7 +134,7 @@ class TaskBlocked(DevStreamError):
         super().__init__(
             f"task {task_id} is blocked by unfinished task(s) "
             + ", ".join(str(i) for i in waiting_on),
-            hint="complete those first, or remove the dependency",
+            hint="complete those first, or drop the dependency (`devstream task undepend`)",
         )
         self.task_id = task_id
         self.waiting_on = waiting_on

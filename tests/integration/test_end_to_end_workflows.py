@@ -187,6 +187,9 @@ async def test_the_cli_runs_a_plan_end_to_end(
     assert (await json_of("task", "depend", b, a))["dependency"]["depends_on_id"] == int(a)
     listed = (await json_of("task", "list", "--plan", plan_id))["tasks"]
     assert [t["blocked"] for t in listed] == [False, True]
+    assert (await json_of("task", "undepend", b, a))["removed"]["depends_on_id"] == int(a)
+    assert [t["blocked"] for t in (await json_of("task", "list"))["tasks"]] == [False, False]
+    await json_of("task", "depend", b, a)
     assert [t["id"] for t in (await json_of("task", "ready"))["tasks"]] == [int(a)]
     await json_of("memory", "add", "Parse arguments with click groups", "--type", "decision")
     started = await json_of("task", "start", a, "--budget", "100")

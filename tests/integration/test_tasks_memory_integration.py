@@ -205,8 +205,10 @@ async def test_only_pending_tasks_of_open_plans_get_dependencies(
 ) -> None:
     ds = integration_devstream
     await ds.workflow.start_task(work.d.id)
-    with pytest.raises(InvalidInput, match="is active; only a pending task can get a dependency"):
+    with pytest.raises(InvalidInput, match="is active; only a pending task's dependencies"):
         await ds.tasks.add_dependency(work.d.id, work.a.id)
+    with pytest.raises(InvalidInput, match="is active; only a pending task's dependencies"):
+        await ds.tasks.remove_dependency(work.d.id, work.a.id)
     # A repeated prerequisite is one dependency.
     twice = await ds.tasks.add_task(work.build.id, "Twice", depends_on=[work.a.id, work.a.id])
     assert [d.depends_on_id for d in await ds.tasks.dependencies(twice.id)] == [work.a.id]
@@ -524,6 +526,18 @@ async def test_retry_clears_the_last_run_and_every_run_is_timed(
     assert figures["count"] == 2  # both runs, the failed one too
     with pytest.raises(InvalidInput, match="needs the error text"):
         await ds.workflow.fail_task(work.d.id, " ")
+
+
+async def test_a_skipped_prerequisite_is_dropped_to_unblock_its_dependent(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    ds = integration_devstream
+    await ds.tasks.skip(work.a.id)
+    assert work.b.id in await ds.tasks.blocked([work.b.id])  # skipped is not completed
+    await ds.tasks.remove_dependency(work.b.id, work.a.id)
+    assert [t.id for t in await ds.tasks.ready(plan_id=work.plan.id)] == [work.b.id, work.d.id]
+    with pytest.raises(NotFound, match="dependency"):
+        await ds.tasks.remove_dependency(work.b.id, work.a.id)
 
 
 async def test_tasks_of_closed_plans_are_never_ready(

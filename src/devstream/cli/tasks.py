@@ -337,6 +337,19 @@ def task_depend(out: Output, task_id: int, depends_on_id: int) -> None:
     out.emit({"dependency": asdict(edge)}, f"task #{task_id} now waits for task #{depends_on_id}")
 
 
+@task.command("undepend")
+@click.argument("task_id", type=int)
+@click.argument("depends_on_id", type=int)
+@pass_output
+def task_undepend(out: Output, task_id: int, depends_on_id: int) -> None:
+    """TASK_ID no longer waits for DEPENDS_ON_ID."""
+    with_store(out, lambda ds: ds.tasks.remove_dependency(task_id, depends_on_id))
+    out.emit(
+        {"removed": {"task_id": task_id, "depends_on_id": depends_on_id}},
+        f"task #{task_id} no longer waits for task #{depends_on_id}",
+    )
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")

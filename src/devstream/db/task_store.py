@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, case, exists, func, insert, select, update
+from sqlalchemy import Table, case, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db.records import ContextInjection, Dependency, MicroTask, Phase, Plan
@@ -85,6 +85,12 @@ async def update_row(
     )
     row = (await conn.execute(statement)).first()
     return None if row is None else tuple(row)
+
+
+async def remove_dependency(conn: AsyncConnection, task_id: int, depends_on_id: int) -> bool:
+    """Whether there was such an edge to remove."""
+    edge = (dep.c.task_id == task_id) & (dep.c.depends_on_id == depends_on_id)
+    return bool((await conn.execute(delete(dep).where(edge))).rowcount)
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,19 @@ class TaskService:
         async with self._write() as conn:
             return await self._depend(conn, task_id, depends_on_id)
 
+    async def remove_dependency(self, task_id: int, depends_on_id: int) -> None:
+        """`task_id` no longer waits for `depends_on_id` (a pending task of an open plan)."""
+        async with self._write() as conn:
+            located = await self._locate(conn, task_id)
+            if located.task.status != "pending":
+                raise InvalidInput(
+                    f"task {task_id} is {located.task.status}; only a pending task's "
+                    "dependencies can change"
+                )
+            checks.plan_open(located.plan_id, located.plan_status)
+            if not await store.remove_dependency(conn, task_id, depends_on_id):
+                raise NotFound("dependency", (task_id, depends_on_id))
+
     async def dependencies(self, task_id: int) -> list[Dependency]:
         return await self._queries.dependencies.list(task_id=task_id)
 
@@ -225,7 +238,8 @@ class TaskService:
         )
         if task.task.status != "pending":
             raise InvalidInput(
-                f"task {task_id} is {task.task.status}; only a pending task can get a dependency"
+                f"task {task_id} is {task.task.status}; only a pending task's "
+                "dependencies can change"
             )
         checks.plan_open(task.plan_id, task.plan_status)
         if task.plan_id != prerequisite.plan_id:
