@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import Row, Table, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db import records, schema
 from devstream.db.pool import ConnectionPool
@@ -38,18 +39,33 @@ class Repository(Generic[RecordT]):
         values = self._prepare(self._writable(values))
         with self._metrics.timed(f"repo.{self.kind}.create"):
             async with self._pool.write_transaction() as conn:
-                result = await conn.execute(
-                    insert(self.table).values(**values).returning(*self.table.c)
-                )
-                return self._to_record(result.one())
+                return await self.insert_in(conn, values)
 
     async def get(self, id: int) -> RecordT:
         with self._metrics.timed(f"repo.{self.kind}.get"):
             async with self._pool.read_transaction() as conn:
-                row = (await conn.execute(select(self.table).where(self.table.c.id == id))).first()
-        if row is None:
+                found = await self.get_in(conn, id)
+        if found is None:
             raise NotFound(self.kind, id)
-        return self._to_record(row)
+        return found
+
+    # The same inside a transaction the caller holds (so that several steps commit together).
+
+    async def insert_in(self, conn: AsyncConnection, values: dict[str, Any]) -> RecordT:
+        result = await conn.execute(insert(self.table).values(**values).returning(*self.table.c))
+        return self._to_record(result.one())
+
+    async def get_in(self, conn: AsyncConnection, id: int) -> RecordT | None:
+        row = (await conn.execute(select(self.table).where(self.table.c.id == id))).first()
+        return None if row is None else self._to_record(row)
+
+    async def update_in(
+        self, conn: AsyncConnection, id: int, values: dict[str, Any]
+    ) -> RecordT | None:
+        """Set columns of one row; the row as now stored, or None if there is none."""
+        statement = update(self.table).where(self.table.c.id == id).values(**values)
+        row = (await conn.execute(statement.returning(*self.table.c))).first()
+        return None if row is None else self._to_record(row)
 
     async def list(
         self, *, limit: int | None = None, offset: int = 0, **equal: Any
@@ -73,11 +89,10 @@ class Repository(Generic[RecordT]):
             raise InvalidInput(f"nothing to update on {self.kind} {id}")
         with self._metrics.timed(f"repo.{self.kind}.update"):
             async with self._pool.write_transaction() as conn:
-                statement = update(self.table).where(self.table.c.id == id).values(**values)
-                row = (await conn.execute(statement.returning(*self.table.c))).first()
-        if row is None:
+                updated = await self.update_in(conn, id, values)
+        if updated is None:
             raise NotFound(self.kind, id)
-        return self._to_record(row)
+        return updated
 
     async def delete(self, id: int) -> None:
         with self._metrics.timed(f"repo.{self.kind}.delete"):
@@ -156,8 +171,13 @@ class DependencyRepository:
     async def create(self, task_id: int, depends_on_id: int) -> records.Dependency:
         with self._metrics.timed("repo.dependency.create"):
             async with self._pool.write_transaction() as conn:
-                statement = insert(self.table).values(task_id=task_id, depends_on_id=depends_on_id)
-                row = (await conn.execute(statement.returning(*self.table.c))).one()
+                return await self.insert_in(conn, task_id, depends_on_id)
+
+    async def insert_in(
+        self, conn: AsyncConnection, task_id: int, depends_on_id: int
+    ) -> records.Dependency:
+        statement = insert(self.table).values(task_id=task_id, depends_on_id=depends_on_id)
+        row = (await conn.execute(statement.returning(*self.table.c))).one()
         return records.Dependency(**row._mapping)
 
     async def list(
@@ -173,12 +193,16 @@ class DependencyRepository:
                 return [records.Dependency(**row._mapping) for row in await conn.execute(query)]
 
     async def delete(self, task_id: int, depends_on_id: int) -> None:
-        edge = (self.table.c.task_id == task_id) & (self.table.c.depends_on_id == depends_on_id)
         with self._metrics.timed("repo.dependency.delete"):
             async with self._pool.write_transaction() as conn:
-                result = await conn.execute(delete(self.table).where(edge))
-        if result.rowcount == 0:
+                deleted = await self.delete_in(conn, task_id, depends_on_id)
+        if not deleted:
             raise NotFound(self.kind, (task_id, depends_on_id))
+
+    async def delete_in(self, conn: AsyncConnection, task_id: int, depends_on_id: int) -> bool:
+        """Whether there was such an edge to delete."""
+        edge = (self.table.c.task_id == task_id) & (self.table.c.depends_on_id == depends_on_id)
+        return bool((await conn.execute(delete(self.table).where(edge))).rowcount)
 
 
 class QueryManager:

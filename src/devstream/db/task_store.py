@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, case, delete, exists, func, insert, select, update
+from sqlalchemy import case, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from devstream.db.records import ContextInjection, Dependency, MicroTask, Phase, Plan
+from devstream.db.records import ContextInjection, MicroTask, Phase
 from devstream.db.schema import (
     context_injections,
     intervention_plans,
@@ -43,54 +43,6 @@ _UNFINISHED = (
     .where(_prerequisite.c.status != "completed")
     .subquery("unfinished")
 )
-
-
-async def add_plan(conn: AsyncConnection, **values: Any) -> Plan:
-    return Plan(*(await conn.execute(insert(p).values(**values).returning(*p.c))).one())
-
-
-async def plan(conn: AsyncConnection, plan_id: int) -> Plan | None:
-    row = (await conn.execute(select(p).where(p.c.id == plan_id))).first()
-    return None if row is None else Plan(*row)
-
-
-async def phase(conn: AsyncConnection, phase_id: int) -> Phase | None:
-    row = (await conn.execute(select(ph).where(ph.c.id == phase_id))).first()
-    return None if row is None else Phase(*row)
-
-
-async def add_phase(conn: AsyncConnection, plan_id: int, name: str, position: int) -> Phase:
-    statement = insert(ph).values(plan_id=plan_id, name=name, position=position)
-    return Phase(*(await conn.execute(statement.returning(*ph.c))).one())
-
-
-async def add_task(conn: AsyncConnection, **values: Any) -> MicroTask:
-    return MicroTask(*(await conn.execute(insert(t).values(**values).returning(*t.c))).one())
-
-
-async def add_dependency(conn: AsyncConnection, task_id: int, depends_on_id: int) -> Dependency:
-    statement = insert(dep).values(task_id=task_id, depends_on_id=depends_on_id)
-    return Dependency(*(await conn.execute(statement.returning(*dep.c))).one())
-
-
-async def update_row(
-    conn: AsyncConnection, table: Table, key: int, values: dict[str, Any]
-) -> tuple[Any, ...] | None:
-    """Set columns of one plan, phase or task; its row as now stored, or None if absent."""
-    statement = (
-        update(table)
-        .where(table.c.id == key)
-        .values(**values, updated_at=utcnow())
-        .returning(*table.c)
-    )
-    row = (await conn.execute(statement)).first()
-    return None if row is None else tuple(row)
-
-
-async def remove_dependency(conn: AsyncConnection, task_id: int, depends_on_id: int) -> bool:
-    """Whether there was such an edge to remove."""
-    edge = (dep.c.task_id == task_id) & (dep.c.depends_on_id == depends_on_id)
-    return bool((await conn.execute(delete(dep).where(edge))).rowcount)
 
 
 @dataclass(frozen=True)
@@ -204,16 +156,6 @@ async def blocked_ids(conn: AsyncConnection, task_ids: Sequence[int]) -> set[int
         .where(t.c.id.in_(task_ids), t.c.status == "pending")
     )
     return set((await conn.scalars(query)).all())
-
-
-async def set_plan_status(conn: AsyncConnection, plan_id: int, status: str) -> Plan:
-    statement = (
-        update(p)
-        .where(p.c.id == plan_id)
-        .values(status=status, updated_at=utcnow())
-        .returning(*p.c)
-    )
-    return Plan(*(await conn.execute(statement)).one())
 
 
 async def phases_of(conn: AsyncConnection, plan_id: int) -> list[Phase]:

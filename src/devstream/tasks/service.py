@@ -15,11 +15,10 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db import task_store as store
-from devstream.db.queries import QueryManager
+from devstream.db.queries import QueryManager, RecordT, Repository
 from devstream.db.records import Dependency, MicroTask, Phase, Plan
 from devstream.db.types import utcnow
 from devstream.errors import DependencyCycle, InvalidInput, NotFound
@@ -47,9 +46,8 @@ class TaskService:
         checks.text(description)
         checks.priority(priority)
         async with self._write() as conn:
-            return await store.add_plan(
-                conn, title=title.strip(), description=description, priority=priority
-            )
+            values = {"title": title.strip(), "description": description, "priority": priority}
+            return await self._queries.plans.insert_in(conn, values)
 
     async def plans(self, *, status: str | None = None) -> list[Plan]:
         if status is None:
@@ -62,7 +60,7 @@ class TaskService:
         completed only when every phase is."""
         checks.known(status, PLAN_FLOW, "plan status")
         async with self._write() as conn:
-            plan = await _plan(conn, plan_id)
+            plan = await self._plan(conn, plan_id)
             check(PLAN_FLOW, "plan", plan_id, plan.status, status)
             if status == "completed":
                 problem = (await _progress(conn, plan)).why_incomplete()
@@ -70,7 +68,7 @@ class TaskService:
                     raise InvalidInput(
                         problem, hint="complete or skip its tasks first, or cancel the plan"
                     )
-            return await store.set_plan_status(conn, plan_id, status)
+            return await self._set_plan_status(conn, plan_id, status)
 
     async def update_plan(self, plan_id: int, **values: Any) -> Plan:
         """Change title, description or priority (status moves by `set_plan_status`)."""
@@ -79,7 +77,7 @@ class TaskService:
             "description": checks.text,
             "priority": checks.priority,
         }
-        return Plan(*await self._edit("plan", store.p, plan_id, values, rules))
+        return await self._edit(self._queries.plans, plan_id, values, rules)
 
     async def update_phase(self, phase_id: int, **values: Any) -> Phase:
         """Rename a phase or move it to another position in its plan (of an open plan)."""
@@ -88,23 +86,23 @@ class TaskService:
         async def guard(conn: AsyncConnection) -> None:
             await self._open_phase(conn, phase_id)
 
-        return Phase(*await self._edit("phase", store.ph, phase_id, values, rules, guard=guard))
+        return await self._edit(self._queries.phases, phase_id, values, rules, guard=guard)
 
     async def _edit(
         self,
-        kind: str,
-        table: Table,
+        repository: Repository[RecordT],
         key: int,
         values: dict[str, Any],
         rules: dict[str, checks.Check],
         *,
         guard: Guard | None = None,
-    ) -> tuple[Any, ...]:
+    ) -> RecordT:
         """Check and set fields of one row; names and titles are stored stripped."""
         unknown = set(values) - set(rules)
         if unknown or not values:
             raise InvalidInput(
-                f"cannot update {', '.join(sorted(unknown)) or 'nothing'} of a {kind}; "
+                f"cannot update {', '.join(sorted(unknown)) or 'nothing'} of a "
+                f"{repository.kind}; "
                 f"editable: {', '.join(rules)}"
             )
         for name, value in values.items():
@@ -113,10 +111,10 @@ class TaskService:
         async with self._write() as conn:
             if guard is not None:
                 await guard(conn)
-            row = await store.update_row(conn, table, key, values)
-        if row is None:
-            raise NotFound(kind, key)
-        return row
+            updated = await repository.update_in(conn, key, values)
+        if updated is None:
+            raise NotFound(repository.kind, key)
+        return updated
 
     async def add_phase(self, plan_id: int, name: str, *, position: int | None = None) -> Phase:
         """A phase at `position`, or after the plan's last one."""
@@ -124,16 +122,17 @@ class TaskService:
         if position is not None:
             checks.position(position)
         async with self._write() as conn:
-            plan = await _plan(conn, plan_id)
+            plan = await self._plan(conn, plan_id)
             checks.plan_open(plan.id, plan.status)
             if position is None:
                 position = await store.next_position(conn, plan_id)
-            return await store.add_phase(conn, plan_id, name.strip(), position)
+            values = {"plan_id": plan_id, "name": name.strip(), "position": position}
+            return await self._queries.phases.insert_in(conn, values)
 
     async def progress(self, plan_id: int) -> PlanProgress:
         """The plan, its phases' progress and its tasks, from one snapshot."""
         async with self._pool.read_transaction() as conn:
-            return await _progress(conn, await _plan(conn, plan_id))
+            return await _progress(conn, await self._plan(conn, plan_id))
 
     # --- tasks -----------------------------------------------------------------------
 
@@ -154,14 +153,14 @@ class TaskService:
         checks.estimate(estimated_minutes)
         async with self._write() as conn:
             await self._open_phase(conn, phase_id)
-            task = await store.add_task(
-                conn,
-                phase_id=phase_id,
-                title=title.strip(),
-                description=description,
-                priority=priority,
-                estimated_minutes=estimated_minutes,
-            )
+            values = {
+                "phase_id": phase_id,
+                "title": title.strip(),
+                "description": description,
+                "priority": priority,
+                "estimated_minutes": estimated_minutes,
+            }
+            task = await self._queries.tasks.insert_in(conn, values)
             for prerequisite in dict.fromkeys(depends_on):  # each once, in the order given
                 await self._depend(conn, task.id, prerequisite)
             await store.sync_phase(conn, phase_id)  # a done phase has work again
@@ -197,7 +196,7 @@ class TaskService:
             located = await self._locate(conn, task_id)
             checks.plan_open(located.plan_id, located.plan_status)
 
-        return MicroTask(*await self._edit("task", store.t, task_id, values, rules, guard=guard))
+        return await self._edit(self._queries.tasks, task_id, values, rules, guard=guard)
 
     async def ready(
         self, *, plan_id: int | None = None, limit: int | None = None
@@ -218,14 +217,8 @@ class TaskService:
     async def remove_dependency(self, task_id: int, depends_on_id: int) -> None:
         """`task_id` no longer waits for `depends_on_id` (a pending task of an open plan)."""
         async with self._write() as conn:
-            located = await self._locate(conn, task_id)
-            if located.task.status != "pending":
-                raise InvalidInput(
-                    f"task {task_id} is {located.task.status}; only a pending task's "
-                    "dependencies can change"
-                )
-            checks.plan_open(located.plan_id, located.plan_status)
-            if not await store.remove_dependency(conn, task_id, depends_on_id):
+            _check_dependencies_changeable(await self._locate(conn, task_id))
+            if not await self._queries.dependencies.delete_in(conn, task_id, depends_on_id):
                 raise NotFound("dependency", (task_id, depends_on_id))
 
     async def dependencies(self, task_id: int) -> list[Dependency]:
@@ -236,12 +229,7 @@ class TaskService:
             await self._locate(conn, task_id),
             await self._locate(conn, depends_on_id),
         )
-        if task.task.status != "pending":
-            raise InvalidInput(
-                f"task {task_id} is {task.task.status}; only a pending task's "
-                "dependencies can change"
-            )
-        checks.plan_open(task.plan_id, task.plan_status)
+        _check_dependencies_changeable(task)
         if task.plan_id != prerequisite.plan_id:
             raise InvalidInput(
                 f"task {task_id} (plan {task.plan_id}) cannot depend on task {depends_on_id} "
@@ -250,7 +238,7 @@ class TaskService:
         cycle = cycle_through(await store.plan_edges(conn, task.plan_id), task_id, depends_on_id)
         if cycle is not None:
             raise DependencyCycle(cycle)
-        return await store.add_dependency(conn, task_id, depends_on_id)
+        return await self._queries.dependencies.insert_in(conn, task_id, depends_on_id)
 
     # --- transitions -----------------------------------------------------------------
 
@@ -290,7 +278,7 @@ class TaskService:
     ) -> MicroTask:
         """Inside the claiming transaction: make the change; starting activates the plan."""
         if to == "active" and located.plan_status == "draft":
-            await store.set_plan_status(conn, located.plan_id, "active")
+            await self._set_plan_status(conn, located.plan_id, "active")
         return await store.change_status(conn, located.task, to, **values)
 
     def count(self, located: store.Located, to: str) -> None:
@@ -298,10 +286,10 @@ class TaskService:
         self.metrics.increment(f"task.transitions.{located.task.status}->{to}")
 
     async def _open_phase(self, conn: AsyncConnection, phase_id: int) -> None:
-        phase = await store.phase(conn, phase_id)
+        phase = await self._queries.phases.get_in(conn, phase_id)
         if phase is None:
             raise NotFound("phase", phase_id)
-        plan = await _plan(conn, phase.plan_id)
+        plan = await self._plan(conn, phase.plan_id)
         checks.plan_open(plan.id, plan.status)
 
     async def _locate(self, conn: AsyncConnection, task_id: int) -> store.Located:
@@ -310,12 +298,25 @@ class TaskService:
             raise NotFound("task", task_id)
         return located
 
+    async def _plan(self, conn: AsyncConnection, plan_id: int) -> Plan:
+        plan = await self._queries.plans.get_in(conn, plan_id)
+        if plan is None:
+            raise NotFound("plan", plan_id)
+        return plan
 
-async def _plan(conn: AsyncConnection, plan_id: int) -> Plan:
-    plan = await store.plan(conn, plan_id)
-    if plan is None:
-        raise NotFound("plan", plan_id)
-    return plan
+    async def _set_plan_status(self, conn: AsyncConnection, plan_id: int, status: str) -> Plan:
+        plan = await self._queries.plans.update_in(conn, plan_id, {"status": status})
+        assert plan is not None  # the caller has just read it in this transaction
+        return plan
+
+
+def _check_dependencies_changeable(task: store.Located) -> None:
+    if task.task.status != "pending":
+        raise InvalidInput(
+            f"task {task.task.id} is {task.task.status}; only a pending task's "
+            "dependencies can change"
+        )
+    checks.plan_open(task.plan_id, task.plan_status)
 
 
 def finished(task: MicroTask) -> dict[str, datetime | float | None]:
