@@ -44,7 +44,7 @@ class DevStream:
             "resources", lambda: {**resource_usage(), "open_connections": pool.open_connections()}
         )
         self.tasks = TaskService(self.queries, self.metrics, self.memory.transaction)
-        self.workflow = Workflow(self.tasks, self.memory, self.queries, self.metrics)
+        self.workflow = Workflow(self.tasks, self.memory, pool, self.metrics)
 
     @classmethod
     @asynccontextmanager

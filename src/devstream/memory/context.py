@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from devstream.db.memory_store import MemoryFilter
 from devstream.db.queries import QueryManager
+from devstream.db.records import MicroTask
 from devstream.errors import InvalidInput
 from devstream.memory.search import SearchHit
 from devstream.memory.service import MemoryService
@@ -124,17 +125,20 @@ async def assemble_for_task(
     *,
     per_type_cap: int | None = None,
     count_tokens: TokenCounter = approximate_tokens,
-    count_retrievals: bool = True,
 ) -> AssembledContext:
     """The context for a task: its title and description as the query, its plan first."""
     task = await queries.tasks.get(task_id)
     phase = await queries.phases.get(task.phase_id)
     return await assemble(
         memory,
-        f"{task.title}\n{task.description}",
+        task_query(task),
         budget,
         plan_id=phase.plan_id,
         per_type_cap=per_type_cap,
         count_tokens=count_tokens,
-        count_retrievals=count_retrievals,
     )
+
+
+def task_query(task: MicroTask) -> str:
+    """What a task's context is searched with."""
+    return f"{task.title}\n{task.description}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db import memory_store, task_store
-from devstream.db.queries import QueryManager
+from devstream.db.pool import ConnectionPool
 from devstream.db.records import ContextInjection, MicroTask
 from devstream.db.types import utcnow
 from devstream.errors import InvalidInput, TaskBlocked
@@ -24,7 +24,8 @@ from devstream.memory.context import (
     AssembledContext,
     TokenCounter,
     approximate_tokens,
-    assemble_for_task,
+    assemble,
+    task_query,
 )
 from devstream.memory.service import MemoryService, NewMemory, StoreResult
 from devstream.metrics import MetricsRegistry
@@ -64,12 +65,12 @@ class Workflow:
         self,
         tasks: TaskService,
         memory: MemoryService,
-        queries: QueryManager,
+        pool: ConnectionPool,
         metrics: MetricsRegistry,
     ) -> None:
         self.tasks = tasks
         self.memory = memory
-        self._queries = queries
+        self._pool = pool
         self.metrics = metrics
 
     async def start_task(
@@ -82,27 +83,27 @@ class Workflow:
     ) -> StartedTask:
         """Claim a ready task and inject the memories most relevant to it."""
         with self.metrics.timed("workflow.start"):
-            await self._claimable(task_id, "active")  # before the search, which costs more
-            context = await assemble_for_task(
+            located = await self._claimable(task_id, "active")  # before the costlier search
+            context = await assemble(
                 self.memory,
-                self._queries,
-                task_id,
+                task_query(located.task),
                 budget,
+                plan_id=located.plan_id,
                 per_type_cap=per_type_cap,
                 count_tokens=count_tokens,
-                count_retrievals=False,
+                count_retrievals=False,  # counted below, with the claim
             )
             async with self.memory.transaction() as conn:
-                located = await self.tasks.claim(conn, task_id, "active")
+                claimed = await self.tasks.claim(conn, task_id, "active")
                 await _check_unblocked(conn, task_id)
                 task = await self.tasks.move(
-                    conn, located, "active", started_at=utcnow(), completed_at=None, duration_s=None
+                    conn, claimed, "active", started_at=utcnow(), completed_at=None, duration_s=None
                 )
                 injection = await task_store.record_injection(
                     conn, task_id, context.memory_ids, context.tokens_used
                 )
                 await memory_store.touch(conn, context.memory_ids)
-        self.tasks.count(located, "active")
+        self.tasks.count(claimed, "active")
         self.metrics.increment("context.injections")
         self.metrics.increment("context.tokens_injected", context.tokens_used)
         return StartedTask(task, context, injection)
@@ -154,7 +155,7 @@ class Workflow:
 
     async def _claimable(self, task_id: int, to: str) -> task_store.Located:
         """The task, if it may move to `to` now (checked again when it does)."""
-        async with self._queries.pool.read_transaction() as conn:
+        async with self._pool.read_transaction() as conn:
             located = await self.tasks.claim(conn, task_id, to)
             if to == "active":
                 await _check_unblocked(conn, task_id)
