@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from devstream.db import memory_store, task_store
 from devstream.db.pool import ConnectionPool
+from devstream.metrics import LatencyDistribution
 
 
 async def store_figures(pool: ConnectionPool) -> dict[str, object]:
@@ -26,14 +25,14 @@ async def store_figures(pool: ConnectionPool) -> dict[str, object]:
 
 
 def _distribution(samples: list[float]) -> dict[str, float]:
+    """Seconds, with the percentiles every DevStream latency uses (nearest rank)."""
     if not samples:
         return {"count": 0}
-    p50, p95, p99 = np.percentile(samples, [50, 95, 99])
-    return {
-        "count": len(samples),
-        "mean": float(np.mean(samples)),
-        "p50": float(p50),
-        "p95": float(p95),
-        "p99": float(p99),
-        "max": max(samples),
+    runs = LatencyDistribution(window=len(samples))
+    for seconds in samples:
+        runs.observe(seconds)
+    summary = runs.summary()
+    in_seconds = {
+        name: getattr(summary, f"{name}_ms") / 1000 for name in ("mean", "p50", "p95", "p99", "max")
     }
+    return {"count": summary.count, **in_seconds}
