@@ -281,9 +281,11 @@ async def test_completing_a_task_captures_its_output_as_linked_memories(
         [Artifact("class Cache:\n    pass", "code"), Artifact("LRU over LFU: simpler", "decision")],
     )
     assert done.task.status == "completed"
-    assert done.task.duration_s is not None
-    assert done.task.duration_s >= 0
-    assert done.task.completed_at is not None
+    started_at, completed_at = done.task.started_at, done.task.completed_at
+    assert started_at is not None
+    assert completed_at is not None
+    # The duration is the run's own: from its start to its completion.
+    assert done.task.duration_s == (completed_at - started_at).total_seconds()
     kinds = sorted(m.entry.content_type for m in done.memories)
     assert kinds == ["code", "decision", "output"]
     for captured in done.memories:
