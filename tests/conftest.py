@@ -1,8 +1,12 @@
-"""Suite-wide settings: which event loop runs the async tests.
+"""Suite-wide settings: which event loop runs the async tests, and Hypothesis's profile.
 
 `--loop` (or DEVSTREAM_TEST_LOOP, which nox sets) picks the loop through pytest-asyncio's
 loop-factory hook. The default is uvloop where it is installed; a loop that was asked for
 but cannot be had is a usage error, never a silent fallback to another loop.
+
+Hypothesis runs the "dev" profile, or "ci" (more examples) when the CI variable is set.
+Neither has a deadline, so no test depends on the machine's speed, and a failure prints
+the blob that reproduces it (`@reproduce_failure`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 from collections.abc import Callable, Mapping
 
 import pytest
+from hypothesis import settings
 
 pytest_plugins = ["pytester", "devstream.testing.fixtures"]
 
@@ -20,6 +25,12 @@ LOOP_ENV = "DEVSTREAM_TEST_LOOP"
 LOOPS = ("asyncio", "uvloop")
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+settings.register_profile(
+    "dev", max_examples=100, deadline=None, derandomize=False, print_blob=True
+)
+settings.register_profile("ci", settings.get_profile("dev"), max_examples=200)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def default_loop() -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-import re
 import time
 import unicodedata
 from collections import Counter
@@ -31,6 +30,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from devstream.db.tokenizer import scrub, word_lists
 from devstream.errors import DimensionMismatch, EmbeddingError, EmbeddingUnavailable
 
 Vectors = npt.NDArray[np.float32]
@@ -68,10 +68,15 @@ def _check_texts(texts: Sequence[str]) -> None:
 
 # --- Offline feature hashing -------------------------------------------------------------
 
-_TOKEN = re.compile(r"\w+")
 _UNIGRAM_KEY = b"devstream/uni"
 _BIGRAM_KEY = b"devstream/bi"
 _BIGRAM_WEIGHT = 0.5
+
+
+def _words(texts: Sequence[str]) -> list[list[str]]:
+    # Queries are embedded too, so invalid code points are scrubbed, not refused. NFKC:
+    # unicode61 does not fold compatibility forms such as the "ﬁ" ligature.
+    return word_lists([unicodedata.normalize("NFKC", scrub(text)) for text in texts])
 
 
 @lru_cache(maxsize=65536)
@@ -86,7 +91,8 @@ def _feature(feature: str, key: bytes, dimension: int) -> tuple[int, float]:
 class HashingEmbedder:
     """Deterministic, offline embeddings by signed feature hashing of words and word pairs.
 
-    Text is NFKC-normalised and lowercased, split into Unicode words, and each word (and,
+    Text is NFKC-normalised and split into words as the full-text index splits them
+    (`devstream.db.tokenizer`: case- and diacritic-folded, unstemmed), and each word (and,
     at half weight, each adjacent word pair) adds a sublinear term frequency (1 + ln n) to
     one coordinate picked by BLAKE2b, with a hashed sign so collisions tend to cancel. The
     result is L2-normalised; a text without words maps to the zero vector. It needs no
@@ -101,7 +107,9 @@ class HashingEmbedder:
 
     def embed_one(self, text: str) -> Vectors:
         """The unit vector of one text (all zeros when it has no words)."""
-        words = _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+        return self._vector(_words([text])[0])
+
+    def _vector(self, words: list[str]) -> Vectors:
         vector = np.zeros(self.dimension, dtype=np.float64)
         bigrams = Counter(f"{a} {b}" for a, b in pairwise(words))
         features = ((Counter(words), _UNIGRAM_KEY, 1.0), (bigrams, _BIGRAM_KEY, _BIGRAM_WEIGHT))
@@ -117,8 +125,8 @@ class HashingEmbedder:
     async def embed(self, texts: Sequence[str]) -> Vectors:
         _check_texts(texts)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for row, text in enumerate(texts):
-            out[row] = self.embed_one(text)
+        for row, words in enumerate(_words(texts)):
+            out[row] = self._vector(words)
         return out
 
     async def aclose(self) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
-WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
+from devstream.db.tokenizer import words
+
 MIN_LENGTH = 3
 
 # Function words that carry no topic; kept short on purpose (English, as most notes are).
+# The tokenizer splits "don't" into "don" and "t", so negated auxiliaries appear as stems.
 _STOPWORD_TEXT = """
     about above after again against all also and any are because been before being below
     between both but can could did does doing down during each few for from further had has
@@ -17,12 +18,20 @@ _STOPWORD_TEXT = """
     that the their theirs them then there these they this those through too under until
     very was were what when where which while who whom why will with would you your yours
     yourself onto upon via per
+    aren couldn didn doesn don hadn hasn haven isn shouldn wasn weren won wouldn
 """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
+def _is_keyword(word: str) -> bool:
+    # Bare numbers (versions, counts, dates split at '-') name no topic.
+    return len(word) >= MIN_LENGTH and not word.isdigit() and word not in STOPWORDS
+
+
 def extract_keywords(text: str, limit: int = 12) -> list[str]:
-    """The `limit` most frequent content words (lowercase), ties by first appearance."""
-    words = [word.lower().strip("'-") for word in WORD.findall(text)]
-    counts = Counter(word for word in words if len(word) >= MIN_LENGTH and word not in STOPWORDS)
+    """The `limit` most frequent content words, folded as FTS5 folds them.
+
+    Ties go by first appearance.
+    """
+    counts = Counter(word for word in words(text) if _is_keyword(word))
     return [word for word, _ in counts.most_common(limit)]

@@ -1,0 +1,158 @@
+"""What a word is: SQLite's own FTS5 tokenizer, asked through a private in-memory database.
+
+The store's full-text index tokenizes with `FTS_TOKENIZER`. Python's `unicodedata` ships
+other Unicode tables than SQLite's unicode61 (Greek tonos is kept, Arabic harakat and Thai
+vowel marks split words, an emoji skin-tone modifier is a token), so a port of its rules
+cannot agree with it. Instead every text is inserted into an FTS5 table of that very
+tokenizer on a private `sqlite3` connection (the stdlib module links the same SQLite as the
+store) and its terms are read back through `fts5vocab` in document order. Each batch runs
+in one transaction that is rolled back, so the private tables stay empty.
+
+Bad input: a text holding a lone surrogate cannot be encoded for SQLite, so it cannot be
+stored or indexed either; `index_terms` and the word functions refuse it with
+`InvalidInput`. A NUL is passed through, as the store passes it (FTS5 separates words at
+it). Queries are typed by users (argv decodes undecodable bytes to lone surrogates) and
+FTS5 reads a MATCH expression only up to a NUL, so `query_phrases` first applies `scrub`,
+which replaces both with U+FFFD, a separator to unicode61 as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from devstream.errors import InvalidInput
+
+__all__ = [
+    "FTS_TOKENIZER",
+    "MAX_TERMS",
+    "Phrase",
+    "index_terms",
+    "query_phrases",
+    "scrub",
+    "word_lists",
+    "words",
+]
+
+# Must equal the tokenize= of memory_fts (migration 0001); a unit test holds them together.
+FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
+# The same folding without stemming: words as written, minus case and diacritics.
+_WORD_TOKENIZER = FTS_TOKENIZER.removeprefix("porter ")
+MAX_TERMS = 64
+
+_TERMS = "index_terms"
+_WORDS = "folded_words"
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """One whitespace-separated chunk of a query and the index terms FTS5 finds in it."""
+
+    text: str
+    terms: tuple[str, ...]
+
+
+class _Tokenizer:
+    """A lazily opened in-memory database holding one FTS5 table per tokenizer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+
+    def reset(self) -> None:
+        """Forget the connection and lock (in a forked child, where neither is usable)."""
+        self._lock = threading.Lock()
+        self._connection = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            connection = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            for table, tokenizer in ((_TERMS, FTS_TOKENIZER), (_WORDS, _WORD_TOKENIZER)):
+                connection.execute(
+                    f"CREATE VIRTUAL TABLE {table} USING fts5(text, tokenize='{tokenizer}')"
+                )
+                connection.execute(
+                    f"CREATE VIRTUAL TABLE {table}_vocab USING fts5vocab({table}, 'instance')"
+                )
+            self._connection = connection
+        return self._connection
+
+    def tokens(self, table: str, texts: Sequence[str]) -> list[list[str]]:
+        """The terms `table`'s tokenizer stores for each text, in order."""
+        if isinstance(texts, str):
+            raise TypeError("pass a sequence of texts, not a single string")
+        out: list[list[str]] = [[] for _ in texts]
+        if not texts:
+            return out
+        with self._lock:
+            connection = self._connect()
+            connection.execute("BEGIN")
+            try:
+                connection.executemany(
+                    f"INSERT INTO {table}(rowid, text) VALUES (?, ?)", enumerate(texts)
+                )
+                rows = connection.execute(
+                    f"SELECT doc, term FROM {table}_vocab ORDER BY doc, col, offset"
+                ).fetchall()
+            except UnicodeEncodeError as exc:
+                raise _unencodable(exc) from exc
+            finally:
+                connection.execute("ROLLBACK")
+        for doc, term in rows:
+            out[doc].append(term)
+        return out
+
+
+def _unencodable(exc: UnicodeEncodeError) -> InvalidInput:
+    char = exc.object[exc.start]
+    return InvalidInput(
+        f"text holds a lone surrogate U+{ord(char):04X} at offset {exc.start}: "
+        "it is not valid Unicode, so it cannot be stored or indexed",
+        hint="decode bytes with errors='replace' before passing them",
+    )
+
+
+_tokenizer = _Tokenizer()
+if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
+    # A child must not reuse the parent's SQLite connection or a lock held at fork time.
+    os.register_at_fork(after_in_child=_tokenizer.reset)
+
+
+def index_terms(texts: Sequence[str]) -> list[list[str]]:
+    """For each text, the terms FTS5 indexes for it in order, as memory_fts stores a column."""
+    return _tokenizer.tokens(_TERMS, texts)
+
+
+def word_lists(texts: Sequence[str]) -> list[list[str]]:
+    """For each text, its words in order: lowercased and diacritic-folded, not stemmed."""
+    return _tokenizer.tokens(_WORDS, texts)
+
+
+def words(text: str) -> list[str]:
+    """The words of one text in order: lowercased and diacritic-folded, not stemmed."""
+    return word_lists([text])[0]
+
+
+def scrub(text: str) -> str:
+    """`text` with every NUL and lone surrogate replaced by U+FFFD; the words stay the same."""
+    return _UNSAFE.sub("\ufffd", text)
+
+
+def query_phrases(query: str) -> list[Phrase]:
+    """The phrases of a user query: one per whitespace-separated chunk holding a term.
+
+    A chunk of several terms (`snake_case`, `foo.bar`, `2026-11-25`) is one phrase, as FTS5
+    reads a quoted string. Chunks with the same terms as an earlier one are dropped; at
+    most MAX_TERMS phrases are kept. The query is scrubbed first (see `scrub`).
+    """
+    chunks = scrub(query).split()
+    phrases: dict[tuple[str, ...], Phrase] = {}
+    for chunk, terms in zip(chunks, index_terms(chunks), strict=True):
+        if terms:
+            phrases.setdefault(tuple(terms), Phrase(chunk, tuple(terms)))
+    return list(phrases.values())[:MAX_TERMS]
