@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from devstream.config import Settings, load_settings
-from devstream.db import migrate
+from devstream.db import revision
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
 from devstream.memory.embedders import Embedder, HashingEmbedder, OllamaEmbedder
@@ -59,7 +59,11 @@ class DevStream:
         settings = _settings_for(target)
         pool = ConnectionPool.create(settings)
         try:
-            await migrate.ensure_current(pool, migrate=migrate_schema)
+            if await revision.stamped(pool) != revision.HEAD:
+                # Missing, behind or unknown: only now is Alembic worth loading.
+                from devstream.db import migrate  # noqa: PLC0415
+
+                await migrate.ensure_current(pool, migrate=migrate_schema)
             ds = cls(settings, pool)
             try:
                 yield ds

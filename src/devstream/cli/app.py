@@ -1,25 +1,23 @@
 """`devstream`: parse, call the services, print text or JSON.
 
-Errors are one line on stderr and a non-zero exit, never a traceback.
+Errors are one line on stderr and a non-zero exit, never a traceback. The command modules
+import the storage stack (SQLAlchemy, Alembic, numpy, httpx, rich) inside the commands that
+use it, so `--version` and every `--help` load none of it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
 import click
 
-from devstream import doctor
-from devstream.app import DevStream
 from devstream.cli.demo import demo
 from devstream.cli.memory import context, memory
-from devstream.cli.output import Output, pass_output
+from devstream.cli.output import Output, pass_output, run_async, with_store
 from devstream.cli.tasks import phase, plan, stats, task
 from devstream.config import load_settings
-from devstream.db import migrate
 from devstream.errors import DevStreamError
 
 
@@ -46,12 +44,9 @@ def cli(
 @pass_output
 def init(out: Output) -> None:
     """Create the database, or migrate it to this version's schema."""
+    from devstream.db import migrate  # noqa: PLC0415
 
-    async def run() -> migrate.SchemaStatus:
-        async with DevStream.open(out.settings) as ds:
-            return await migrate.status(ds.pool)
-
-    state = asyncio.run(run())
+    state = with_store(out, lambda ds: migrate.status(ds.pool))
     url = out.settings.database_url
     out.emit({"database": url, "schema": state.current}, f"ready: {url} (schema {state.current})")
 
@@ -60,7 +55,9 @@ def init(out: Output) -> None:
 @pass_output
 def doctor_command(out: Output) -> None:
     """Check the database, its schema and pragmas, and whether Ollama answers."""
-    checks = asyncio.run(doctor.diagnose(out.settings))
+    from devstream import doctor  # noqa: PLC0415
+
+    checks = run_async(doctor.diagnose(out.settings))
     healthy = all(check.ok for check in checks if check.required)
     lines = [
         f"{'ok' if c.ok else ('FAIL' if c.required else 'warn'):>4}  {c.name:<9} {c.detail}"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import click
 
-from devstream.cli.output import Output, pass_output, printable
-from devstream.demo import run_demo
+from devstream.cli.output import Output, pass_output, printable, run_async
 
 SNIPPET = 70
 
@@ -17,7 +15,9 @@ SNIPPET = 70
 @pass_output
 def demo(out: Output) -> None:
     """Tour DevStream on a fresh temporary database, offline: plan, tasks, memory, metrics."""
-    document = asyncio.run(run_demo())
+    from devstream.demo import run_demo  # noqa: PLC0415
+
+    document = run_async(run_demo())
     out.emit(document, printable(demo_text(document)))
 
 

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from devstream.app import DevStream
 from devstream.cli.output import Output, pass_output, printable, with_store
-from devstream.db.memory_store import MemoryFilter
-from devstream.db.records import MemoryEntry
-from devstream.db.schema import CONTENT_TYPES
-from devstream.memory.context import AssembledContext, assemble
-from devstream.memory.search import SearchResult
-from devstream.memory.service import EmbedReport
+from devstream.vocabulary import CONTENT_TYPES
+
+if TYPE_CHECKING:
+    from devstream.app import DevStream
+    from devstream.db.records import MemoryEntry
+    from devstream.memory.context import AssembledContext
+    from devstream.memory.search import SearchResult
+    from devstream.memory.service import EmbedReport
 
 SNIPPET = 72
 
@@ -94,6 +93,8 @@ def search(
     min_similarity: float | None,
 ) -> None:
     """Hybrid full-text + vector search."""
+    from devstream.db.memory_store import MemoryFilter  # noqa: PLC0415
+
     filters = MemoryFilter(frozenset(content_types), plan_id=plan_id, task_id=task_id)
     result = with_store(
         out,
@@ -196,6 +197,9 @@ def reembed(out: Output, batch_size: int) -> None:
 
 def _embed_waiting(out: Output, action: str, batch_size: int) -> None:
     """Run backfill or reembed with a progress bar on stderr; exit 1 if it stopped early."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+
     console = Console(stderr=True)
     columns = (TextColumn(action), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=console, disable=out.as_json, transient=True) as bar:
@@ -225,6 +229,8 @@ def context(
     out: Output, query: str, budget: int, plan_id: int | None, per_type_cap: int | None
 ) -> None:
     """Assemble the most relevant memories for QUERY within a token budget."""
+    from devstream.memory.context import assemble  # noqa: PLC0415
+
     assembled: AssembledContext = with_store(
         out,
         lambda ds: assemble(ds.memory, query, budget, plan_id=plan_id, per_type_cap=per_type_cap),

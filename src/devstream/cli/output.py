@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from devstream.app import DevStream
 from devstream.config import Settings
+
+if TYPE_CHECKING:
+    from devstream.app import DevStream
 
 T = TypeVar("T")
 
@@ -49,11 +50,19 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+def run_async(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` on a fresh event loop (asyncio alone weighs more than the rest of `--help`)."""
+    import asyncio  # noqa: PLC0415
+
+    return asyncio.run(work)
+
+
 def with_store(out: Output, work: Callable[[DevStream], Awaitable[T]]) -> T:
     """Open the configured store, run `work` on it, close it."""
+    from devstream.app import DevStream  # noqa: PLC0415
 
     async def run() -> T:
         async with DevStream.open(out.settings) as ds:
             return await work(ds)
 
-    return asyncio.run(run())
+    return run_async(run())

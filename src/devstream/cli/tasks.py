@@ -5,23 +5,32 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from devstream.app import DevStream
 from devstream.cli.output import Output, pass_output, printable, with_store
-from devstream.db.records import MicroTask, Plan
-from devstream.tasks.progress import PlanProgress
-from devstream.tasks.states import PLAN_FLOW, TASK_FLOW
-from devstream.tasks.workflow import DEFAULT_BUDGET, Artifact, FinishedTask, StartedTask
+from devstream.vocabulary import (
+    CONTEXT_BUDGET,
+    MAX_PRIORITY,
+    MAX_TASK_MINUTES,
+    MIN_PRIORITY,
+    PLAN_STATUSES,
+    TASK_STATUSES,
+)
+
+if TYPE_CHECKING:
+    from devstream.app import DevStream
+    from devstream.db.records import MicroTask, Plan
+    from devstream.tasks.progress import PlanProgress
+    from devstream.tasks.workflow import FinishedTask, StartedTask
 
 priority_option = click.option(
     "--priority",
     default=5,
     show_default=True,
-    type=click.IntRange(1, 10),
-    help="10 is the most important.",
+    type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY),
+    help=f"{MAX_PRIORITY} is the most important.",
 )
 
 
@@ -89,7 +98,7 @@ def plan_create(out: Output, title: str, description: str, priority: int) -> Non
 
 
 @plan.command("list")
-@click.option("--status", type=click.Choice(list(PLAN_FLOW)))
+@click.option("--status", type=click.Choice(PLAN_STATUSES))
 @pass_output
 def plan_list(out: Output, status: str | None) -> None:
     """List plans, oldest first."""
@@ -119,7 +128,7 @@ def plan_show(out: Output, plan_id: int) -> None:
 
 @plan.command("status")
 @click.argument("plan_id", type=int)
-@click.argument("status", type=click.Choice(list(PLAN_FLOW)))
+@click.argument("status", type=click.Choice(PLAN_STATUSES))
 @pass_output
 def plan_status(out: Output, plan_id: int, status: str) -> None:
     """Move a plan to STATUS (draft -> active -> completed | archived | cancelled)."""
@@ -168,7 +177,7 @@ def task() -> None:
     default=5,
     show_default=True,
     type=int,
-    help="Minutes; at most 10 (split larger work).",
+    help=f"Minutes; at most {MAX_TASK_MINUTES} (split larger work).",
 )
 @click.option(
     "--after", "depends_on", type=int, multiple=True, help="Task it depends on; repeatable."
@@ -202,7 +211,7 @@ def task_add(
 @task.command("list")
 @click.option("--plan", "plan_id", type=int)
 @click.option("--phase", "phase_id", type=int)
-@click.option("--status", type=click.Choice(list(TASK_FLOW)))
+@click.option("--status", type=click.Choice(TASK_STATUSES))
 @pass_output
 def task_list(out: Output, plan_id: int | None, phase_id: int | None, status: str | None) -> None:
     """List tasks in phase order."""
@@ -237,7 +246,7 @@ def task_ready(out: Output, plan_id: int | None, limit: int | None) -> None:
 @click.argument("task_id", type=int)
 @click.option(
     "--budget",
-    default=DEFAULT_BUDGET,
+    default=CONTEXT_BUDGET,
     show_default=True,
     type=click.IntRange(1),
     help="Tokens of context to inject.",
@@ -288,6 +297,8 @@ def task_complete(
     decisions: tuple[str, ...],
 ) -> None:
     """Complete an active task, capturing what it produced as memories."""
+    from devstream.tasks.workflow import Artifact  # noqa: PLC0415
+
     artifacts = [Artifact(_read(path), "code") for path in code_files]
     artifacts += [Artifact(text, "decision") for text in decisions]
     done: FinishedTask = with_store(

@@ -16,6 +16,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
 from devstream.db.pool import ConnectionPool
+from devstream.db.revision import stamped
 from devstream.db.schema import is_fts_object, metadata
 from devstream.errors import NotInitialised, SchemaError, SchemaTooNew, SchemaTooOld
 
@@ -88,11 +89,7 @@ async def downgrade(pool: ConnectionPool, revision: str) -> None:
 
 
 async def status(pool: ConnectionPool) -> SchemaStatus:
-    async with pool.read_transaction() as conn:
-        current = await conn.run_sync(
-            lambda sync: MigrationContext.configure(sync).get_current_revision()
-        )
-    return SchemaStatus(current=current, head=head_revision())
+    return SchemaStatus(current=await stamped(pool), head=head_revision())
 
 
 async def schema_drift(pool: ConnectionPool, target: MetaData = metadata) -> list[Any]:

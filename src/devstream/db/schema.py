@@ -24,12 +24,14 @@ from sqlalchemy import (
 
 from devstream.db.types import UTCDateTime, utcnow
 
-PLAN_STATUSES = ("draft", "active", "completed", "archived", "cancelled")
-PHASE_STATUSES = ("pending", "active", "completed")
-TASK_STATUSES = ("pending", "active", "completed", "failed", "skipped")
-CONTENT_TYPES = ("code", "documentation", "context", "output", "error", "decision", "learning")
-EMBEDDING_STATUSES = ("pending", "embedded", "failed")
-MAX_TASK_MINUTES = 10
+# The vocabulary is re-exported (`X as X`) for callers that import it from here.
+from devstream.vocabulary import CONTENT_TYPES as CONTENT_TYPES  # noqa: PLC0414
+from devstream.vocabulary import EMBEDDING_STATUSES as EMBEDDING_STATUSES  # noqa: PLC0414
+from devstream.vocabulary import MAX_PRIORITY, MAX_TITLE, MIN_PRIORITY
+from devstream.vocabulary import MAX_TASK_MINUTES as MAX_TASK_MINUTES  # noqa: PLC0414
+from devstream.vocabulary import PHASE_STATUSES as PHASE_STATUSES  # noqa: PLC0414
+from devstream.vocabulary import PLAN_STATUSES as PLAN_STATUSES  # noqa: PLC0414
+from devstream.vocabulary import TASK_STATUSES as TASK_STATUSES  # noqa: PLC0414
 
 # Full-text index objects living beside the tables; schema comparison ignores them.
 FTS_TABLE = "memory_fts"
@@ -55,6 +57,9 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
+_priority_range = f"priority BETWEEN {MIN_PRIORITY} AND {MAX_PRIORITY}"
+
+
 def _timestamps() -> list[Column[datetime]]:
     return [
         Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
@@ -66,14 +71,14 @@ intervention_plans = Table(
     "intervention_plans",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("title", String(200), nullable=False),
+    Column("title", String(MAX_TITLE), nullable=False),
     Column("description", Text, nullable=False, default=""),
     Column("status", String(16), nullable=False, default="draft"),
     Column("priority", Integer, nullable=False, default=5),
     *_timestamps(),
     CheckConstraint("length(trim(title)) > 0", name="title_not_blank"),
     CheckConstraint(_one_of("status", PLAN_STATUSES), name="status"),
-    CheckConstraint("priority BETWEEN 1 AND 10", name="priority"),
+    CheckConstraint(_priority_range, name="priority"),
 )
 
 phases = Table(
@@ -86,7 +91,7 @@ phases = Table(
         ForeignKey("intervention_plans.id", ondelete="CASCADE"),
         nullable=False,
     ),
-    Column("name", String(200), nullable=False),
+    Column("name", String(MAX_TITLE), nullable=False),
     Column("position", Integer, nullable=False),
     Column("status", String(16), nullable=False, default="pending"),
     *_timestamps(),
@@ -101,7 +106,7 @@ micro_tasks = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("phase_id", Integer, ForeignKey("phases.id", ondelete="CASCADE"), nullable=False),
-    Column("title", String(200), nullable=False),
+    Column("title", String(MAX_TITLE), nullable=False),
     Column("description", Text, nullable=False, default=""),
     Column("status", String(16), nullable=False, default="pending"),
     Column("priority", Integer, nullable=False, default=5),
@@ -113,7 +118,7 @@ micro_tasks = Table(
     *_timestamps(),
     CheckConstraint("length(trim(title)) > 0", name="title_not_blank"),
     CheckConstraint(_one_of("status", TASK_STATUSES), name="status"),
-    CheckConstraint("priority BETWEEN 1 AND 10", name="priority"),
+    CheckConstraint(_priority_range, name="priority"),
     CheckConstraint(f"estimated_minutes BETWEEN 1 AND {MAX_TASK_MINUTES}", name="estimate"),
     CheckConstraint("retry_count >= 0", name="retry_count"),
     CheckConstraint("duration_s IS NULL OR duration_s >= 0", name="duration"),
@@ -207,4 +212,14 @@ store_state = Table(
     Column("id", Integer, primary_key=True),
     Column("generation", String(64), nullable=False),
     CheckConstraint("id = 1", name="single_row"),
+)
+
+# One row per change to a memory entry, written by triggers in the changing transaction
+# (migration 0003); the in-process indexes catch up by reading what follows their last seq.
+memory_changes = Table(
+    "memory_changes",
+    metadata,
+    Column("seq", Integer, primary_key=True),
+    Column("entry_id", Integer, nullable=False),
+    Column("generation", String(64), nullable=False),
 )

@@ -25,15 +25,9 @@ from devstream.db.schema import (
     task_events,
 )
 from devstream.db.types import utcnow
+from devstream.vocabulary import DONE, OPEN_PLANS, RUN_ENDS, WORKED_ON
 
 t, p, ph, dep = micro_tasks, intervention_plans, phases, task_dependencies
-
-# Tasks that count as done for their phase; tasks whose work has begun; plans still open.
-DONE = ("completed", "skipped")
-WORKED_ON = ("active", "completed", "failed")
-OPEN_PLANS = ("draft", "active")
-# A run of a task ends with one of these events (it began with pending -> active).
-RUN_ENDS = ("completed", "failed", "skipped")
 
 _prerequisite = t.alias("prerequisite")
 # Edges whose prerequisite is not completed: what keeps a task waiting.

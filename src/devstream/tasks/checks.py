@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeGuard
 
-from devstream.db.schema import MAX_TASK_MINUTES
-from devstream.db.task_store import OPEN_PLANS
 from devstream.errors import InvalidInput
 from devstream.tasks.states import Flow
+from devstream.vocabulary import MAX_PRIORITY, MAX_TASK_MINUTES, MAX_TITLE, MIN_PRIORITY, OPEN_PLANS
 
 Check = Callable[[Any], None]
-MAX_TITLE = 200
 
 
 def whole_number(value: object) -> TypeGuard[int]:
@@ -38,8 +36,10 @@ def text(value: object) -> None:
 
 
 def priority(value: object) -> None:
-    if not whole_number(value) or not 1 <= value <= 10:
-        raise InvalidInput(f"priority must be a whole number from 1 to 10, got {value!r}")
+    if not whole_number(value) or not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidInput(
+            f"priority must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}, got {value!r}"
+        )
 
 
 def estimate(minutes: object) -> None:

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from devstream.db.records import MicroTask, Phase, Plan
-from devstream.db.task_store import DONE
+from devstream.vocabulary import DONE
 
 
 @dataclass(frozen=True)

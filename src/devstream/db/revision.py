@@ -1,0 +1,31 @@
+"""The schema revision this code expects, and the one a database is stamped with.
+
+Reading the stamp needs no Alembic, so opening a database that is already at head stays
+cheap; `devstream.db.migrate` (Alembic) decides and acts on everything else.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import String, column, inspect, select, table
+from sqlalchemy.engine import Connection
+
+from devstream.db.pool import ConnectionPool
+
+# The newest migration in db/migrations/versions; a unit test keeps the two equal.
+HEAD = "0003"
+
+# Alembic's own bookkeeping table (its default name and column).
+_VERSION_NUM = column("version_num", String)
+_VERSION = table("alembic_version", _VERSION_NUM)
+
+
+async def stamped(pool: ConnectionPool) -> str | None:
+    """The revision the database is stamped with; None when it has no DevStream schema."""
+
+    def read(sync: Connection) -> str | None:
+        if not inspect(sync).has_table(_VERSION.name):
+            return None
+        return sync.scalar(select(_VERSION_NUM))
+
+    async with pool.read_transaction() as conn:
+        return await conn.run_sync(read)

@@ -1,0 +1,109 @@
+"""What a fresh `devstream` process imports: help and version load no storage stack, and a
+database already at head is opened without Alembic."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devstream.db import migrate, revision
+
+HEAVY = frozenset({"sqlalchemy", "numpy", "alembic", "httpx", "rich"})
+TIMEOUT_S = 60
+
+# Runs the console entry point, then writes the top-level packages it imported to a file.
+PROBE = """
+import json, sys
+from devstream.cli.app import main
+
+report, args = sys.argv[1], sys.argv[2:]
+try:
+    main(args)
+finally:
+    with open(report, "w", encoding="utf-8") as file:
+        json.dump(sorted({name.split(".")[0] for name in sys.modules}), file)
+"""
+
+
+def run_cli(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """`devstream ARGS` in a fresh interpreter: its outcome and the packages it imported."""
+    report = tmp_path / "modules.json"
+    report.unlink(missing_ok=True)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("DEVSTREAM_")}
+    env["DEVSTREAM_CONFIG"] = str(tmp_path / "absent.toml")
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(report), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, f"`devstream {' '.join(args)}` failed:\n{done.stderr}"
+    return done, set(json.loads(report.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize(
+    ("args", "shows"),
+    [
+        (["--version"], "devstream "),
+        (["--help"], "Usage: devstream [OPTIONS] COMMAND"),
+        (["memory", "--help"], "Usage: devstream memory"),
+        (["task", "--help"], "Usage: devstream task"),
+    ],
+    ids=["version", "help", "memory-help", "task-help"],
+)
+def test_help_and_version_load_no_storage_stack(
+    tmp_path: Path, args: list[str], shows: str
+) -> None:
+    done, imported = run_cli(tmp_path, *args)
+    assert shows in done.stdout
+    assert not imported & HEAVY, (
+        f"`devstream {' '.join(args)}` imported {sorted(imported & HEAVY)}; "
+        "import them inside the commands that need them"
+    )
+
+
+def test_a_database_at_head_is_opened_without_alembic(tmp_path: Path) -> None:
+    db = str(tmp_path / "at-head.db")
+    done, imported = run_cli(tmp_path, "--db", db, "init")
+    assert f"(schema {migrate.head_revision()})" in done.stdout
+    assert "alembic" in imported, "init migrates, so it cannot have done so without Alembic"
+
+    done, imported = run_cli(tmp_path, "--db", db, "task", "ready")
+    assert done.stdout.strip() == "nothing is ready"
+    assert "alembic" not in imported, "`task ready` on a database at head loaded Alembic"
+
+
+def test_the_head_constant_is_the_newest_migration() -> None:
+    newest = migrate.head_revision()
+    assert newest == revision.HEAD, (
+        f"devstream.db.revision.HEAD is {revision.HEAD!r} but the newest migration is "
+        f"{newest!r}: set HEAD = {newest!r}, or databases at {revision.HEAD!r} are opened "
+        "without being migrated"
+    )
+
+
+def test_the_package_face_loads_its_names_on_first_use() -> None:
+    probe = (
+        "import json, sys, devstream\n"
+        "loaded_early = sorted(set(sys.modules) & {'devstream.app', 'sqlalchemy'})\n"
+        "from devstream import DevStream, DevStreamError, Settings, load_settings\n"
+        "from devstream.app import DevStream as Facade\n"
+        "print(json.dumps([loaded_early, DevStream is Facade, devstream.__all__]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=TIMEOUT_S, check=True
+    )
+    loaded_early, same, public = json.loads(done.stdout)
+    assert loaded_early == [], f"`import devstream` loaded {loaded_early}"
+    assert same, "devstream.DevStream is not devstream.app.DevStream"
+    assert public == ["DevStream", "DevStreamError", "Settings", "load_settings"]
+    with pytest.raises(AttributeError, match="has no attribute 'Missing'"):
+        _ = importlib.import_module("devstream").Missing
