@@ -19,6 +19,7 @@ LOOPS = ["asyncio", "uvloop"]
 CATEGORIES = {
     "database": "tests/integration/test_database_integration.py",
     "memory_database": "tests/integration/test_memory_database_integration.py",
+    "memory_index": "tests/integration/test_memory_index_integration.py",
     "tasks_memory": "tests/integration/test_tasks_memory_integration.py",
     "end_to_end": "tests/integration/test_end_to_end_workflows.py",
     "error_boundaries": "tests/integration/test_error_boundaries.py",

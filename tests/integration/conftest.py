@@ -43,8 +43,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     Benchmarks are the exception: they drive loops of their own (see benchmarks/)."""
     for item in items:
         here = item.path.is_relative_to(_INTEGRATION) and not item.path.is_relative_to(_BENCH)
-        if here and not inspect.iscoroutinefunction(getattr(item, "function", None)):
+        if here and not inspect.iscoroutinefunction(_test_body(item)):
             raise pytest.UsageError(f"{item.nodeid}: integration tests must be `async def`")
+
+
+def _test_body(item: pytest.Item) -> object:
+    """The function a test runs: for a Hypothesis test, the one `@given` wraps."""
+    function = getattr(item, "function", None)
+    hypothesis = getattr(function, "hypothesis", None)
+    return function if hypothesis is None else hypothesis.inner_test
 
 
 _INTEGRATION = Path(__file__).parent

@@ -141,9 +141,9 @@ async def test_a_new_process_loads_the_index_from_the_store(
     integration_devstream: DevStream, integration_memory_entries: list[MemoryEntry]
 ) -> None:
     fresh = DevStream(integration_devstream.settings, integration_devstream.pool)
-    assert len(fresh.memory.index.vectors) == 0
+    assert fresh.memory.index.footprint()["vectors"] == 0
     result = await fresh.memory.search("readers never block the writer", weights=VECTOR_ONLY)
-    assert len(fresh.memory.index.vectors) == len(integration_memory_entries)
+    assert fresh.memory.index.footprint()["vectors"] == len(integration_memory_entries)
     assert result.hits[0].entry.id == integration_memory_entries[0].id
     assert result.hits[0].similarity is not None
     assert result.hits[0].similarity > 0.5
@@ -453,7 +453,8 @@ async def test_wrong_dimension_is_a_typed_error_not_a_corrupt_index(
     assert "384" in report.error
     with pytest.raises(DimensionMismatch):
         await ds.memory.embedder.embed(["direct"])
-    assert len(ds.memory.index.vectors) == 0
+    await ds.memory.catch_up()
+    assert ds.memory.index.footprint()["vectors"] == 0
 
 
 async def _after_cooldown() -> None:
@@ -714,8 +715,9 @@ async def test_a_client_error_is_not_retried_and_leaves_the_breaker_closed(
     changed = await ds.memory.update(embedded.id, content="rewritten while refused")
     assert changed.embedding_status == "pending"
     assert changed.embedding is None
-    assert embedded.id not in ds.memory.index.vectors.rows.live
-    assert embedded.id in ds.memory.index.text.rows.live
+    await ds.memory.catch_up()
+    rows = ds.memory.index.rows
+    assert not rows.has_vector[rows.live[embedded.id]]
     await embedder.aclose()
 
 

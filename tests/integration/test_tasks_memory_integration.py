@@ -126,13 +126,14 @@ async def test_task_writes_do_not_make_the_memory_index_rebuild(
     ds = integration_devstream
     await ds.memory.store("Plans follow the store generation", "learning")
     await ds.memory.search("generation")  # the index is current now
-    loads = ds.metrics.latencies["memory.index.load"].count
+    loads = ds.metrics.counters["memory.index.loads"]
     work = await make_work(ds)
     await ds.tasks.update_plan(work.plan.id, priority=8)
     await ds.workflow.start_task(work.a.id)
     await ds.workflow.complete_task(work.a.id, "policy chosen")
-    await ds.memory.search("generation")
-    assert ds.metrics.latencies["memory.index.load"].count == loads
+    hits = (await ds.memory.search("policy chosen")).hits
+    assert ds.metrics.counters["memory.index.loads"] == loads
+    assert hits[0].entry.content == "policy chosen"  # the completion's output, caught up
 
 
 async def test_bad_task_input_is_refused_with_a_typed_error(

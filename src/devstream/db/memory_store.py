@@ -17,7 +17,6 @@ from sqlalchemy import (
     Integer,
     and_,
     bindparam,
-    case,
     column,
     delete,
     func,
@@ -30,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db.records import MemoryEntry
-from devstream.db.schema import FTS_TABLE, store_state
+from devstream.db.schema import FTS_TABLE, memory_changes, store_state
 from devstream.db.schema import memory_entries as m
 from devstream.db.sqlite import DriverQuery
 from devstream.db.types import utcnow
@@ -80,22 +79,6 @@ class Scope:
     task_id: int | None = None
 
 
-@dataclass(frozen=True)
-class SnapshotRow:
-    """One entry as the in-process indexes need it."""
-
-    id: int
-    content: str
-    keywords: str
-    content_type: str
-    plan_id: int | None
-    phase_id: int | None
-    task_id: int | None
-    created_at: datetime
-    embedding_status: str
-    embedding: bytes | None  # only a vector of the model asked for
-
-
 def _record(row: Any) -> MemoryEntry:
     # Positional: MemoryEntry's fields are the table's columns, in order (a unit test holds
     # them together), and a mapping per row costs more than the query on small results.
@@ -113,10 +96,12 @@ async def by_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> list[Memory
 _BY_HASHES = select(m).where(m.c.content_hash.in_(bindparam("hashes", expanding=True)))
 _INSERT = m.insert().returning(*m.c)
 _BY_IDS = select(m).where(m.c.id.in_(bindparam("ids", expanding=True)))
-# One row per entry found, or a single row of NULLs when none is: the token always comes back.
-# Ids go in as one JSON array, so the statement's text never changes.
-_BY_IDS_AND_GENERATION = DriverQuery(
-    select(store_state.c.generation, *m.c).select_from(
+# One row per entry found, or a single row of NULLs when none is: where the store stands (its
+# token and newest change) always comes back. Ids go in as one JSON array, so the
+# statement's text never changes.
+_NEWEST_CHANGE = select(func.coalesce(func.max(memory_changes.c.seq), 0)).scalar_subquery()
+_BY_IDS_WITH_STATE = DriverQuery(
+    select(store_state.c.generation, _NEWEST_CHANGE, *m.c).select_from(
         store_state.outerjoin(
             m, m.c.id.in_(select(column("value")).select_from(func.json_each(bindparam("ids"))))
         )
@@ -165,13 +150,14 @@ async def list_entries(
     return [_record(row) for row in await conn.execute(query)]
 
 
-async def fetch_with_generation(
+async def fetch_with_state(
     conn: AsyncConnection, ids: Sequence[int]
-) -> tuple[str, dict[int, MemoryEntry]]:
-    """The store-generation token and the entries with these ids, in one statement."""
-    rows = await _BY_IDS_AND_GENERATION.all(conn, ids=json.dumps(list(ids)))
-    entries = {row[1]: MemoryEntry(*row[1:]) for row in rows if row[1] is not None}
-    return rows[0][0], entries
+) -> tuple[str, int, dict[int, MemoryEntry]]:
+    """The store-generation token, the newest change and the entries with these ids, in
+    one statement."""
+    rows = await _BY_IDS_WITH_STATE.all(conn, ids=json.dumps(list(ids)))
+    entries = {row[2]: MemoryEntry(*row[2:]) for row in rows if row[2] is not None}
+    return rows[0][0], int(rows[0][1]), entries
 
 
 async def fetch(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, MemoryEntry]:
@@ -192,28 +178,6 @@ async def full_text(
         .limit(limit)
     )
     return [(int(row[0]), float(row[1])) for row in await conn.execute(query)]
-
-
-async def snapshot(conn: AsyncConnection, model: str, dimension: int) -> list[SnapshotRow]:
-    """Every entry, with its vector when it has one of this model and dimension."""
-    usable = and_(
-        m.c.embedding_status == "embedded",
-        m.c.embedding_model == model,
-        m.c.embedding_dim == dimension,
-    )
-    query = select(
-        m.c.id,
-        m.c.content,
-        m.c.keywords,
-        m.c.content_type,
-        m.c.plan_id,
-        m.c.phase_id,
-        m.c.task_id,
-        m.c.created_at,
-        m.c.embedding_status,
-        case((usable, m.c.embedding), else_=None).label("embedding"),
-    ).order_by(m.c.id)
-    return [SnapshotRow(**row._mapping) for row in await conn.execute(query)]
 
 
 def _needs_embedding(model: str, dimension: int, *, other_models: bool) -> ColumnElement[bool]:

@@ -101,29 +101,18 @@ class ConnectionPool:
 
     @asynccontextmanager
     async def write_transaction(
-        self, *, bump_generation: bool = True, track: generation.Change | None = None
+        self, *, bump_generation: bool = True
     ) -> AsyncIterator[AsyncConnection]:
         """A write transaction; it replaces the store-generation token as it begins.
 
-        With `track`, what a cache needs to follow its own writes is recorded there.
         Only schema migrations opt out: the token's table may not exist yet (or any more).
         """
         self.stats.writes += 1
         with _translate_errors():
-            async with self._writer_turn():
-                async with self._transaction(write=True) as conn:
-                    if bump_generation:
-                        expected = None if track is None else track.cache_token()
-                        token, continued = await generation.replace(conn, expected)
-                        if track is not None:
-                            track.expected, track.after, track.continued = (
-                                expected,
-                                token,
-                                continued,
-                            )
-                    yield conn
-                if track is not None:  # committed; the next writer has not begun
-                    track.on_commit(track)
+            async with self._writer_turn(), self._transaction(write=True) as conn:
+                if bump_generation:
+                    await generation.replace(conn)
+                yield conn
 
     @asynccontextmanager
     async def isolated(self) -> AsyncIterator[IsolationSeam]:
@@ -147,12 +136,6 @@ class ConnectionPool:
         engine = self._writing if write else self.engine
         async with self._checkout(engine) as conn, conn.begin():
             yield conn
-
-    @asynccontextmanager
-    async def writes_paused(self) -> AsyncIterator[None]:
-        """No write transaction of this process begins or commits until exit."""
-        async with self._writer_turn():
-            yield
 
     @asynccontextmanager
     async def _writer_turn(self) -> AsyncIterator[None]:

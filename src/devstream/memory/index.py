@@ -1,24 +1,36 @@
-"""The in-process search indexes: vectors and full text, kept at one store generation.
+"""The in-process search indexes: vectors and full text over one table of rows.
 
-Both are built from the store on first use and updated in place by this process's own
-writes. They remember the store-generation token they match; any other token means the
-store changed behind their back (another process, or a rolled-back transaction) and they
-are rebuilt before they answer.
+An index answers for exactly one committed state of the store, named by its `IndexState`
+(the store-generation token and the last change it applied); `memory.follow` moves it to
+newer states. Rows built from the store or loaded from the index cache form a base, which a
+cache keeps memory-mapped; entries changed since are appended as new rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from devstream.db.memory_store import MemoryFilter, SnapshotRow
-from devstream.db.records import MemoryEntry
-from devstream.memory.lexical import LexicalIndex
-from devstream.memory.rows import RowMeta, Rows
+from devstream.db import tokenizer
+from devstream.db.index_source import IndexRows, Postings
+from devstream.db.memory_store import MemoryFilter
+from devstream.memory.lexical import BasePostings, Hits, LexicalIndex, base_postings
+from devstream.memory.rows import Mask, Rows
 
 Vector = npt.NDArray[np.float32]
+VECTOR_DTYPE = "<f4"  # how vectors are stored, in the database and the cache
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """The committed store state an index answers for."""
+
+    token: str  # the store-generation token
+    seq: int  # the last change applied (0: none)
+    seq_token: str | None  # the token under which that change was made
 
 
 def normalise(vectors: npt.ArrayLike) -> Vector:
@@ -29,123 +41,171 @@ def normalise(vectors: npt.ArrayLike) -> Vector:
     return unit
 
 
-class VectorIndex:
-    """L2-normalised float32 rows of one model and dimension, searched by a matrix product."""
+def decode(blob: bytes) -> Vector:
+    """A stored vector as float32."""
+    return np.frombuffer(blob, dtype=VECTOR_DTYPE).astype(np.float32)
 
-    def __init__(self, model: str, dimension: int) -> None:
+
+def encode(vector: npt.ArrayLike) -> bytes:
+    """A vector as it is stored."""
+    return np.asarray(vector, dtype=VECTOR_DTYPE).tobytes()
+
+
+class VectorIndex:
+    """Unit float32 vectors by row, searched by a matrix product: a read-only base (maybe
+    memory-mapped from the cache) and appended rows after it. Rows without a vector of
+    this model hold zeros and are never candidates."""
+
+    def __init__(self, model: str, dimension: int, base: Vector | None = None) -> None:
         self.model = model
         self.dimension = dimension
-        self.rows = Rows()
-        self._matrix: Vector = np.zeros((0, dimension), dtype=np.float32)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @property
-    def matrix(self) -> Vector:
-        """The unit vectors of live entries, one row each (a copy)."""
-        size = self.rows.size
-        live: Vector = self._matrix[:size][self.rows.alive[:size]]
-        return live
+        self.base: Vector = np.zeros((0, dimension), np.float32) if base is None else base
+        self._added: Vector = np.zeros((0, dimension), np.float32)
 
     @property
     def nbytes(self) -> int:
-        return self._matrix.nbytes + self.rows.nbytes
+        return self.base.nbytes + self._added.nbytes
 
-    def load(self, entries: Sequence[SnapshotRow], raw: Vector) -> None:
-        """Replace the contents: `raw[i]` is the vector of `entries[i]`."""
-        self.rows = Rows(len(entries))
-        for entry in entries:
-            self.rows.append(entry.id, RowMeta.of(entry))
-        self._matrix = normalise(raw)
+    def reserve(self, rows: int) -> None:
+        """Room for this many rows after the base, all told."""
+        if rows > len(self._added):
+            grown = np.zeros((rows, self.dimension), np.float32)
+            grown[: len(self._added)] = self._added
+            self._added = grown
 
-    def upsert(self, entry_id: int, vector: Vector, meta: RowMeta) -> None:
-        row = self.rows.live.get(entry_id)
-        if row is None:
-            row = self.rows.append(entry_id, meta)
-            if row >= len(self._matrix):
-                grown = np.zeros((max(16, 2 * len(self._matrix)), self.dimension), np.float32)
-                grown[: len(self._matrix)] = self._matrix
-                self._matrix = grown
-        else:
-            self.rows.describe(row, meta)
-        self._matrix[row] = normalise(vector)[0]
+    def put(self, rows: range, blobs: Sequence[bytes | None]) -> None:
+        """The vectors of rows just appended (None: no vector of this model)."""
+        first, end = rows.start - len(self.base), rows.stop - len(self.base)
+        if end > len(self._added):
+            self.reserve(max(16, 2 * len(self._added), end))
+        zero = bytes(4 * self.dimension)
+        raw = np.frombuffer(b"".join(blob or zero for blob in blobs), dtype=VECTOR_DTYPE)
+        self._added[first:end] = normalise(raw.reshape(len(blobs), self.dimension))
 
-    def remove(self, entry_id: int) -> None:
-        self.rows.kill(entry_id)
+    def matrix(self, size: int) -> Vector:
+        """Rows [0, size) as one matrix (the appended part copied after the base)."""
+        added = self._added[: size - len(self.base)]
+        return added if len(self.base) == 0 else np.concatenate([self.base, added])
 
-    def cosine(self, query: Vector) -> npt.NDArray[np.float32]:
-        """The query's cosine similarity to every row (dead ones too), by row."""
-        cosines: npt.NDArray[np.float32] = self._matrix[: self.rows.size] @ normalise(query)[0]
-        return cosines
+    def cosine(self, query: Vector, size: int) -> npt.NDArray[np.float32]:
+        """The query's cosine similarity to rows [0, size) (rows without a vector: 0)."""
+        unit = normalise(query)[0]
+        out = np.empty(size, dtype=np.float32)
+        base = len(self.base)
+        np.matmul(self.base, unit, out=out[:base])
+        np.matmul(self._added[: size - base], unit, out=out[base:])
+        return out
 
-    def best(
+
+class MemoryIndex:
+    """Vectors (of the embedder's model) and full text, at one committed store state."""
+
+    def __init__(self, model: str, dimension: int) -> None:
+        self.rows = Rows()
+        self.vectors = VectorIndex(model, dimension)
+        self.text = LexicalIndex(self.rows)
+        self.state: IndexState | None = None  # None: never built
+
+    def footprint(self) -> dict[str, float]:
+        """Sizes for the metrics registry's gauges."""
+        return {
+            "entries": len(self.rows),
+            "vectors": int(np.count_nonzero(self.rows.has_vector[: self.rows.size] & self.alive)),
+            "vector_bytes": self.vectors.nbytes,
+            "text_bytes": self.text.nbytes + self.rows.nbytes,
+        }
+
+    @property
+    def alive(self) -> Mask:
+        return self.rows.alive[: self.rows.size]
+
+    def replace_with(self, other: MemoryIndex) -> None:
+        """Take over another index's contents (a rebuild, or one loaded from the cache)."""
+        self.rows, self.vectors, self.text = other.rows, other.vectors, other.text
+        self.state = other.state
+
+    # --- building ------------------------------------------------------------------
+
+    def reserve(self, rows: int) -> None:
+        self.vectors.reserve(rows)
+
+    def append_built(self, batch: IndexRows) -> None:
+        """Rows read in id order for a rebuild; their terms come with `set_postings`."""
+        rows = self.rows.append(batch, np.zeros(len(batch.ids)))
+        self.vectors.put(rows, batch.embeddings)
+
+    def set_postings(self, postings: Postings) -> None:
+        """FTS5's postings for the rows built (entry ids mapped to rows, in id order)."""
+        ids = self.rows.ids[: self.rows.size]
+        instances = np.fromstring(postings.docs, dtype=np.int64, sep=",")
+        rows = np.searchsorted(ids, instances)
+        base, lengths = base_postings(postings.terms, rows, postings.offsets, self.rows.size)
+        self.text.base = base
+        self.rows.lengths[: self.rows.size] = lengths
+        self.rows.total_length = float(lengths.sum())
+
+    # --- following -----------------------------------------------------------------
+
+    def apply(self, changed: Sequence[int], batch: IndexRows, state: IndexState) -> None:
+        """Entries `changed` are now as in `batch` (an id missing there was deleted)."""
+        assert batch.texts is not None, "changed rows come with their text"
+        for entry_id in changed:
+            self.rows.kill(entry_id)
+        contents = tokenizer.index_terms([content for content, _ in batch.texts])
+        keywords = tokenizer.index_terms([words for _, words in batch.texts])
+        lengths = [len(a) + len(b) for a, b in zip(contents, keywords, strict=True)]
+        rows = self.rows.append(batch, lengths)
+        self.vectors.put(rows, batch.embeddings)
+        for row, content, words in zip(rows, contents, keywords, strict=True):
+            self.text.add(row, content + words)
+        self.state = state
+
+    # --- searching -----------------------------------------------------------------
+
+    def text_hits(self, terms: Sequence[str]) -> Hits:
+        """Rows holding a single-term phrase (dead rows included)."""
+        return self.text.hits(terms[0])
+
+    def best_vectors(
         self,
         cosines: npt.NDArray[np.float32],
         limit: int,
-        filters: MemoryFilter,
+        allowed: Mask,
         min_similarity: float | None,
     ) -> list[tuple[int, float]]:
-        """(id, similarity) of the best `limit` live rows that pass filters and threshold."""
+        """(row, similarity) of the best `limit` allowed rows that pass the threshold."""
         if limit <= 0 or len(cosines) == 0:
             return []
-        allowed = self.rows.mask(filters)
+        allowed = allowed & self.rows.has_vector[: len(allowed)]
         # Without a threshold, a vector candidate must at least point the same way.
         allowed &= cosines > 0 if min_similarity is None else cosines >= min_similarity
         candidates = np.flatnonzero(allowed)
         if len(candidates) > limit:
             candidates = candidates[np.argpartition(cosines[candidates], -limit)[-limit:]]
         order = candidates[np.argsort(-cosines[candidates], kind="stable")]
-        return [(int(self.rows.ids[row]), float(cosines[row])) for row in order]
+        return [(int(row), float(cosines[row])) for row in order]
 
-    def pick(self, cosines: npt.NDArray[np.float32], entry_ids: Sequence[int]) -> dict[int, float]:
-        """The similarity of each given entry that has a vector here."""
-        live = self.rows.live
-        return {i: float(cosines[live[i]]) for i in entry_ids if i in live}
+    def entry_ids(self, rows: Sequence[int]) -> list[int]:
+        ids = self.rows.ids
+        return [int(ids[row]) for row in rows]
 
-
-class MemoryIndex:
-    """Vectors (of the embedder's model) and full text, at one store generation."""
-
-    def __init__(self, model: str, dimension: int) -> None:
-        self.vectors = VectorIndex(model, dimension)
-        self.text = LexicalIndex()
-        self.generation: str | None = None  # None: never built, or known stale
-
-    def footprint(self) -> dict[str, float]:
-        """Sizes for the metrics registry's gauges."""
-        return {
-            "entries": len(self.text.rows),
-            "vectors": len(self.vectors),
-            "vector_bytes": self.vectors.nbytes,
-            "text_bytes": self.text.nbytes,
-        }
-
-    def load(self, snapshot: Sequence[SnapshotRow], generation: str) -> None:
-        """Rebuild from `snapshot`, which is the store at generation `generation`."""
-        embedded = [row for row in snapshot if row.embedding is not None]
-        blob = b"".join(row.embedding for row in embedded if row.embedding is not None)
-        raw = np.frombuffer(blob, dtype="<f4").reshape(len(embedded), self.vectors.dimension)
-        self.vectors.load(embedded, raw)
-        self.text.load((row.id, RowMeta.of(row), searchable_text(row)) for row in snapshot)
-        self.generation = generation
-
-    def follow(
-        self, entries: Sequence[tuple[MemoryEntry, Vector | None]], removed: Sequence[int]
-    ) -> None:
-        """Apply entries as now stored (with their vector of this model, if any)."""
-        for entry, vector in entries:
-            meta = RowMeta.of(entry)
-            self.text.upsert(entry.id, searchable_text(entry), meta)
-            if vector is None:
-                self.vectors.remove(entry.id)
-            else:
-                self.vectors.upsert(entry.id, vector, meta)
-        for entry_id in removed:
-            self.text.remove(entry_id)
-            self.vectors.remove(entry_id)
+    def mask(self, filters: MemoryFilter) -> Mask:
+        return self.rows.mask(filters)
 
 
-def searchable_text(entry: MemoryEntry | SnapshotRow) -> str:
-    """What the full-text index holds of an entry: its content and keywords."""
-    return f"{entry.content}\n{entry.keywords}"
+def with_base(
+    model: str,
+    dimension: int,
+    *,
+    rows: Rows,
+    vectors: Vector,
+    postings: BasePostings,
+    state: IndexState,
+) -> MemoryIndex:
+    """An index over rows loaded whole (from the cache): they and their vectors are the base."""
+    index = MemoryIndex(model, dimension)
+    index.rows = rows
+    index.vectors = VectorIndex(model, dimension, base=vectors)
+    index.text = LexicalIndex(rows, postings)
+    index.state = state
+    return index

@@ -1,53 +1,99 @@
-"""The in-process full-text index: BM25 over postings, ranked as SQLite's FTS5 ranks.
+"""The in-process full-text index: BM25 over FTS5's own terms, ranked as FTS5 ranks.
 
-FTS5 remains the durable full-text index; this mirror answers queries without making
-SQLite score every row that contains a common word. It tokenizes as FTS5's
-`porter unicode61 remove_diacritics 2` does (case-folded letters and digits, diacritics
-removed, Porter stems) and scores with FTS5's bm25: the same idf, k1 = 1.2, b = 0.75, over
-the content and keywords columns together.
+FTS5 remains the durable full-text index and the only tokenizer: the base postings are read
+from it (or from the index cache written from them), and the terms of entries that changed
+since come from SQLite's tokenizer (`devstream.db.tokenizer`). Scores follow FTS5's bm25:
+the same idf, k1 = 1.2, b = 0.75, over the content and keywords columns together; a query
+phrase of several terms counts its occurrences as FTS5 does.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
-import re
-import unicodedata
 from array import array
 from collections import Counter
-from collections.abc import Iterable
-from functools import lru_cache
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-import snowballstemmer
 
-from devstream.db.memory_store import MemoryFilter
-from devstream.memory.fulltext import query_words
-from devstream.memory.rows import RowMeta, Rows
+from devstream.memory.rows import Mask, RowIds, Rows
 
 K1 = 1.2
 B = 0.75
 # FTS5 gives a term that is in at least half the rows this idf instead of zero or less.
 MIN_IDF = 1e-6
 
-_WORD = re.compile(r"[^\W_]+")
-_STEMMABLE = re.compile(r"[a-z]{3,64}")
-_porter = snowballstemmer.stemmer("porter")
+Counts = npt.NDArray[np.int32]
+Hits = tuple[RowIds, Counts]  # rows holding a term or phrase, and how often
+_NO_HITS: Hits = (np.zeros(0, np.int64), np.zeros(0, np.int32))
 
 
-@lru_cache(maxsize=200_000)
-def _stem(token: str) -> str:
-    return str(_porter.stemWord(token)) if _STEMMABLE.fullmatch(token) else token
+@dataclass(frozen=True)
+class BasePostings:
+    """Postings of the rows an index was built with, as flat read-only arrays.
+
+    Term i is the UTF-8 text `terms[term_bounds[i]:term_bounds[i + 1]]` (terms in byte
+    order, as FTS5 keeps them); its rows and counts are `rows[starts[i]:starts[i + 1]]`.
+    """
+
+    terms: npt.NDArray[np.uint8]
+    term_bounds: npt.NDArray[np.int64]
+    starts: npt.NDArray[np.int64]
+    rows: npt.NDArray[np.int32]
+    counts: Counts
+
+    @classmethod
+    def empty(cls) -> BasePostings:
+        zero = np.zeros(1, np.int64)
+        return cls(np.zeros(0, np.uint8), zero, zero, np.zeros(0, np.int32), np.zeros(0, np.int32))
+
+    @property
+    def nbytes(self) -> int:
+        parts = (self.terms, self.term_bounds, self.starts, self.rows, self.counts)
+        return sum(part.nbytes for part in parts)
+
+    def hits(self, term: str) -> Hits:
+        key = term.encode()
+        bounds, terms = self.term_bounds, self.terms
+        count = len(bounds) - 1
+        i = bisect.bisect_left(
+            range(count), key, key=lambda k: terms[bounds[k] : bounds[k + 1]].tobytes()
+        )
+        if i == count or terms[bounds[i] : bounds[i + 1]].tobytes() != key:
+            return _NO_HITS
+        part = slice(self.starts[i], self.starts[i + 1])
+        return self.rows[part].astype(np.int64), self.counts[part]
 
 
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFD", text.lower())
-    return "".join(char for char in decomposed if unicodedata.category(char) != "Mn")
-
-
-def tokenize(text: str) -> list[str]:
-    """The terms FTS5 would index for `text`, in order."""
-    return [_stem(token) for token in _WORD.findall(_fold(text))]
+def base_postings(
+    terms: Sequence[str],
+    instances: npt.NDArray[np.int64],
+    instance_starts: Sequence[int],
+    row_count: int,
+) -> tuple[BasePostings, npt.NDArray[np.int64]]:
+    """Postings from every instance of every term (`instances` holds the row of each, term
+    by term, ascending within a term), and the number of instances in each row."""
+    encoded = [term.encode() for term in terms]
+    order = sorted(range(len(encoded)), key=encoded.__getitem__)
+    if order != list(range(len(encoded))):  # FTS5 keeps byte order; cheap to be sure
+        raise ValueError("FTS5 terms arrived out of order")
+    sizes = np.fromiter((len(term) for term in encoded), np.int64, count=len(encoded))
+    term_bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    bounds = np.asarray(instance_starts, dtype=np.int64)
+    # One posting per run of equal rows within a term.
+    first = np.ones(len(instances), dtype=bool)
+    first[1:] = instances[1:] != instances[:-1]
+    first[bounds[:-1][bounds[:-1] < len(instances)]] = True
+    heads = np.flatnonzero(first)
+    counts = np.diff(np.append(heads, len(instances))).astype(np.int32)
+    starts = np.searchsorted(heads, bounds).astype(np.int64)
+    lengths = np.bincount(instances, minlength=row_count).astype(np.int64)
+    postings = BasePostings(blob, term_bounds, starts, instances[heads].astype(np.int32), counts)
+    return postings, lengths
 
 
 class _Postings:
@@ -55,8 +101,8 @@ class _Postings:
 
     def __init__(self) -> None:
         self._rows = array("q")
-        self._counts = array("f")
-        self._cache: tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None = None
+        self._counts = array("i")
+        self._cache: Hits | None = None
 
     def add(self, row: int, count: int) -> None:
         self._rows.append(row)
@@ -67,81 +113,83 @@ class _Postings:
     def nbytes(self) -> int:
         return self._rows.itemsize * len(self._rows) + self._counts.itemsize * len(self._counts)
 
-    def arrays(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    def hits(self) -> Hits:
         if self._cache is None:  # copies: the arrays keep growing
             self._cache = (
                 np.array(self._rows, dtype=np.int64),
-                np.array(self._counts, dtype=np.float32),
+                np.array(self._counts, dtype=np.int32),
             )
         return self._cache
 
 
 class LexicalIndex:
-    def __init__(self) -> None:
-        self._reset()
+    """Postings over the rows of a `Rows` table: a read-only base, then appended rows."""
 
-    def _reset(self) -> None:
-        self.rows = Rows()
-        self._postings: dict[str, _Postings] = {}
-        self._df: Counter[str] = Counter()  # live rows holding each term
-        self._terms: dict[int, tuple[str, ...]] = {}  # live row -> its distinct terms
-        self._lengths = array("f")  # tokens per row
-        # BM25's length normalisation per row; it changes only when an entry does.
-        self._norm_cache: npt.NDArray[np.float32] | None = None
-        self._total_tokens = 0.0  # over live rows
+    def __init__(self, rows: Rows, base: BasePostings | None = None) -> None:
+        self.rows = rows
+        self.base = base or BasePostings.empty()
+        self._added: dict[str, _Postings] = {}
 
     @property
     def nbytes(self) -> int:
-        postings = sum(p.nbytes for p in self._postings.values())
-        return postings + self.rows.nbytes + self._lengths.itemsize * len(self._lengths)
+        return self.base.nbytes + sum(p.nbytes for p in self._added.values())
 
-    def load(self, entries: Iterable[tuple[int, RowMeta, str]]) -> None:
-        self._reset()
-        for entry_id, meta, text in entries:
-            self.upsert(entry_id, text, meta)
+    def add(self, row: int, terms: Iterable[str]) -> None:
+        """Index a new row's terms (content and keywords together)."""
+        for term, count in Counter(terms).items():
+            self._added.setdefault(term, _Postings()).add(row, count)
 
-    def upsert(self, entry_id: int, text: str, meta: RowMeta) -> None:
-        self.remove(entry_id)
-        tokens = tokenize(text)
-        row = self.rows.append(entry_id, meta)
-        counts = Counter(tokens)
-        for term, count in counts.items():
-            self._postings.setdefault(term, _Postings()).add(row, count)
-        self._df.update(counts.keys())
-        self._terms[row] = tuple(counts)
-        self._lengths.append(len(tokens))
-        self._norm_cache = None
-        self._total_tokens += len(tokens)
+    def hits(self, term: str) -> Hits:
+        """Every row holding `term`, dead ones included."""
+        base = self.base.hits(term)
+        added = self._added.get(term)
+        if added is None:
+            return base
+        more = added.hits()
+        return np.concatenate([base[0], more[0]]), np.concatenate([base[1], more[1]])
 
-    def remove(self, entry_id: int) -> None:
-        row = self.rows.live.get(entry_id)
-        if row is None:
-            return
-        self._df.subtract(self._terms.pop(row))
-        self._total_tokens -= self._lengths[row]
-        self._norm_cache = None
-        self.rows.kill(entry_id)
-
-    def search(self, query: str, limit: int, filters: MemoryFilter) -> list[tuple[int, float]]:
-        """(id, bm25 score; higher is better) of the best `limit` live rows passing filters."""
-        docs, size = len(self.rows), self.rows.size
-        # One term per distinct query word, as the FTS5 query has one phrase per word.
-        terms = [t for word in query_words(query) for t in tokenize(word) if self._df[t] > 0]
-        if not terms or limit <= 0:
+    def search(self, hits: Sequence[Hits], limit: int, allowed: Mask) -> list[tuple[int, float]]:
+        """(row, bm25 score; higher is better) of the best `limit` allowed rows, given each
+        query phrase's rows and counts."""
+        rows = self.rows
+        docs = len(rows)
+        if docs == 0 or limit <= 0:
             return []
-        if self._norm_cache is None:
-            lengths = np.array(self._lengths, dtype=np.float32)
-            self._norm_cache = K1 * (1 - B + B * lengths / (self._total_tokens / docs))
-        norm = self._norm_cache
-        scores = np.zeros(size, dtype=np.float64)
-        for term in terms:
-            df = self._df[term]
+        average = rows.total_length / docs
+        scores = np.zeros(rows.size, dtype=np.float64)
+        for phrase_rows, phrase_counts in hits:
+            live = rows.alive[phrase_rows]
+            matched, counts = phrase_rows[live], phrase_counts[live].astype(np.float64)
+            if len(matched) == 0:
+                continue
+            df = len(matched)
             idf = max(math.log((docs - df + 0.5) / (df + 0.5)), MIN_IDF)
-            rows, counts = self._postings[term].arrays()
-            weights = idf * counts * (K1 + 1) / (counts + norm[rows])
-            scores += np.bincount(rows, weights=weights, minlength=size)
-        candidates = np.flatnonzero(self.rows.mask(filters) & (scores > 0))
+            norm = K1 * (1 - B + B * rows.lengths[matched] / average)
+            scores[matched] += idf * counts * (K1 + 1) / (counts + norm)
+        candidates = np.flatnonzero(allowed & (scores[: len(allowed)] > 0))
         if len(candidates) > limit:
             candidates = candidates[np.argpartition(scores[candidates], -limit)[-limit:]]
         best = candidates[np.argsort(-scores[candidates], kind="stable")]
-        return [(int(self.rows.ids[row]), float(scores[row])) for row in best]
+        return [(int(row), float(scores[row])) for row in best]
+
+
+def phrase_hits(positions: Sequence[npt.NDArray[np.int64]], rows: Rows) -> Hits:
+    """Rows holding a phrase and how often, from the (entry, column, offset) triples of each
+    of its terms' instances, in phrase order: a hit is the first term at some offset and the
+    i-th term at that offset + i, in the same column."""
+    keys = [_position_keys(triples) for triples in positions]
+    starts = keys[0]
+    for i, following in enumerate(keys[1:], start=1):
+        starts = starts[np.isin(starts + i, following)]
+    entries, counts = np.unique(starts >> _ENTRY_SHIFT, return_counts=True)
+    return rows.rows_of(entries), counts.astype(np.int32)
+
+
+# Offsets fit in 31 bits and the column in one: entry << 32 | column << 31 | offset.
+_ENTRY_SHIFT = 32
+
+
+def _position_keys(triples: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    entry, column, offset = triples[0::3], triples[1::3], triples[2::3]
+    keys: npt.NDArray[np.int64] = (entry << _ENTRY_SHIFT) | (column << 31) | offset
+    return keys

@@ -3,7 +3,8 @@
 Rules it keeps: input is checked before anything is written; the same content in the same
 scope is stored once; an entry is stored even when embedding fails (status `pending`,
 embedded later by `backfill`); vectors of another model or dimension are never compared;
-the in-process indexes never answer for a store generation they have not seen.
+a search answers for one committed state of the store, which reflects every commit that
+finished before it began.
 """
 
 from __future__ import annotations
@@ -12,33 +13,34 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.config import Settings
+from devstream.db import index_source
 from devstream.db import memory_store as store
-from devstream.db.generation import Change, current
 from devstream.db.memory_store import MemoryFilter, Scope
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import content_hash
 from devstream.db.records import MemoryEntry
 from devstream.db.schema import CONTENT_TYPES
+from devstream.db.tokenizer import Phrase, query_phrases
 from devstream.errors import EmbeddingError, InvalidInput, NotFound
+from devstream.memory import cache
 from devstream.memory.embedders import Embedder
+from devstream.memory.follow import CachePolicy, Followed, catch_up
 from devstream.memory.fulltext import match_expression
-from devstream.memory.index import MemoryIndex, Vector
+from devstream.memory.index import MemoryIndex, Vector, encode
 from devstream.memory.keywords import extract_keywords
+from devstream.memory.lexical import Hits, phrase_hits
 from devstream.memory.search import SearchHit, SearchResult, SearchWeights, fuse
 from devstream.metrics import MetricsRegistry
 
 # How many candidates each side of a hybrid search contributes to the fusion.
 CANDIDATES = 50
-# How often a search that saw a newer store lets this process's own writes catch up
-# before it rebuilds the indexes.
-FOLLOW_WAITS = 3
 
 Progress = Callable[[int, int], None]  # (done, total)
 WriteStep = Callable[[AsyncConnection], Awaitable[object]]
@@ -88,8 +90,11 @@ class MemoryService:
         self.metrics = metrics
         self.embedder = embedder
         self._max_chars = settings.max_memory_chars
-        self._unfollowed = 0  # own write transactions whose effect the index has not seen
         self.index = index if index is not None else MemoryIndex(embedder.model, embedder.dimension)
+        database = settings.sqlite_path
+        self.cache = CachePolicy(None if database is None else cache.path_for(database))
+        # Catch-ups and the searches that rank right after one take turns.
+        self._following = asyncio.Lock()
         vectors = self.index.vectors
         if (vectors.model, vectors.dimension) != (embedder.model, embedder.dimension):
             raise ValueError("the memory index must be of the embedder's model and dimension")
@@ -128,11 +133,10 @@ class MemoryService:
                     stored = _by_key(await store.by_hashes(conn, hashes))
                 fresh = [p for p in fresh if p.key not in stored]
             vectors, warning = await self._vectors_for(fresh)
-            async with self._write() as write:
+            async with self._pool.write_transaction() as conn:
                 if together_with is not None:
-                    await together_with(write.conn)
-                existing, created = await self._insert(write.conn, hashes, fresh, vectors)
-                write.entries = [(e, vectors.get(k)) for k, e in created.items()]
+                    await together_with(conn)
+                existing, created = await self._insert(conn, hashes, fresh, vectors)
         self.metrics.increment("memory.stored", len(created))
         return [self._result(p, existing, created, warning) for p in prepared]
 
@@ -208,9 +212,9 @@ class MemoryService:
 
     async def get(self, entry_id: int) -> MemoryEntry:
         """The entry, counting the retrieval."""
-        async with self._write() as write:
-            await store.touch(write.conn, [entry_id])
-            entry = await store.get(write.conn, entry_id)
+        async with self._pool.write_transaction() as conn:
+            await store.touch(conn, [entry_id])
+            entry = await store.get(conn, entry_id)
         if entry is None:
             raise NotFound("memory", entry_id)
         return entry
@@ -255,20 +259,15 @@ class MemoryService:
             vectors, _ = await self._vectors_for([prepared])
             vector = vectors.get(prepared.key)
             values.update(prepared.row(vector, self.embedder))
-        async with self._write() as write:
-            entry = await store.update_entry(write.conn, entry_id, values)
-            if entry is not None:
-                if vector is None and entry.embedding_status == "embedded":
-                    vector = _blob_vector(entry)  # same vector, maybe new metadata
-                write.entries = [(entry, vector)]
+        async with self._pool.write_transaction() as conn:
+            entry = await store.update_entry(conn, entry_id, values)
         if entry is None:
             raise NotFound("memory", entry_id)
         return entry
 
     async def delete(self, entry_id: int) -> None:
-        async with self._write() as write:
-            deleted = await store.delete_entry(write.conn, entry_id)
-            write.removed = [entry_id]
+        async with self._pool.write_transaction() as conn:
+            deleted = await store.delete_entry(conn, entry_id)
         if not deleted:
             raise NotFound("memory", entry_id)
 
@@ -301,14 +300,18 @@ class MemoryService:
         filters, weights = filters or MemoryFilter(), weights or SearchWeights()
         with self.metrics.timed("memory.search"):
             query_vector, reason = await self._query_vector(query)
-            asked = _Query(query, query_vector, filters, min_similarity, weights, limit)
-            if exact:  # FTS5 and the fetch must see the same snapshot
-                async with self._pool.read_transaction() as conn:
-                    found, scores, best, entries = await self._rank_and_fetch(asked, conn)
-            else:
-                found, scores, best, entries = await self._rank_and_fetch(asked, None)
+            phrases = query_phrases(query)
+            asked = _Query(query, phrases, query_vector, filters, min_similarity, weights, limit)
+            answer = None
+            if not exact and not asked.long_phrases:
+                answer = await self._answer_if_current(asked)
+            if answer is None:
+                async with self._following, self._pool.read_transaction() as conn:
+                    await self._catch_up(conn)
+                    answer = await self._answer(asked, conn, exact=exact)
         if reason is not None:
             self.metrics.increment("memory.search.degraded")
+        found, scores, best, entries = answer
         text_scores = dict(found.text)
         hits = [
             SearchHit(entries[i], scores[i], found.similarity.get(i), text_scores.get(i))
@@ -316,36 +319,44 @@ class MemoryService:
         ]
         return SearchResult(query, hits, degraded=reason is not None, reason=reason)
 
-    async def _rank_and_fetch(
-        self, asked: _Query, conn: AsyncConnection | None
-    ) -> tuple[_Candidates, dict[int, float], list[int], dict[int, MemoryEntry]]:
-        """Rank on the indexes as they are, then fetch the winners together with the store's
-        token in one statement; if the indexes were stale, rebuild them and rank again.
+    async def catch_up(self) -> Followed:
+        """Bring the in-process indexes to the store's latest committed state."""
+        async with self._following, self._pool.read_transaction() as conn:
+            return await self._catch_up(conn)
 
-        `conn` is the transaction of an exact search; the fast path needs none.
-        """
-        waits = 0
-        while True:
-            if self.index.generation is None:
-                await self._refresh(conn)
-            found = await self._candidates(asked, conn)
-            ranked_at = self.index.generation  # the rest of the ranking never awaits
-            weights = asked.weights
-            scores = fuse([(weights.text, found.text_ids), (weights.vector, found.vector_ids)])
-            best = sorted(scores, key=lambda i: (-scores[i], i))[: asked.limit]
-            if conn is None:
-                async with self._pool.read_statement() as reader:
-                    token, entries = await store.fetch_with_generation(reader, best)
-            else:
-                token, entries = await store.fetch_with_generation(conn, best)
-            if token == ranked_at:
-                return found, scores, best, entries
-            if self._unfollowed and waits < FOLLOW_WAITS:
-                waits += 1  # likely this process's own commit, about to be applied
-                await asyncio.sleep(0)
-            elif self.index.generation == ranked_at:
-                self.index.generation = None  # written behind its back: rebuild
-            # else the index followed a write meanwhile: rank again
+    async def _catch_up(self, conn: AsyncConnection) -> Followed:
+        with self.metrics.timed("memory.index.follow"):
+            followed = await catch_up(self.index, conn, self.cache)
+        if followed.rebuilt or followed.from_cache:
+            self.metrics.increment("memory.index.loads")
+        return followed
+
+    async def _answer_if_current(self, asked: _Query) -> _Answer | None:
+        """Rank on the indexes as they are, then fetch the winners together with where the
+        store stands in one statement: the answer holds if the indexes were current."""
+        state = self.index.state
+        if state is None:
+            return None
+        found, scores, best = await self._rank(asked, None, exact=False)
+        async with self._pool.read_statement() as reader:
+            token, seq, entries = await store.fetch_with_state(reader, best)
+        if (token, seq) != (state.token, state.seq):
+            return None
+        return found, scores, best, entries
+
+    async def _answer(self, asked: _Query, conn: AsyncConnection, *, exact: bool) -> _Answer:
+        """Rank and fetch in the caller's snapshot, which the indexes are at."""
+        found, scores, best = await self._rank(asked, conn, exact=exact)
+        return found, scores, best, await store.fetch(conn, best)
+
+    async def _rank(
+        self, asked: _Query, conn: AsyncConnection | None, *, exact: bool
+    ) -> tuple[_Candidates, dict[int, float], list[int]]:
+        found = await self._candidates(asked, conn, exact=exact)
+        weights = asked.weights
+        scores = fuse([(weights.text, found.text_ids), (weights.vector, found.vector_ids)])
+        best = sorted(scores, key=lambda i: (-scores[i], i))[: asked.limit]
+        return found, scores, best
 
     async def _query_vector(self, query: str) -> tuple[Vector | None, str | None]:
         try:
@@ -355,48 +366,65 @@ class MemoryService:
             self.metrics.increment("memory.embed_failures")
             return None, f"answered from full-text only: {exc}"
 
-    async def _candidates(self, asked: _Query, conn: AsyncConnection | None) -> _Candidates:
+    async def _candidates(
+        self, asked: _Query, conn: AsyncConnection | None, *, exact: bool
+    ) -> _Candidates:
         """Each side's best CANDIDATES, and the similarity of every one that has a vector.
 
-        With a connection (an exact search) the full-text side comes from FTS5 itself.
+        Reads come first; once the indexes are consulted nothing awaits, so they cannot
+        move under one ranking. With `exact` the full-text side comes from FTS5 itself;
+        phrases of several terms are matched on FTS5's positions, read in `conn`.
         """
-        query, vector, filters, threshold = asked.text, asked.vector, asked.filters, asked.threshold
-        if conn is not None:
-            match = match_expression(query)
+        index, filters, threshold = self.index, asked.filters, asked.threshold
+        if exact:
+            assert conn is not None, "an exact search reads FTS5 in its snapshot"
+            match = match_expression(asked.text)
             ranked = await store.full_text(conn, match, filters, CANDIDATES) if match else []
             text_hits = [(entry_id, -rank) for entry_id, rank in ranked]  # bm25() is negated
+            allowed = index.mask(filters)
         else:
-            text_hits = self.index.text.search(query, CANDIDATES, filters)
-        if vector is None:
+            long = await self._phrase_hits(asked.long_phrases, conn)
+            allowed = index.mask(filters)
+            hits = [long.get(p.terms) or index.text_hits(p.terms) for p in asked.phrases]
+            text_rows = index.text.search(hits, CANDIDATES, allowed)
+            ids = index.entry_ids([row for row, _ in text_rows])
+            text_hits = [(i, score) for i, (_, score) in zip(ids, text_rows, strict=True)]
+        if asked.vector is None:
             return _Candidates(text_hits, [], {})
-        vectors = self.index.vectors
-        cosines = vectors.cosine(vector)
-        vector_hits = vectors.best(cosines, CANDIDATES, filters, threshold)
-        sims = vectors.pick(cosines, [i for i, _ in text_hits + vector_hits])
+        cosines = index.vectors.cosine(asked.vector, index.rows.size)
+        vector_rows = index.best_vectors(cosines, CANDIDATES, allowed, threshold)
+        ids = index.entry_ids([row for row, _ in vector_rows])
+        vector_hits = [(i, sim) for i, (_, sim) in zip(ids, vector_rows, strict=True)]
+        live = index.rows.live
+        sims = {i: float(cosines[live[i]]) for i, _ in text_hits + vector_hits if i in live}
+        sims = {i: s for i, s in sims.items() if index.rows.has_vector[live[i]]}
         if threshold is not None:
             # The threshold applies to similarity: text matches without enough of it drop out
             # (entries with no vector of this model cannot be judged, so they stay).
             text_hits = [(i, r) for i, r in text_hits if sims.get(i, math.inf) >= threshold]
         return _Candidates(text_hits, vector_hits, sims)
 
-    async def _refresh(self, conn: AsyncConnection | None) -> None:
-        """Rebuild the indexes from one consistent snapshot of the store and its token."""
-        if conn is None:
-            # With this process's writers paused, the rebuilt indexes are not behind the
-            # store the moment they are done, and its next writes can follow them again.
-            async with self._pool.writes_paused(), self._pool.read_transaction() as reader:
-                if self.index.generation is None:  # unless a search rebuilt it meanwhile
-                    await self._refresh(reader)
-            return
-        token = await current(conn)
-        with self.metrics.timed("memory.index.load"):
-            vectors = self.index.vectors
-            self.index.load(await store.snapshot(conn, vectors.model, vectors.dimension), token)
+    async def _phrase_hits(
+        self, phrases: Sequence[Phrase], conn: AsyncConnection | None
+    ) -> dict[tuple[str, ...], Hits]:
+        """Rows holding each phrase of several terms, from FTS5's positions in `conn`."""
+        if not phrases:
+            return {}
+        assert conn is not None, "phrases are matched in a snapshot the indexes are at"
+        terms = sorted({term for phrase in phrases for term in phrase.terms})
+        arrays = {
+            term: np.fromstring(await index_source.positions(conn, term), np.int64, sep=",")
+            for term in terms
+        }
+        return {
+            p.terms: phrase_hits([arrays[term] for term in p.terms], self.index.rows)
+            for p in phrases
+        }
 
     async def count_retrievals(self, entry_ids: Sequence[int]) -> None:
         """Count a retrieval of each entry (a `get`, or being injected into a context)."""
-        async with self._write() as write:
-            await store.touch(write.conn, entry_ids)
+        async with self._pool.write_transaction() as conn:
+            await store.touch(conn, entry_ids)
 
     # --- embedding later ---------------------------------------------------------------
 
@@ -451,51 +479,16 @@ class MemoryService:
                 progress(done, total)
 
     async def _save_vectors(self, vectors: dict[int, Vector]) -> None:
-        blobs = {entry_id: _blob(vector) for entry_id, vector in vectors.items()}
-        async with self._write() as write:
+        blobs = {entry_id: encode(vector) for entry_id, vector in vectors.items()}
+        async with self._pool.write_transaction() as conn:
             model, dimension = self.embedder.model, self.embedder.dimension
-            await store.set_embeddings(write.conn, model, dimension, blobs)
-            entries = await store.fetch(write.conn, list(blobs))
-            write.entries = [(entries[i], vectors[i]) for i in blobs if i in entries]
-
-    # --- keeping the index in step -----------------------------------------------------
+            await store.set_embeddings(conn, model, dimension, blobs)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction for other services (tasks, say) that changes nothing the index
-        holds - it may count retrievals - so the index follows it instead of taking it for a
-        foreign write and rebuilding."""
-        async with self._write() as write:
-            yield write.conn
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[_Write]:
-        """A write transaction whose committed effect the indexes then follow, when they
-        were current: the caller lists the entries as now stored and those removed."""
-        write = _Write()
-
-        def follow(change: Change) -> None:
-            if change.continued and change.expected == self.index.generation:
-                self.index.follow(write.entries, write.removed)
-                self.index.generation = change.after
-            elif self.index.generation != change.after:
-                self.index.generation = None  # someone else wrote: rebuild on next search
-
-        self._unfollowed += 1
-        try:
-            change = Change(lambda: self.index.generation, follow)
-            async with self._pool.write_transaction(track=change) as conn:
-                write.conn = conn
-                yield write
-        finally:
-            self._unfollowed -= 1
-
-
-@dataclass
-class _Write:
-    conn: AsyncConnection = field(init=False)
-    entries: list[tuple[MemoryEntry, Vector | None]] = field(default_factory=list)
-    removed: list[int] = field(default_factory=list)
+        """A write transaction for other services (tasks, say)."""
+        async with self._pool.write_transaction() as conn:
+            yield conn
 
 
 Key = tuple[str, Scope]
@@ -504,11 +497,17 @@ Key = tuple[str, Scope]
 @dataclass(frozen=True)
 class _Query:
     text: str
+    phrases: list[Phrase]
     vector: Vector | None  # None: embedding failed, full text only
     filters: MemoryFilter
     threshold: float | None  # minimum cosine similarity
     weights: SearchWeights
     limit: int
+
+    @property
+    def long_phrases(self) -> list[Phrase]:
+        """Phrases of several terms: FTS5's positions tell where they occur."""
+        return [phrase for phrase in self.phrases if len(phrase.terms) > 1]
 
 
 @dataclass(frozen=True)
@@ -526,6 +525,10 @@ class _Candidates:
         return [entry_id for entry_id, _ in self.vector]
 
 
+# The candidates, fused scores, winners best first, and the winners' entries.
+_Answer = tuple[_Candidates, dict[int, float], list[int], dict[int, MemoryEntry]]
+
+
 @dataclass(frozen=True)
 class _Prepared:
     item: NewMemory
@@ -536,7 +539,7 @@ class _Prepared:
 
     def row(self, vector: Vector | None, embedder: Embedder) -> dict[str, object]:
         embedded = vector is not None
-        embedding = None if vector is None else _blob(vector)
+        embedding = None if vector is None else encode(vector)
         return {
             "content": self.item.content,
             "content_type": self.item.content_type,
@@ -581,12 +584,3 @@ def _by_key(entries: Iterable[MemoryEntry]) -> dict[Key, MemoryEntry]:
         (entry.content_hash, Scope(entry.plan_id, entry.phase_id, entry.task_id)): entry
         for entry in entries
     }
-
-
-def _blob(vector: Vector) -> bytes:
-    return np.asarray(vector, dtype="<f4").tobytes()
-
-
-def _blob_vector(entry: MemoryEntry) -> Vector:
-    assert entry.embedding is not None
-    return np.frombuffer(entry.embedding, dtype="<f4").astype(np.float32)
