@@ -23,7 +23,9 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from devstream import DevStream, Settings
 from devstream.db import migrate
 from devstream.db.pool import ConnectionPool
+from devstream.memory.service import NewMemory
 from tests.conftest import loop_factory, requested_loop
+from tests.integration.benchmarks.corpus import Corpus
 
 T = TypeVar("T")
 
@@ -59,7 +61,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         verdict = {True: "met", False: "MISSED", None: "reported"}[figure.met]
         target = f"  target {figure.target}" if figure.target else ""
         terminalreporter.write_line(
-            f"{figure.name:<52} {figure.value:>12,.3f} {figure.unit:<10}{target}  [{verdict}]"
+            f"{figure.name:<58} {figure.value:>12,.3f} {figure.unit:<10}{target}  [{verdict}]"
         )
     missed = [figure.name for figure in FIGURES if figure.met is False]
     met = sum(figure.met is True for figure in FIGURES)
@@ -116,3 +118,35 @@ def bench_db(bench_template: Path, tmp_path: Path) -> Path:
     path = tmp_path / "bench.db"
     shutil.copyfile(bench_template, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def corpora(
+    tmp_path_factory: pytest.TempPathFactory, run: Callable[[Awaitable[None]], None]
+) -> Callable[[int], Path]:
+    """Database files holding the seeded corpus at a given size, built on first use.
+
+    They are shared by every benchmark of the session: read them, or copy them before
+    writing (only the index cache beside a file may come and go).
+    """
+    built: dict[int, Path] = {}
+
+    async def build(size: int, path: Path) -> None:
+        entries = Corpus().entries(size)
+        async with DevStream.open(Settings(db=str(path))) as ds:
+            for start in range(0, size, 5_000):
+                await ds.memory.store_many(
+                    [
+                        NewMemory(content, "documentation")
+                        for content in entries[start : start + 5_000]
+                    ]
+                )
+
+    def corpus(size: int) -> Path:
+        if size not in built:
+            path = tmp_path_factory.mktemp("corpus") / f"corpus-{size}.db"
+            run(build(size, path))
+            built[size] = path
+        return built[size]
+
+    return corpus

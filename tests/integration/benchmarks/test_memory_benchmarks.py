@@ -149,32 +149,6 @@ def test_thousand_concurrent_memory_operations(
 # --- hybrid search ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def corpora(tmp_path_factory: pytest.TempPathFactory, run: Run) -> Callable[[int], Path]:
-    """Database files holding the seeded corpus at a given size, built on first use."""
-    built: dict[int, Path] = {}
-
-    async def build(size: int, path: Path) -> None:
-        entries = Corpus().entries(size)
-        async with DevStream.open(Settings(db=str(path))) as ds:
-            for start in range(0, size, 5_000):
-                await ds.memory.store_many(
-                    [
-                        NewMemory(content, "documentation")
-                        for content in entries[start : start + 5_000]
-                    ]
-                )
-
-    def corpus(size: int) -> Path:
-        if size not in built:
-            path = tmp_path_factory.mktemp("corpus") / f"corpus-{size}.db"
-            run(build(size, path))
-            built[size] = path
-        return built[size]
-
-    return corpus
-
-
 async def _naive(ds: DevStream, query: str, query_vector: Vector) -> list[int]:
     """The approach without an index: FTS5 OR-query, every vector read back, same RRF."""
     match = match_expression(query)

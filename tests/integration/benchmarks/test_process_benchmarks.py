@@ -1,0 +1,474 @@
+"""Process benchmarks: what a user waits for when a fresh `devstream` process starts, and what
+a long-lived searcher sees while other processes write.
+
+Run with `pytest tests/integration/ --benchmark-only` (or `nox -s benchmark`); no xdist.
+Fresh processes are measured by `measure_process.py`, a small launcher that times the child
+and reads its own peak RSS from `os.wait4` (straight from pytest, a child's `ru_maxrss`
+would include pytest's). Children get a clean environment: no DEVSTREAM_* variables (so the
+offline hashing embedder), no user config file, no coverage. Every search uses common-word
+queries, whose long posting lists are the case users hit. Timings are reported against
+their targets; exit codes, hits, stored rows and errors are asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from asyncio.subprocess import Process
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+from sqlalchemy import text
+
+from devstream import DevStream, Settings
+from tests.integration.benchmarks.conftest import record
+from tests.integration.benchmarks.corpus import vocabulary
+from tests.support import REPO_ROOT, repo_pythonpath
+
+Run = Callable[[Awaitable[Any]], Any]
+
+RUNS = 5  # of each fresh-process measurement, and of each catch-up
+PROCESS_TIMEOUT_S = 120.0
+WRITERS_TIMEOUT_S = 300.0
+
+CLI_SEARCH_TARGET_S = {10_000: 0.8, 100_000: 1.5}
+CLI_SEARCH_RSS_TARGET_MB = {100_000: 450.0}
+COLD_SEARCH_TARGET_S = 5.0
+VERSION_TARGET_S = 0.2
+TASK_READY_TARGET_S = 0.8
+WRITERS, WRITES_PER_WRITER = 8, 200
+SEARCH_UNDER_WRITES_MAX_TARGET_MS = 500.0
+CATCH_UP_TARGET_MS = 20.0
+LIMIT = 10
+
+PYTHON = Path(sys.executable)
+CONSOLE_SCRIPT = PYTHON.with_name("devstream")
+LAUNCHER = Path(__file__).with_name("measure_process.py")
+
+
+def index_cache(db: Path) -> Path:
+    """The persisted index cache beside a database file (once it exists)."""
+    return Path(str(db) + "-index")
+
+
+def common_queries() -> list[str]:
+    """Five queries of four words each from the 20 most frequent: every one holds a top-5 word."""
+    top = vocabulary()[:20]
+    return [" ".join(top[first::5]) for first in range(5)]
+
+
+def copy_database(source: Path, directory: Path) -> Path:
+    """A copy of a closed database file, with its WAL and index cache when they exist."""
+    target = directory / source.name
+    for suffix in ("", "-wal", "-index"):
+        if Path(str(source) + suffix).exists():
+            shutil.copyfile(str(source) + suffix, str(target) + suffix)
+    return target
+
+
+def _mb(kib: int) -> float:
+    return kib * 1024 / 1e6
+
+
+def _label(size: int) -> str:
+    return f"{size // 1000}k"
+
+
+# --- fresh processes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measured:
+    wall_s: float
+    maxrss_kib: int
+    stdout: str
+
+
+@pytest.fixture(scope="module")
+def child_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """This environment without DEVSTREAM_* or coverage variables, and pointed at a config
+    file that does not exist (so a user's config cannot name an Ollama server)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("DEVSTREAM_", "COV_CORE_", "COVERAGE_"))
+    }
+    env["DEVSTREAM_CONFIG"] = str(tmp_path_factory.mktemp("no-config") / "absent.toml")
+    return env
+
+
+def measure(command: Sequence[str | Path], env: Mapping[str, str], what: str) -> Measured:
+    """Run `command` once under the launcher: its wall time, peak RSS and stdout."""
+    with tempfile.TemporaryDirectory(prefix="measure-") as scratch:
+        report = Path(scratch) / "report.json"
+        launcher = [PYTHON, LAUNCHER, report, PROCESS_TIMEOUT_S, *command]
+        try:
+            done = subprocess.run(
+                [str(part) for part in launcher],
+                env=dict(env),
+                capture_output=True,
+                text=True,
+                timeout=PROCESS_TIMEOUT_S + 60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(
+                f"the launcher measuring {what} did not exit "
+                f"(it kills the command after {PROCESS_TIMEOUT_S:g} s)"
+            )
+        if not report.exists():
+            pytest.fail(
+                f"the launcher measuring {what} wrote no report "
+                f"(exit {done.returncode}): {done.stderr[-2000:]}"
+            )
+        figures = json.loads(report.read_text(encoding="utf-8"))
+    if figures["timed_out"]:
+        pytest.fail(f"{what} did not finish within {PROCESS_TIMEOUT_S:g} s (killed)")
+    if figures["returncode"] != 0:
+        pytest.fail(f"{what} exited {figures['returncode']}: {done.stderr[-2000:]}")
+    return Measured(float(figures["wall_s"]), int(figures["maxrss_kib"]), done.stdout)
+
+
+def _search_command(db: Path, query: str) -> list[str | Path]:
+    return [CONSOLE_SCRIPT, "--db", db, "memory", "search", query, "--json"]
+
+
+def _check_search(measured: Measured, what: str) -> None:
+    try:
+        document = json.loads(measured.stdout)
+    except json.JSONDecodeError as exc:
+        pytest.fail(f"{what} printed no JSON document ({exc}): {measured.stdout[:500]!r}")
+    assert document["hits"], f"{what} found no hits"
+    assert not document["degraded"], f"{what} was degraded: {document['reason']}"
+
+
+def _searches(
+    benchmark: BenchmarkFixture,
+    db: Path,
+    env: Mapping[str, str],
+    what: str,
+    setup: Callable[[], None] | None = None,
+) -> list[Measured]:
+    """RUNS fresh-process searches, through the queries in turn (`setup` before each)."""
+    queries = common_queries()
+    runs: list[Measured] = []
+
+    def one() -> None:
+        query = queries[len(runs) % len(queries)]
+        runs.append(measure(_search_command(db, query), env, f"{what} {query!r}"))
+
+    benchmark.pedantic(one, setup=setup, rounds=RUNS, iterations=1)
+    for measured in runs:
+        _check_search(measured, what)
+    return runs
+
+
+def _record_searches(name: str, runs: list[Measured], target_s: float) -> None:
+    wall = statistics.median(measured.wall_s for measured in runs)
+    record(f"{name}: median of {len(runs)}", wall, "s", f"<= {target_s:g} s", wall <= target_s)
+    record(f"{name}: best of {len(runs)}", min(m.wall_s for m in runs), "s")
+
+
+@pytest.mark.parametrize("size", [10_000, 100_000], ids=["10k", "100k"])
+def test_cli_search_in_a_fresh_process(
+    benchmark: BenchmarkFixture,
+    corpora: Callable[[int], Path],
+    child_env: dict[str, str],
+    size: int,
+) -> None:
+    """`devstream memory search --json` in a new process, the index cache already written by
+    an earlier search: whole-process wall time and peak RSS."""
+    db = corpora(size)
+    what = f"`devstream memory search` on {_label(size)}"
+    index_cache(db).unlink(missing_ok=True)  # a known state: the warm-up writes it
+    warm_up = measure(_search_command(db, common_queries()[0]), child_env, f"{what} (warm-up)")
+    _check_search(warm_up, f"{what} (warm-up)")
+    state = "cache present" if index_cache(db).exists() else "no cache file"
+    runs = _searches(benchmark, db, child_env, what)
+    name = f"cli search {_label(size)} ({state})"
+    _record_searches(name, runs, CLI_SEARCH_TARGET_S[size])
+    rss = _mb(max(measured.maxrss_kib for measured in runs))
+    rss_target = CLI_SEARCH_RSS_TARGET_MB.get(size)
+    record(
+        f"{name}: peak RSS (max of {len(runs)})",
+        rss,
+        "MB",
+        f"<= {rss_target:g} MB" if rss_target else "",
+        None if rss_target is None else rss <= rss_target,
+    )
+
+
+def test_cli_search_100k_without_an_index_cache(
+    benchmark: BenchmarkFixture, corpora: Callable[[int], Path], child_env: dict[str, str]
+) -> None:
+    """The same at 100k with the cache deleted before each run: the index built from nothing
+    (and written, once the cache has landed)."""
+    db = corpora(100_000)
+    cache = index_cache(db)
+    runs = _searches(
+        benchmark,
+        db,
+        child_env,
+        "`devstream memory search` on 100k without a cache",
+        setup=lambda: cache.unlink(missing_ok=True),
+    )
+    name = "cli search 100k (cache deleted)"
+    _record_searches(name, runs, COLD_SEARCH_TARGET_S)
+    record(f"{name}: peak RSS (max of {len(runs)})", _mb(max(m.maxrss_kib for m in runs)), "MB")
+    # The cache is coming: until it lands, its absence is a missed figure, not a failure.
+    written = cache.exists()
+    record("index cache written after a cold search", float(written), "", "file exists", written)
+
+
+async def _a_few_ready_tasks(db: Path) -> list[str]:
+    titles = [f"Startup benchmark task {n}" for n in range(5)]
+    async with DevStream.open(Settings(db=str(db)), migrate_schema=False) as ds:
+        plan = await ds.tasks.create_plan("Startup benchmark")
+        phase = await ds.tasks.add_phase(plan.id, "Only phase")
+        for title in titles:
+            await ds.tasks.add_task(phase.id, title)
+        assert len(await ds.tasks.ready()) == len(titles)
+    return titles
+
+
+def test_cli_startup_version_task_ready_and_the_floor(
+    benchmark: BenchmarkFixture, bench_db: Path, run: Run, child_env: dict[str, str]
+) -> None:
+    """`devstream --version` and `devstream task ready` beside the floor under them: a bare
+    interpreter, and one that imports SQLAlchemy's asyncio layer. Interleaved, RUNS rounds."""
+    titles = run(_a_few_ready_tasks(bench_db))
+    commands: dict[str, list[str | Path]] = {
+        "devstream --version": [CONSOLE_SCRIPT, "--version"],
+        "devstream task ready": [CONSOLE_SCRIPT, "--db", bench_db, "task", "ready"],
+        "floor: python -c pass": [PYTHON, "-c", "pass"],
+        "floor: import sqlalchemy.ext.asyncio": [PYTHON, "-c", "import sqlalchemy.ext.asyncio"],
+    }
+    targets = {"devstream --version": VERSION_TARGET_S, "devstream task ready": TASK_READY_TARGET_S}
+    assert CONSOLE_SCRIPT.exists(), f"no console script beside the interpreter: {CONSOLE_SCRIPT}"
+    runs: dict[str, list[Measured]] = {name: [] for name in commands}
+
+    def rounds() -> None:
+        for _ in range(RUNS):
+            for name, command in commands.items():
+                what = "`" + " ".join(str(part) for part in command) + "`"
+                runs[name].append(measure(command, child_env, what))
+
+    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    for measured in runs["devstream --version"]:
+        assert measured.stdout.startswith("devstream "), measured.stdout
+    for measured in runs["devstream task ready"]:
+        assert all(title in measured.stdout for title in titles), measured.stdout
+    for name, measured_runs in runs.items():
+        walls = [measured.wall_s for measured in measured_runs]
+        target = targets.get(name)
+        for stat, value in (("best", min(walls)), ("median", statistics.median(walls))):
+            record(
+                f"{name}: {stat} of {len(walls)}",
+                value,
+                "s",
+                f"<= {target:g} s" if target else "",
+                None if target is None else value <= target,
+            )
+
+
+# --- a long-lived searcher ----------------------------------------------------------------
+
+
+async def _count(ds: DevStream) -> int:
+    async with ds.pool.read_transaction() as conn:
+        return int(await conn.scalar(text("SELECT count(*) FROM memory_entries")) or 0)
+
+
+@dataclass
+class _UnderWrites:
+    latencies: list[float]
+    errors: list[str]
+    writers: dict[str, tuple[int | None, bytes]]  # label: exit code, stderr
+    writing_s: float = 0.0  # from "go" until the last writer exited
+
+
+async def _start_writers(db: Path, env: Mapping[str, str]) -> dict[str, Process]:
+    """WRITERS store_writer processes, each with the store open and waiting for "go"."""
+    writers: dict[str, Process] = {}
+    for n in range(WRITERS):
+        label = f"writer-{n}"
+        writers[label] = await asyncio.create_subprocess_exec(
+            PYTHON,
+            "-m",
+            "tests.integration.benchmarks.store_writer",
+            str(db),
+            str(WRITES_PER_WRITER),
+            label,
+            "--go",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**env, "PYTHONPATH": repo_pythonpath()},
+            cwd=REPO_ROOT,
+        )
+    for label, writer in writers.items():
+        assert writer.stdout is not None
+        try:
+            line = await asyncio.wait_for(writer.stdout.readline(), PROCESS_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            pytest.fail(f"{label} did not open the store within {PROCESS_TIMEOUT_S:g} s")
+        if line.strip() != b"ready":
+            assert writer.stderr is not None
+            stderr = (await writer.stderr.read()).decode(errors="replace")[-1500:]
+            pytest.fail(f"{label} did not get ready to write ({line!r}): {stderr}")
+    return writers
+
+
+async def _search_while_writing(ds: DevStream, db: Path, env: Mapping[str, str]) -> _UnderWrites:
+    """Search continuously while WRITERS processes each store WRITES_PER_WRITER memories,
+    from the moment they all start writing until the last one exits."""
+    queries = common_queries()
+    outcome = _UnderWrites([], [], {})
+    stop = asyncio.Event()
+
+    async def search_continuously() -> None:
+        while not stop.is_set():
+            query = queries[len(outcome.latencies) % len(queries)]
+            started = time.perf_counter()
+            try:
+                result = await ds.memory.search(query, limit=LIMIT)
+            except Exception as exc:  # every error is counted and reported
+                outcome.errors.append(f"{query!r}: {exc!r}")
+            else:
+                if not result.hits:
+                    outcome.errors.append(f"{query!r}: no hits")
+            outcome.latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0)
+
+    writers: dict[str, Process] = {}
+    try:
+        writers = await _start_writers(db, env)
+        started = time.perf_counter()
+        for writer in writers.values():
+            assert writer.stdin is not None
+            writer.stdin.write(b"go\n")
+            writer.stdin.close()
+        finishing = {label: asyncio.ensure_future(w.communicate()) for label, w in writers.items()}
+        searcher = asyncio.ensure_future(search_continuously())
+        await asyncio.wait(finishing.values(), timeout=WRITERS_TIMEOUT_S)
+        outcome.writing_s = time.perf_counter() - started
+        stop.set()
+        await searcher
+        unfinished = [label for label, future in finishing.items() if not future.done()]
+        if unfinished:
+            pytest.fail(
+                f"{', '.join(unfinished)} did not finish storing {WRITES_PER_WRITER} memories "
+                f"within {WRITERS_TIMEOUT_S:g} s (killed)"
+            )
+        for label, future in finishing.items():
+            outcome.writers[label] = (writers[label].returncode, future.result()[1])
+    finally:
+        for writer in writers.values():
+            if writer.returncode is None:
+                writer.kill()
+                await writer.wait()
+    return outcome
+
+
+def test_warm_searcher_while_eight_writers_store(
+    benchmark: BenchmarkFixture,
+    corpora: Callable[[int], Path],
+    run: Run,
+    child_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """A warm DevStream on a 10k copy searching without pause while 8 other processes store
+    200 memories each, one `store` call apiece: every search's latency, and nothing lost."""
+    source = corpora(10_000)
+    db = copy_database(source, tmp_path)
+
+    async def session() -> tuple[int, _UnderWrites, int]:
+        async with DevStream.open(Settings(db=str(db)), migrate_schema=False) as ds:
+            await ds.memory.search(common_queries()[0], limit=LIMIT)  # warm
+            before = await _count(ds)
+            outcome = await _search_while_writing(ds, db, child_env)
+            return before, outcome, await _count(ds)
+
+    before, outcome, after = benchmark.pedantic(lambda: run(session()), rounds=1, iterations=1)
+    latencies_ms = [1000 * latency for latency in outcome.latencies]
+    worst = max(latencies_ms)
+    name = f"search 10k, {WRITERS} writers x {WRITES_PER_WRITER} stores"
+    record(f"{name}: writing took", outcome.writing_s, "s")
+    record(f"{name}: searches meanwhile", len(latencies_ms), "")
+    record(f"{name}: p50", float(np.percentile(latencies_ms, 50)), "ms")
+    record(f"{name}: p99", float(np.percentile(latencies_ms, 99)), "ms")
+    record(
+        f"{name}: max",
+        worst,
+        "ms",
+        f"<= {SEARCH_UNDER_WRITES_MAX_TARGET_MS:g} ms",
+        worst <= SEARCH_UNDER_WRITES_MAX_TARGET_MS,
+    )
+    errors = len(outcome.errors)
+    record(f"{name}: errors", errors, "", "0", errors == 0)
+    failed = {
+        label: (code, stderr.decode(errors="replace")[-1500:])
+        for label, (code, stderr) in outcome.writers.items()
+        if code != 0
+    }
+    assert failed == {}, f"writers exited non-zero: {failed}"
+    assert outcome.errors == [], f"{errors} searches failed, first: {outcome.errors[:5]}"
+    assert before == 10_000
+    assert after - before == WRITERS * WRITES_PER_WRITER, "rows stored by the writers"
+
+
+async def _catch_up_timings(db: Path) -> tuple[bool, list[float]]:
+    """Seconds from one foreign write to a warm searcher that has it, RUNS times; and
+    whether that was `catch_up()` (else the next search, which notices and reloads)."""
+    queries = common_queries()
+    settings = Settings(db=str(db))
+    async with (
+        DevStream.open(settings, migrate_schema=False) as warm,
+        DevStream.open(settings, migrate_schema=False) as foreign,  # its own pool and index
+    ):
+        await warm.memory.search(queries[0], limit=LIMIT)
+        catch_up: Callable[[], Awaitable[object]] | None = getattr(warm.memory, "catch_up", None)
+        timings: list[float] = []
+        for n in range(RUNS):
+            marker = f"catchupmarker{string.ascii_lowercase[n]}"
+            stored = await foreign.memory.store(f"{marker}: stored by another process", "context")
+            started = time.perf_counter()
+            if catch_up is not None:
+                await catch_up()
+            else:
+                await warm.memory.search(queries[n % len(queries)], limit=LIMIT)
+            timings.append(time.perf_counter() - started)
+            found = [hit.entry.id for hit in (await warm.memory.search(marker)).hits]
+            assert stored.entry.id in found, f"the warm searcher does not see foreign write {n}"
+    return catch_up is not None, timings
+
+
+def test_catch_up_after_one_foreign_write_100k(
+    benchmark: BenchmarkFixture, corpora: Callable[[int], Path], run: Run, tmp_path: Path
+) -> None:
+    """A warm DevStream on a 100k copy, one memory stored through another pool: the time
+    until the warm one's index has it."""
+    db = copy_database(corpora(100_000), tmp_path)
+    real, timings = benchmark.pedantic(lambda: run(_catch_up_timings(db)), rounds=1, iterations=1)
+    median_ms = 1000 * statistics.median(timings)
+    name = "catch-up 100k" if real else "catch-up (search after one foreign write)"
+    record(
+        f"{name}: median of {len(timings)}",
+        median_ms,
+        "ms",
+        f"<= {CATCH_UP_TARGET_MS:g} ms",
+        median_ms <= CATCH_UP_TARGET_MS,
+    )
