@@ -10,7 +10,7 @@ from devstream.config import Settings, load_settings
 from devstream.db import revision
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
-from devstream.memory.embedders import Embedder, HashingEmbedder, OllamaEmbedder
+from devstream.memory.embedders import Embedder, HashingEmbedder
 from devstream.memory.index import MemoryIndex
 from devstream.memory.service import MemoryService
 from devstream.metrics import MetricsRegistry, resource_usage
@@ -84,6 +84,9 @@ class DevStream:
 def embedder_for(settings: Settings) -> Embedder:
     """Ollama when a URL is configured; otherwise the offline hashing embedder."""
     if settings.ollama_url:
+        # httpx and tenacity cost every command tens of milliseconds; only Ollama needs them.
+        from devstream.memory.ollama import OllamaEmbedder  # noqa: PLC0415
+
         return OllamaEmbedder(
             settings.ollama_url,
             settings.embed_model,

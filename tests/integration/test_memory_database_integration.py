@@ -20,8 +20,8 @@ from devstream.db.records import MemoryEntry, MicroTask, Plan
 from devstream.db.types import utcnow
 from devstream.errors import DimensionMismatch, InvalidInput, NotFound
 from devstream.memory.context import approximate_tokens, assemble, assemble_for_task
-from devstream.memory.embedders import OllamaEmbedder
 from devstream.memory.index import MemoryIndex
+from devstream.memory.ollama import OllamaEmbedder
 from devstream.memory.search import SearchWeights
 from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama, deterministic_embedding

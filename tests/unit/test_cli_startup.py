@@ -1,5 +1,5 @@
 """What a fresh `devstream` process imports: help and version load no storage stack, and a
-database already at head is opened without Alembic."""
+database already at head is opened without Alembic or the Ollama client's libraries."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import pytest
 from devstream.db import migrate, revision
 
 HEAVY = frozenset({"sqlalchemy", "numpy", "alembic", "httpx", "rich"})
+# Only the Ollama embedder needs these (rich comes in through httpx's command line).
+OLLAMA_CLIENT = frozenset({"httpx", "tenacity", "rich"})
 TIMEOUT_S = 60
 
 # Runs the console entry point, then writes the top-level packages it imported to a file.
@@ -70,7 +72,9 @@ def test_help_and_version_load_no_storage_stack(
     )
 
 
-def test_a_database_at_head_is_opened_without_alembic(tmp_path: Path) -> None:
+def test_a_database_at_head_is_opened_without_alembic_or_the_ollama_client(
+    tmp_path: Path,
+) -> None:
     db = str(tmp_path / "at-head.db")
     done, imported = run_cli(tmp_path, "--db", db, "init")
     assert f"(schema {migrate.head_revision()})" in done.stdout
@@ -79,6 +83,10 @@ def test_a_database_at_head_is_opened_without_alembic(tmp_path: Path) -> None:
     done, imported = run_cli(tmp_path, "--db", db, "task", "ready")
     assert done.stdout.strip() == "nothing is ready"
     assert "alembic" not in imported, "`task ready` on a database at head loaded Alembic"
+    assert not imported & OLLAMA_CLIENT, (
+        f"`task ready` without an Ollama URL imported {sorted(imported & OLLAMA_CLIENT)}; "
+        "import devstream.memory.ollama only when an Ollama URL is configured"
+    )
 
 
 def test_the_head_constant_is_the_newest_migration() -> None:

@@ -1,49 +1,29 @@
-"""Embedders turn texts into vectors: an offline hashing one and a client for Ollama's API.
+"""Embedders turn texts into vectors: the protocol they share and an offline hashing one.
 
 Every embedder returns raw float32 rows of its configured dimension; callers normalise.
-`OllamaEmbedder` retries transient failures with jittered exponential backoff and sits
-behind a `CircuitBreaker`, so a server that is down costs one fast failure per call
-instead of a full retry cycle each time.
+The Ollama client is in `devstream.memory.ollama`, which is imported only when a server
+is configured, so commands that never embed do not load its HTTP and retry libraries.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
-import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from itertools import pairwise
-from typing import Literal, Protocol
+from typing import Protocol
 
-import httpx
 import numpy as np
 import numpy.typing as npt
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from devstream.db.tokenizer import scrub, word_lists
-from devstream.errors import DimensionMismatch, EmbeddingError, EmbeddingUnavailable
 
 Vectors = npt.NDArray[np.float32]
-BreakerState = Literal["closed", "open", "half-open"]
 
-__all__ = [
-    "BreakerState",
-    "CircuitBreaker",
-    "Embedder",
-    "HashingEmbedder",
-    "OllamaEmbedder",
-    "Vectors",
-]
+__all__ = ["Embedder", "HashingEmbedder", "Vectors", "check_texts"]
 
 
 class Embedder(Protocol):
@@ -61,7 +41,8 @@ class Embedder(Protocol):
         ...
 
 
-def _check_texts(texts: Sequence[str]) -> None:
+def check_texts(texts: Sequence[str]) -> None:
+    """Refuse a bare string, which would otherwise be embedded one character per row."""
     if isinstance(texts, str):
         raise TypeError("embed() takes a sequence of texts, not a single string")
 
@@ -123,7 +104,7 @@ class HashingEmbedder:
         return vector.astype(np.float32)
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
-        _check_texts(texts)
+        check_texts(texts)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for row, words in enumerate(_words(texts)):
             out[row] = self._vector(words)
@@ -131,319 +112,3 @@ class HashingEmbedder:
 
     async def aclose(self) -> None:
         return None
-
-
-# --- Circuit breaker ---------------------------------------------------------------------
-
-
-class CircuitBreaker:
-    """Fails fast while a dependency is down, probing it once per cool-down.
-
-    Closed: calls pass and consecutive failures are counted. After `failure_threshold` of
-    them it opens: `before_call()` raises `EmbeddingUnavailable` at once until `cooldown_s`
-    has passed. Then it lets exactly one probe through (half-open; other callers still fail
-    fast while it runs). The probe's `record_success()` closes the breaker; its
-    `record_failure()` opens it again for a fresh cool-down. Every call that passed
-    `before_call()` must end in `record_success()`, `record_failure()` or `abandon_call()`.
-    """
-
-    def __init__(
-        self,
-        failure_threshold: int = 3,
-        cooldown_s: float = 30.0,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if failure_threshold < 1:
-            raise ValueError(f"failure_threshold must be at least 1, got {failure_threshold}")
-        if cooldown_s < 0:
-            raise ValueError(f"cooldown_s must not be negative, got {cooldown_s}")
-        self.failure_threshold = failure_threshold
-        self.cooldown_s = cooldown_s
-        self._clock = clock
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._probing = False
-
-    @property
-    def state(self) -> BreakerState:
-        """One of "closed", "open" or "half-open" (a probe is running or may start now)."""
-        if self._opened_at is None:
-            return "closed"
-        if self._probing or self._cooled_down():
-            return "half-open"
-        return "open"
-
-    @property
-    def consecutive_failures(self) -> int:
-        return self._failures
-
-    def _cooled_down(self) -> bool:
-        return self._opened_at is not None and self._clock() - self._opened_at >= self.cooldown_s
-
-    def before_call(self) -> None:
-        """Let a call through, or raise `EmbeddingUnavailable` if the breaker is open."""
-        if self._opened_at is None:
-            return
-        if not self._probing and self._cooled_down():
-            self._probing = True
-            return
-        if self._probing:
-            raise EmbeddingUnavailable("circuit breaker is half-open and a probe call is running")
-        remaining = self.cooldown_s - (self._clock() - self._opened_at)
-        raise EmbeddingUnavailable(
-            f"circuit breaker is open after {self._failures} consecutive failures; "
-            f"next probe in {remaining:.1f}s"
-        )
-
-    def record_success(self) -> None:
-        """The call succeeded: close the breaker and forget earlier failures."""
-        self._failures = 0
-        self._opened_at = None
-        self._probing = False
-
-    def record_failure(self) -> None:
-        """The call failed: count it, and open (or re-open) the breaker when due."""
-        self._failures += 1
-        if self._probing or self._opened_at is not None or self._failures >= self.failure_threshold:
-            self._opened_at = self._clock()
-        self._probing = False
-
-    def abandon_call(self) -> None:
-        """The call ended without a verdict (cancelled): free the probe slot, count nothing."""
-        self._probing = False
-
-
-# --- Ollama ------------------------------------------------------------------------------
-
-
-class _RetryableStatus(Exception):
-    """A 429 or 5xx answer: worth another attempt, maybe after the server's Retry-After."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"HTTP {response.status_code}: {_error_text(response)}")
-        self.status_code = response.status_code
-        self.retry_after_s = _retry_after_s(response)
-
-
-def _retry_after_s(response: httpx.Response) -> float | None:
-    if response.status_code not in (429, 503):
-        return None
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # an HTTP-date: fall back to our own backoff
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
-
-
-def _error_text(response: httpx.Response, limit: int = 200) -> str:
-    """The server's own explanation: Ollama's {"error": ...} or the start of the body."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        text: str = body["error"]
-    else:
-        text = response.text.strip() or response.reason_phrase
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, _RetryableStatus):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _exponential_jitter(initial_s: float, max_s: float) -> wait_exponential_jitter:
-    # tenacity renamed `initial` to `multiplier` (and deprecated `initial`) after 9.0.
-    if "multiplier" in inspect.signature(wait_exponential_jitter).parameters:
-        return wait_exponential_jitter(multiplier=initial_s, max=max_s, jitter=initial_s)
-    return wait_exponential_jitter(initial=initial_s, max=max_s, jitter=initial_s)
-
-
-class OllamaEmbedder:
-    """Embeddings from an Ollama server's `POST /api/embed`, in batches, with retries.
-
-    Per batch: the breaker is asked first; then the request is tried up to `attempts`
-    times on timeouts, transport errors (refused connections), 429 and 5xx, waiting with
-    jittered exponential backoff or, on 429/503, the server's `Retry-After` (capped at
-    `backoff_max_s`). Exhausted retries raise `EmbeddingUnavailable`; a 4xx or an unusable
-    body raises `EmbeddingError` at once; vectors of the wrong length raise
-    `DimensionMismatch`. `retries`, `retry_wait_s` and `rejected` are running totals for
-    metrics.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str = "embeddinggemma",
-        dimension: int = 768,
-        *,
-        timeout_s: float = 30.0,
-        connect_timeout_s: float = 2.0,
-        attempts: int = 3,
-        backoff_initial_s: float = 0.2,
-        backoff_max_s: float = 2.0,
-        batch_size: int = 64,
-        breaker: CircuitBreaker | None = None,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
-        if dimension < 1:
-            raise ValueError(f"dimension must be positive, got {dimension}")
-        if attempts < 1:
-            raise ValueError(f"attempts must be at least 1, got {attempts}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.base_url = base_url.rstrip("/")
-        self.url = f"{self.base_url}/api/embed"
-        self.model = model
-        self.dimension = dimension
-        self.attempts = attempts
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
-        self.batch_size = batch_size
-        self.breaker = breaker if breaker is not None else CircuitBreaker()
-        self._owns_client = client is None
-        self._client = (
-            client
-            if client is not None
-            else httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s))
-        )
-        self.retries = 0  # attempts repeated after a transient failure
-        self.retry_wait_s = 0.0  # seconds spent waiting between attempts
-        self.rejected = 0  # batches refused by the open circuit breaker, no request sent
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this embedder created it."""
-        if self._owns_client:
-            await self._client.aclose()
-
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        _check_texts(texts)
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        batches = [
-            await self._embed_batch(texts[start : start + self.batch_size])
-            for start in range(0, len(texts), self.batch_size)
-        ]
-        return batches[0] if len(batches) == 1 else np.concatenate(batches)
-
-    async def _embed_batch(self, batch: Sequence[str]) -> Vectors:
-        try:
-            self.breaker.before_call()
-        except EmbeddingUnavailable as exc:
-            self.rejected += 1
-            raise EmbeddingUnavailable(f"not calling {self.url}: {exc}") from exc
-        # What the breaker counts: it measures whether the server answers usefully.
-        # Unreachable or still failing after retries is a failure, and so is a 2xx body we
-        # cannot use (bad JSON, NaN, wrong count): a server returning garbage is as broken as
-        # one that is down. A 4xx or a DimensionMismatch is a coherent answer from a healthy
-        # server to a request our configuration got wrong; waiting will not fix it, so it
-        # counts as a success, and callers keep seeing the precise, actionable error instead
-        # of "unavailable". Cancellation gives no verdict and only frees the probe slot.
-        try:
-            response = await self._post_with_retries(batch)
-        except EmbeddingUnavailable:
-            self.breaker.record_failure()
-            raise
-        except EmbeddingError:
-            self.breaker.record_success()
-            raise
-        except BaseException:
-            self.breaker.abandon_call()
-            raise
-        try:
-            vectors = self._parse(response, len(batch))
-        except DimensionMismatch:
-            self.breaker.record_success()
-            raise
-        except EmbeddingError:
-            self.breaker.record_failure()
-            raise
-        except BaseException:
-            self.breaker.abandon_call()
-            raise
-        self.breaker.record_success()
-        return vectors
-
-    async def _post(self, batch: Sequence[str]) -> httpx.Response:
-        response = await self._client.post(
-            self.url, json={"model": self.model, "input": list(batch)}
-        )
-        status = response.status_code
-        if status == 429 or status >= 500:
-            raise _RetryableStatus(response)
-        if status >= 400:
-            raise EmbeddingError(
-                f"{self.url} refused the request with HTTP {status}: {_error_text(response)}",
-                hint=f"check that model {self.model!r} is pulled on the server "
-                "(`ollama pull <model>`) and the URL is right",
-            )
-        return response
-
-    def _wait(self, backoff: wait_exponential_jitter) -> Callable[[RetryCallState], float]:
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            if isinstance(exc, _RetryableStatus) and exc.retry_after_s is not None:
-                return min(exc.retry_after_s, self.backoff_max_s)
-            return backoff(state)
-
-        return wait
-
-    def _count_retry(self, state: RetryCallState) -> None:
-        self.retries += 1
-        self.retry_wait_s += state.upcoming_sleep
-
-    async def _post_with_retries(self, batch: Sequence[str]) -> httpx.Response:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.attempts),
-            wait=self._wait(_exponential_jitter(self.backoff_initial_s, self.backoff_max_s)),
-            retry=retry_if_exception_type((httpx.TransportError, _RetryableStatus)),
-            before_sleep=self._count_retry,
-            reraise=True,
-        )
-        try:
-            response: httpx.Response = await retrying(self._post, batch)
-        except _RetryableStatus as exc:
-            raise EmbeddingUnavailable(
-                f"embedding server {self.url} kept failing after {self.attempts} attempt(s): {exc}"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise EmbeddingUnavailable(
-                f"cannot reach embedding server {self.url} after {self.attempts} "
-                f"attempt(s): {_describe(exc)}"
-            ) from exc
-        return response
-
-    def _parse(self, response: httpx.Response, expected: int) -> Vectors:
-        """Validated float32 rows: count, then dimension, then types and finiteness."""
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise EmbeddingError(f"{self.url} returned a body that is not JSON: {exc}") from exc
-        rows = body.get("embeddings") if isinstance(body, dict) else None
-        if not isinstance(rows, list):
-            raise EmbeddingError(f'{self.url} returned no "embeddings" list')
-        if len(rows) != expected:
-            raise EmbeddingError(f"{self.url} returned {len(rows)} vectors for {expected} texts")
-        for row in rows:
-            if not isinstance(row, list):
-                raise EmbeddingError(f"{self.url} returned an embedding that is not a list")
-            if len(row) != self.dimension:
-                raise DimensionMismatch(model=self.model, expected=self.dimension, actual=len(row))
-            if not all(type(value) in (float, int) for value in row):
-                raise EmbeddingError(f"{self.url} returned an embedding with non-numeric values")
-        try:
-            with np.errstate(over="ignore"):
-                vectors = np.array(rows, dtype=np.float32).reshape(expected, self.dimension)
-        except (OverflowError, ValueError) as exc:
-            raise EmbeddingError(f"{self.url} returned values that are not floats: {exc}") from exc
-        if not np.isfinite(vectors).all():
-            raise EmbeddingError(
-                f"{self.url} returned NaN, infinite or out-of-range (float32) values"
-            )
-        return vectors

@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from devstream import DevStream, Settings
 from devstream.db.pool import ConnectionPool
-from devstream.memory.embedders import CircuitBreaker, OllamaEmbedder
+from devstream.memory.ollama import CircuitBreaker, OllamaEmbedder
 from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama
 from tests.integration.benchmarks.conftest import median_s, record
