@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from devstream import DevStream, Settings
+from devstream.db import index_source
 from devstream.db.memory_store import MemoryFilter
 from devstream.memory import cache
-from devstream.memory.follow import CachePolicy, Followed
+from devstream.memory.follow import CachePolicy, Followed, catch_up
+from devstream.memory.index import MemoryIndex
 from devstream.memory.search import SearchWeights
 from devstream.memory.service import NewMemory
 
@@ -297,3 +299,22 @@ def _encodable(text_: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+async def test_a_rebuild_reads_one_snapshot_even_while_another_process_writes(
+    integration_real_database: DevStream, second_process: DevStream
+) -> None:
+    ds, other = integration_real_database, second_process
+    await ds.memory.store_many([NewMemory(note, "learning") for note in NOTES])
+    index = MemoryIndex(ds.memory.embedder.model, ds.memory.embedder.dimension)
+    async with ds.pool.read_transaction() as conn:
+        before = await index_source.state(conn, 0)  # the snapshot starts here
+        await other.memory.store("written after the snapshot began", "learning")
+        # The peer transaction starts later and sees the newer store: its postings are
+        # refused, and the rebuild reads them in the snapshot instead.
+        followed = await catch_up(index, conn, CachePolicy(None), ds.pool.read_transaction)
+    assert followed.rebuilt
+    assert index.state is not None
+    assert index.state.token == before.token
+    assert len(index.rows) == len(NOTES)
+    assert int(index.text.hits("written")[0].size) == 0

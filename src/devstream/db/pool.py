@@ -72,6 +72,13 @@ class ConnectionPool:
         sqlite.configure(engine, settings)
         return cls(engine, settings)
 
+    @property
+    def concurrent_reads(self) -> bool:
+        """Whether a second read transaction can run beside an open one: not under the
+        isolation seam (every transaction waits for the one before it), nor on a pool of one
+        connection."""
+        return self._seam is None and self.stats.size > 1
+
     def open_connections(self) -> int:
         """Connections the pool holds open, idle or checked out."""
         pool = self.engine.sync_engine.pool

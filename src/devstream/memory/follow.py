@@ -13,6 +13,9 @@ ends at exactly that state. From there it takes the cheapest way that is sound:
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from devstream.db import index_source as source
 from devstream.memory import cache
 from devstream.memory.index import IndexState, MemoryIndex
 
+# Opens another read transaction on the store, for work that can run beside the first.
+Peer = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 # Rows read per statement during a rebuild, so that their vectors pass through in slices.
 REBUILD_BATCH = 8192
 # More changes than this (and than this share of the rows) are cheaper as a rebuild.
@@ -46,8 +51,11 @@ class Followed:
     from_cache: bool = False
 
 
-async def catch_up(index: MemoryIndex, conn: AsyncConnection, policy: CachePolicy) -> Followed:
-    """Bring `index` to the committed state `conn` reads."""
+async def catch_up(
+    index: MemoryIndex, conn: AsyncConnection, policy: CachePolicy, peer: Peer | None = None
+) -> Followed:
+    """Bring `index` to the committed state `conn` reads (`peer`, when given, lets a rebuild
+    read FTS5's postings on another connection meanwhile)."""
     known = index.state
     now = await source.state(conn, 0 if known is None else known.seq)
     if known is not None and (known.token, known.seq) == (now.token, now.seq):
@@ -64,7 +72,7 @@ async def catch_up(index: MemoryIndex, conn: AsyncConnection, policy: CachePolic
             if applied is not None:
                 index.replace_with(cached)
                 return Followed(changes=applied, from_cache=True)
-    await _rebuild(index, conn, now)
+    await _rebuild(index, conn, now, peer)
     if policy.path is not None and len(index.rows) >= policy.min_rows:
         cache.save(policy.path, index)
     return Followed(rebuilt=True)
@@ -91,19 +99,39 @@ async def _apply_changes(
     return len(changed)
 
 
-async def _rebuild(index: MemoryIndex, conn: AsyncConnection, now: source.StoreState) -> None:
+async def _rebuild(
+    index: MemoryIndex, conn: AsyncConnection, now: source.StoreState, peer: Peer | None
+) -> None:
+    """Rows and vectors from `conn`; FTS5's postings from a peer reading the same state
+    meanwhile (SQLite builds them while this thread takes in the vectors), else after."""
     vectors = index.vectors
     fresh = MemoryIndex(vectors.model, vectors.dimension)
-    fresh.reserve(await source.count(conn))
-    after = 0
-    while True:
-        batch = await source.rows_after(
-            conn, vectors.model, vectors.dimension, after, REBUILD_BATCH
-        )
-        if not batch.ids:
-            break
-        fresh.append_built(batch)
-        after = batch.ids[-1]
-    fresh.set_postings(await source.postings(conn))
+    postings = None if peer is None else asyncio.create_task(_postings_at(peer, now))
+    try:
+        fresh.reserve(await source.count(conn))
+        after = 0
+        while True:
+            batch = await source.rows_after(
+                conn, vectors.model, vectors.dimension, after, REBUILD_BATCH
+            )
+            if not batch.ids:
+                break
+            fresh.append_built(batch)
+            after = batch.ids[-1]
+        found = None if postings is None else await postings
+    finally:
+        if postings is not None:
+            postings.cancel()
+    fresh.set_postings(found or await source.postings(conn))
     fresh.state = _state(now)
     index.replace_with(fresh)
+
+
+async def _postings_at(peer: Peer, now: source.StoreState) -> source.Postings | None:
+    """FTS5's postings, read in another transaction; None unless it reads state `now`
+    (every write moves the token or the change log, so equal means the same snapshot)."""
+    async with peer() as other:
+        there = await source.state(other, 0)
+        if (there.token, there.seq) != (now.token, now.seq):
+            return None
+        return await source.postings(other)

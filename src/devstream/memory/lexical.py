@@ -15,6 +15,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -57,15 +58,18 @@ class BasePostings:
 
     def hits(self, term: str) -> Hits:
         key = term.encode()
-        bounds, terms = self.term_bounds, self.terms
+        terms, bounds = self._lookup
         count = len(bounds) - 1
-        i = bisect.bisect_left(
-            range(count), key, key=lambda k: terms[bounds[k] : bounds[k + 1]].tobytes()
-        )
-        if i == count or terms[bounds[i] : bounds[i + 1]].tobytes() != key:
+        i = bisect.bisect_left(range(count), key, key=lambda k: terms[bounds[k] : bounds[k + 1]])
+        if i == count or terms[bounds[i] : bounds[i + 1]] != key:
             return _NO_HITS
         part = slice(self.starts[i], self.starts[i + 1])
         return self.rows[part].astype(np.int64), self.counts[part]
+
+    @cached_property
+    def _lookup(self) -> tuple[bytes, array[int]]:
+        """The terms and their bounds as Python objects: a binary search reads them fast."""
+        return self.terms.tobytes(), array("q", self.term_bounds.tobytes())
 
 
 def base_postings(

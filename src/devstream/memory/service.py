@@ -326,7 +326,8 @@ class MemoryService:
 
     async def _catch_up(self, conn: AsyncConnection) -> Followed:
         with self.metrics.timed("memory.index.follow"):
-            followed = await catch_up(self.index, conn, self.cache)
+            peer = self._pool.read_transaction if self._pool.concurrent_reads else None
+            followed = await catch_up(self.index, conn, self.cache, peer)
         if followed.rebuilt or followed.from_cache:
             self.metrics.increment("memory.index.loads")
         return followed

@@ -38,8 +38,12 @@ STORE_TARGET = 1_000.0  # entries/s, one commit per entry
 STORE_MANY_TARGET = 10_000.0  # entries/s
 SEARCH_P50_TARGET_MS = {10_000: 4.0, 100_000: 25.0}
 NAIVE_RATIO_TARGET = 8.0
-RECALL_TARGET = 0.95
+RECALL_TARGET = 0.99
+# Warm p50 over a bare numpy brute-force top-10 of the same vectors.
+BRUTE_RATIO_TARGET = {10_000: 1.5, 100_000: 0.8}
+ROUNDS = 3
 NAIVE_QUERIES = {1_000: QUERY_COUNT, 10_000: 50, 100_000: 10}  # the naive path is slow
+FULL_QUERIES = {1_000: QUERY_COUNT, 10_000: 100, 100_000: 30}  # full FTS5 rankings too
 TOP = 10
 DIMENSION = 768
 
@@ -176,44 +180,81 @@ def _ms(samples: list[float], q: float) -> float:
     return 1000 * float(np.percentile(samples, q))
 
 
+def _best_p50_ms(rounds: list[list[float]]) -> float:
+    return min(_ms(samples, 50) for samples in rounds)
+
+
+async def _fused_over_full_rankings(ds: DevStream, query: str, query_vector: Vector) -> list[int]:
+    """The top ten of RRF over every full-text match and every positively similar vector."""
+    match = match_expression(query)
+    async with ds.pool.read_transaction() as conn:
+        everything = 10**9
+        lexical = await store.full_text(conn, match, MemoryFilter(), everything) if match else []
+    index = ds.memory.index
+    size = index.rows.size
+    sims = index.vectors.cosine(query_vector, size)
+    order = np.argsort(-sims, kind="stable")
+    vector = [int(index.rows.ids[row]) for row in order if sims[row] > 0 and index.alive[row]]
+    scores = fuse([(1.0, [i for i, _ in lexical]), (1.0, vector)])
+    return sorted(scores, key=lambda i: (-scores[i], i))[:TOP]
+
+
+def _recall(found: dict[str, list[int]], reference: dict[str, list[int]]) -> float:
+    shares = [len(set(ids) & set(found[q])) / len(ids) for q, ids in reference.items() if ids]
+    return statistics.mean(shares)
+
+
 @pytest.mark.parametrize("size", [1_000, 10_000, 100_000], ids=["1k", "10k", "100k"])
 def test_hybrid_search(
     benchmark: BenchmarkFixture, corpora: Callable[[int], Path], run: Run, size: int
 ) -> None:
+    """Warm searches side by side with a bare numpy brute-force top-10 over the same vectors
+    (float32, C-contiguous, one matrix product and argpartition, in this process: the same
+    BLAS threads), each the best of ROUNDS rounds; and the naive approach."""
     path = corpora(size)
     queries = Corpus().queries()
 
     async def measure(ds: DevStream) -> dict[str, Any]:
         await ds.memory.search(queries[0])  # loads the index once, as a long-lived process does
         vectors = await ds.memory.embedder.embed(queries)
-        fast, brute, naive, recall = [], [], [], []
+        fast: list[list[float]] = []
+        brute: list[list[float]] = []
         fast_ids: dict[str, list[int]] = {}
-        for query in queries:
-            started = time.perf_counter()
-            result = await ds.memory.search(query, limit=TOP)
-            fast.append(time.perf_counter() - started)
-            fast_ids[query] = [hit.entry.id for hit in result.hits]
-        matrix = ds.memory.index.vectors.matrix
-        for vector in vectors:
-            started = time.perf_counter()
-            sims = matrix @ normalise(vector)[0]
-            np.argpartition(sims, -TOP)[-TOP:]
-            brute.append(time.perf_counter() - started)
+        matrix = np.ascontiguousarray(ds.memory.index.vectors.matrix(ds.memory.index.rows.size))
+        for _ in range(ROUNDS):
+            fast.append([])
+            for query in queries:
+                started = time.perf_counter()
+                result = await ds.memory.search(query, limit=TOP)
+                fast[-1].append(time.perf_counter() - started)
+                fast_ids[query] = [hit.entry.id for hit in result.hits]
+            brute.append([])
+            for vector in vectors:
+                started = time.perf_counter()
+                sims = matrix @ normalise(vector)[0]
+                np.argpartition(sims, -TOP)[-TOP:]
+                brute[-1].append(time.perf_counter() - started)
+        naive = []
         for query, vector in zip(queries[: NAIVE_QUERIES[size]], vectors, strict=False):
             started = time.perf_counter()
             await _naive(ds, query, vector)
             naive.append(time.perf_counter() - started)
-        for query in queries:
-            exact = [hit.entry.id for hit in (await ds.memory.search(query, exact=True)).hits]
-            if exact:
-                recall.append(len(set(exact) & set(fast_ids[query])) / len(exact))
+        exact = {
+            query: [hit.entry.id for hit in (await ds.memory.search(query, exact=True)).hits]
+            for query in queries
+        }
+        full = {
+            query: await _fused_over_full_rankings(ds, query, vector)
+            for query, vector in zip(queries[: FULL_QUERIES[size]], vectors, strict=False)
+        }
         return {
             "fast": fast,
             "brute": brute,
             "naive": naive,
-            "recall": statistics.mean(recall),
+            "recall": _recall(fast_ids, exact),
+            "recall_full": _recall(fast_ids, full),
             "footprint": ds.memory.index.footprint(),
-            "entries": len(ds.memory.index.text.rows),
+            "entries": len(ds.memory.index.rows),
         }
 
     async def session() -> dict[str, Any]:
@@ -223,7 +264,8 @@ def test_hybrid_search(
     figures = benchmark.pedantic(lambda: run(session()), rounds=1, iterations=1)
     assert figures["entries"] == size
     label = f"search {size // 1000}k"
-    fast_p50 = _ms(figures["fast"], 50)
+    fast_p50 = _best_p50_ms(figures["fast"])
+    brute_p50 = _best_p50_ms(figures["brute"])
     naive_p50 = _ms(figures["naive"], 50)
     target = SEARCH_P50_TARGET_MS.get(size)
     record(
@@ -233,8 +275,8 @@ def test_hybrid_search(
         f"<= {target:g} ms" if target else "",
         None if target is None else fast_p50 <= target,
     )
-    record(f"{label}: DevStream p95", _ms(figures["fast"], 95), "ms")
-    record(f"{label}: numpy brute-force top-k p50", _ms(figures["brute"], 50), "ms")
+    record(f"{label}: DevStream p95", min(_ms(samples, 95) for samples in figures["fast"]), "ms")
+    record(f"{label}: numpy brute-force top-10 p50", brute_p50, "ms")
     record(f"{label}: naive p50 ({len(figures['naive'])} queries)", naive_p50, "ms")
     record(
         f"{label}: naive / DevStream",
@@ -243,14 +285,22 @@ def test_hybrid_search(
         f">= {NAIVE_RATIO_TARGET:g}x",
         naive_p50 / fast_p50 >= NAIVE_RATIO_TARGET,
     )
-    record(f"{label}: DevStream / numpy brute force", fast_p50 / _ms(figures["brute"], 50), "x")
+    ratio_target = BRUTE_RATIO_TARGET.get(size)
     record(
-        f"{label}: recall@10 vs exact fusion",
+        f"{label}: DevStream / numpy brute force",
+        fast_p50 / brute_p50,
+        "x",
+        f"<= {ratio_target:g}x" if ratio_target else "",
+        None if ratio_target is None else fast_p50 / brute_p50 <= ratio_target,
+    )
+    record(
+        f"{label}: recall@10 vs exact (same depth)",
         figures["recall"],
         "",
         f">= {RECALL_TARGET}",
         figures["recall"] >= RECALL_TARGET,
     )
+    record(f"{label}: recall@10 vs fusion of full rankings", figures["recall_full"], "")
     if size == 100_000:
         footprint = figures["footprint"]
         record("index footprint 100k: vectors (768-d)", footprint["vector_bytes"] / 2**20, "MiB")
