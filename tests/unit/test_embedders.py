@@ -23,7 +23,7 @@ async def test_hashing_shape_dtype_norm_and_determinism() -> None:
     embedder: Embedder = HashingEmbedder()
     texts = ["Fix the flaky login test", "fix the FLAKY login test!", "Write release notes"]
     vectors = await embedder.embed(texts)
-    assert (embedder.model, embedder.dimension) == ("devstream-hashing-v1", 768)
+    assert (embedder.model, embedder.dimension) == ("devstream-hashing-v2", 768)
     assert vectors.shape == (3, 768)
     assert vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)

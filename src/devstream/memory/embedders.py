@@ -80,7 +80,7 @@ class HashingEmbedder:
     download and no server, which makes it the fallback and the embedder tests use.
     """
 
-    def __init__(self, dimension: int = 768, model: str = "devstream-hashing-v1") -> None:
+    def __init__(self, dimension: int = 768, model: str = "devstream-hashing-v2") -> None:
         if dimension < 1:
             raise ValueError(f"dimension must be positive, got {dimension}")
         self.dimension = dimension

@@ -30,8 +30,7 @@ from devstream.memory.context import (
 from devstream.memory.service import MemoryService, NewMemory, StoreResult
 from devstream.metrics import MetricsRegistry
 from devstream.tasks.service import TaskService, finished
-
-DEFAULT_BUDGET = 2_000  # tokens of context injected when a task starts
+from devstream.vocabulary import CONTEXT_BUDGET
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ class Workflow:
         self,
         task_id: int,
         *,
-        budget: int = DEFAULT_BUDGET,
+        budget: int = CONTEXT_BUDGET,
         per_type_cap: int | None = None,
         count_tokens: TokenCounter = approximate_tokens,
     ) -> StartedTask:
