@@ -263,6 +263,29 @@ async def integration_memory_entries(
     return [result.entry for result in results]
 
 
+class ManualClock:
+    """A clock that moves only when a test says so: a breaker's cool-down passes when the
+    test advances it, never because the machine was slow."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def after_cooldown(ds: DevStream) -> None:
+    """Let the breaker of an `ollama_devstream` cool down."""
+    embedder = ds.memory.embedder
+    assert isinstance(embedder, OllamaEmbedder)
+    clock = embedder.breaker.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(embedder.breaker.cooldown_s)
+
+
 def ollama_devstream(
     pool: ConnectionPool, settings: Settings, url: str, **options: float
 ) -> DevStream:
@@ -274,7 +297,7 @@ def ollama_devstream(
         backoff_initial_s=0.001,
         backoff_max_s=0.005,
         timeout_s=options.get("timeout_s", 2.0),
-        breaker=CircuitBreaker(failure_threshold=2, cooldown_s=options.get("cooldown_s", 0.05)),
+        breaker=CircuitBreaker(failure_threshold=2, cooldown_s=30.0, clock=ManualClock()),
     )
     return DevStream(settings, pool, embedder)
 

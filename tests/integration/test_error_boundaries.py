@@ -22,7 +22,7 @@ from devstream.db.memory_store import MemoryFilter
 from devstream.errors import ConstraintViolation, StorageBusy, StorageFull
 from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama
-from tests.integration.conftest import MigratedSchema, ollama_devstream
+from tests.integration.conftest import MigratedSchema, after_cooldown, ollama_devstream
 from tests.support import REPO_ROOT, repo_pythonpath, single_task
 
 HANG_GUARD_S = 60  # a fault that hangs instead of failing would stop here
@@ -191,7 +191,7 @@ async def test_a_stalled_embedder_during_a_task_degrades_and_recovers(
         assert done.task.status == "completed"
         assert [m.entry.embedding_status for m in done.memories] == ["pending"]
         fake_ollama.recover()
-        await asyncio.sleep(0.06)  # the circuit breaker's cool-down
+        after_cooldown(ds)
         assert (await ds.memory.backfill()).remaining == 0
         result = await ds.memory.search("incident summary")
         assert not result.degraded

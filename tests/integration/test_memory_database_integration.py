@@ -25,7 +25,7 @@ from devstream.memory.ollama import OllamaEmbedder
 from devstream.memory.search import SearchWeights
 from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama, deterministic_embedding
-from tests.integration.conftest import OLLAMA_DIMENSION, ollama_devstream
+from tests.integration.conftest import OLLAMA_DIMENSION, after_cooldown, ollama_devstream
 from tests.support import devstream_cli
 
 TEXT_ONLY = SearchWeights(text=1.0, vector=0.0)
@@ -424,7 +424,7 @@ async def test_outage_degrades_then_backfill_recovers(
     assert ds.stats()["counters"]["memory.search.degraded"] == 1  # type: ignore[index]
 
     fake_ollama.recover()
-    await _after_cooldown()
+    after_cooldown(ds)
     progress: list[tuple[int, int]] = []
     report = await ds.memory.backfill(batch_size=2, progress=lambda d, t: progress.append((d, t)))
     assert (report.embedded, report.remaining, report.error) == (3, 0, None)
@@ -445,7 +445,7 @@ async def test_wrong_dimension_is_a_typed_error_not_a_corrupt_index(
     assert result.warning is not None
     assert "384" in result.warning
 
-    await _after_cooldown()
+    after_cooldown(ds)
     report = await ds.memory.backfill()
     assert report.embedded == 0
     assert report.remaining == 1
@@ -455,11 +455,6 @@ async def test_wrong_dimension_is_a_typed_error_not_a_corrupt_index(
         await ds.memory.embedder.embed(["direct"])
     await ds.memory.catch_up()
     assert ds.memory.index.footprint()["vectors"] == 0
-
-
-async def _after_cooldown() -> None:
-    """Let the test breaker's short cool-down pass."""
-    await asyncio.sleep(0.06)
 
 
 # --- the command line ---------------------------------------------------------------------
@@ -594,7 +589,7 @@ async def test_failures_store_pending_and_the_breaker_stops_calling(
     assert embedder.rejected == 1
 
     fake_ollama.recover()
-    await _after_cooldown()
+    after_cooldown(ds)
     report = await ds.memory.backfill()
     assert (report.embedded, report.remaining) == (3, 0)
     assert embedder.breaker.state == "closed"

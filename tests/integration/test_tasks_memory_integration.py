@@ -25,6 +25,7 @@ from devstream.errors import (
 from devstream.memory.context import approximate_tokens
 from devstream.tasks.workflow import Artifact
 from devstream.testing import FakeOllama
+from tests.integration.conftest import after_cooldown
 
 
 @dataclass
@@ -574,7 +575,7 @@ async def test_the_workflow_completes_while_the_embedder_is_down(
     assert len(done.warnings) == 1
     assert "stored as pending" in done.warnings[0]
     fake_ollama.recover()
-    await asyncio.sleep(0.06)  # the circuit breaker's cool-down
+    after_cooldown(ds)
     report = await ds.memory.backfill()
     assert (report.embedded, report.remaining) == (1, 0)
     entry = (await ds.memory.entries(MemoryFilter(task_id=work.a.id)))[0]

@@ -17,8 +17,9 @@ import re
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from typing import cast
 
 import pytest
@@ -43,9 +44,14 @@ FTS_UP = cast("tuple[str, ...]", _MIGRATION._SQLITE_FTS_UP)
 PLAIN_TOKENIZER = FTS_TOKENIZER.removeprefix("porter ")
 
 
-def reference_db() -> sqlite3.Connection:
+@contextmanager
+def reference_db() -> Iterator[sqlite3.Connection]:
     """memory_fts as migration 0001 creates it, a words table without porter, and vocabs."""
-    db = sqlite3.connect(":memory:", isolation_level=None)
+    with closing(sqlite3.connect(":memory:", isolation_level=None)) as db:
+        yield _reference_tables(db)
+
+
+def _reference_tables(db: sqlite3.Connection) -> sqlite3.Connection:
     db.execute("CREATE TABLE memory_entries (id INTEGER PRIMARY KEY, content TEXT, keywords TEXT)")
     for statement in FTS_UP:
         db.execute(statement)
@@ -62,19 +68,17 @@ def stored_terms(db: sqlite3.Connection, table: str, doc: int) -> list[str]:
 
 def reference_terms(texts: Sequence[str]) -> tuple[list[list[str]], list[list[str]]]:
     """(index terms of the content column, plain words) of each text, as FTS5 stores them."""
-    db = reference_db()
-    for text in texts:
-        doc = db.execute(
-            "INSERT INTO memory_entries(content, keywords) VALUES (?, '')", (text,)
-        ).lastrowid
-        db.execute("INSERT INTO plain(rowid, x) VALUES (?, ?)", (doc, text))
-    docs = range(1, len(texts) + 1)
-    result = (
-        [stored_terms(db, "fts_vocab", doc) for doc in docs],
-        [stored_terms(db, "plain_vocab", doc) for doc in docs],
-    )
-    db.close()
-    return result
+    with reference_db() as db:
+        for text in texts:
+            doc = db.execute(
+                "INSERT INTO memory_entries(content, keywords) VALUES (?, '')", (text,)
+            ).lastrowid
+            db.execute("INSERT INTO plain(rowid, x) VALUES (?, ?)", (doc, text))
+        docs = range(1, len(texts) + 1)
+        return (
+            [stored_terms(db, "fts_vocab", doc) for doc in docs],
+            [stored_terms(db, "plain_vocab", doc) for doc in docs],
+        )
 
 
 # --- strategies ---------------------------------------------------------------------------
@@ -209,11 +213,11 @@ def test_match_expression_quotes_every_chunk_as_typed() -> None:
     expression = match_expression(query)
     assert expression == '"""NEAR(a" OR "b)""" OR "OR" OR "title:x"'
     assert match_expression("* - ?!") is None
-    db = reference_db()
-    for doc in ["near a", "b", "title x", "or", "a near", "x title"]:
-        db.execute("INSERT INTO memory_entries(content, keywords) VALUES (?, '')", (doc,))
-    rows = db.execute("SELECT rowid FROM memory_fts WHERE memory_fts MATCH ?", (expression,))
-    assert sorted(rowid for (rowid,) in rows) == [1, 2, 3, 4]
+    with reference_db() as db:
+        for doc in ["near a", "b", "title x", "or", "a near", "x title"]:
+            db.execute("INSERT INTO memory_entries(content, keywords) VALUES (?, '')", (doc,))
+        rows = db.execute("SELECT rowid FROM memory_fts WHERE memory_fts MATCH ?", (expression,))
+        assert sorted(rowid for (rowid,) in rows) == [1, 2, 3, 4]
 
 
 def test_concurrent_callers_get_their_own_results() -> None:
@@ -260,8 +264,8 @@ ANY_CHARACTER = st.characters(codec=None) | st.characters(categories=["Cs"]) | s
 def test_match_expression_is_never_fts5_syntax(query: str) -> None:
     expression = match_expression(query)
     if expression is not None:
-        db = reference_db()
-        db.execute("SELECT rowid FROM memory_fts WHERE memory_fts MATCH ?", (expression,))
+        with reference_db() as db:
+            db.execute("SELECT rowid FROM memory_fts WHERE memory_fts MATCH ?", (expression,))
 
 
 @given(texts(max_pieces=12))
@@ -272,9 +276,9 @@ def test_a_document_equal_to_a_query_chunk_is_found_by_the_query(query: str) -> 
     if expression is None:
         assert not searchable
         return
-    db = reference_db()
-    db.executemany(
-        "INSERT INTO memory_entries(content, keywords) VALUES (?, '')", [(c,) for c in chunks]
-    )
-    rows = db.execute("SELECT rowid FROM memory_fts WHERE memory_fts MATCH ?", (expression,))
-    assert {rowid for (rowid,) in rows} == searchable
+    with reference_db() as db:
+        db.executemany(
+            "INSERT INTO memory_entries(content, keywords) VALUES (?, '')", [(c,) for c in chunks]
+        )
+        rows = db.execute("SELECT rowid FROM memory_fts WHERE memory_fts MATCH ?", (expression,))
+        assert {rowid for (rowid,) in rows} == searchable

@@ -19,7 +19,7 @@ import os
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,8 @@ FORMAT = 1
 MAGIC = b"DSINDEX\x00"
 _ALIGN = 64
 _POSTINGS = ("terms", "term_bounds", "starts", "rows", "counts")
+_NAMES = {*COLUMNS, "vectors", *_POSTINGS}
+_CHUNK = 1 << 22
 
 
 def path_for(database: Path) -> Path:
@@ -52,7 +54,7 @@ def save(path: Path, index: MemoryIndex) -> bool:
     }
     offset = 0
     for name, array in arrays.items():
-        offset = -(-offset // _ALIGN) * _ALIGN
+        offset = _aligned(offset)
         header["arrays"][name] = {
             "dtype": array.dtype.str,
             "shape": list(array.shape),
@@ -61,7 +63,7 @@ def save(path: Path, index: MemoryIndex) -> bool:
         }
         offset += array.nbytes
     encoded = json.dumps(header).encode()
-    start = -(-(len(MAGIC) + 8 + len(encoded)) // _ALIGN) * _ALIGN
+    start = _aligned(len(MAGIC) + 8 + len(encoded))
     try:
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
     except OSError:
@@ -84,24 +86,17 @@ def load(path: Path, model: str, dimension: int) -> MemoryIndex | None:
     """The cached index, or None when there is none this model and dimension can trust."""
     try:
         with path.open("rb") as source:
-            head = source.read(len(MAGIC) + 8)
-            if len(head) < len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
+            header, start = _header(source)
+            specs = header["arrays"]
+            wanted = (FORMAT, model, dimension)
+            if (header["format"], header["model"], header["dimension"]) != wanted or (
+                header["state"] is None or specs.keys() != _NAMES
+            ):
                 return None
-            size = int.from_bytes(head[len(MAGIC) :], "little")
-            header = json.loads(source.read(size))
-        start = -(-(len(MAGIC) + 8 + size) // _ALIGN) * _ALIGN
-        if (header.get("format"), header.get("model"), header.get("dimension")) != (
-            FORMAT,
-            model,
-            dimension,
-        ) or header.get("state") is None:
-            return None
-        arrays = {name: _mapped(path, start, spec) for name, spec in header["arrays"].items()}
+            if not all(_intact(source, start, spec) for spec in specs.values()):
+                return None
+        arrays = {name: _mapped(path, start, spec) for name, spec in specs.items()}
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if arrays.keys() != {*COLUMNS, "vectors", *_POSTINGS} or any(
-        _crc32(array) != header["arrays"][name]["crc32"] for name, array in arrays.items()
-    ):
         return None
     rows = Rows.loaded({name: np.array(arrays[name]) for name in COLUMNS})
     postings = BasePostings(**{name: arrays[name] for name in _POSTINGS})
@@ -109,6 +104,30 @@ def load(path: Path, model: str, dimension: int) -> MemoryIndex | None:
     return with_base(
         model, dimension, rows=rows, vectors=arrays["vectors"], postings=postings, state=state
     )
+
+
+def _header(source: BinaryIO) -> tuple[dict[str, Any], int]:
+    """The header, and where the arrays start; ValueError if this is no index cache."""
+    head = source.read(len(MAGIC) + 8)
+    if len(head) < len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
+        raise ValueError("not an index cache")
+    size = int.from_bytes(head[len(MAGIC) :], "little")
+    header: dict[str, Any] = json.loads(source.read(size))
+    return header, _aligned(len(MAGIC) + 8 + size)
+
+
+def _intact(source: BinaryIO, start: int, spec: dict[str, Any]) -> bool:
+    """Whether an array's bytes are all there and match their checksum. Read, not mapped:
+    pages read stay out of this process's resident memory until a search needs them."""
+    remaining = int(np.prod(spec["shape"])) * np.dtype(spec["dtype"]).itemsize
+    source.seek(start + spec["offset"])
+    crc = 0
+    while remaining > 0:
+        chunk = source.read(min(remaining, _CHUNK))
+        if not chunk:
+            return False
+        crc, remaining = zlib.crc32(chunk, crc), remaining - len(chunk)
+    return bool(crc == spec["crc32"])
 
 
 def _arrays(index: MemoryIndex) -> dict[str, npt.NDArray[Any]]:
@@ -128,6 +147,10 @@ def _mapped(path: Path, start: int, spec: dict[str, Any]) -> npt.NDArray[Any]:
     if 0 in shape:
         return np.zeros(shape, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", offset=start + spec["offset"], shape=shape)
+
+
+def _aligned(offset: int) -> int:
+    return -(-offset // _ALIGN) * _ALIGN
 
 
 def _bytes(array: npt.NDArray[Any]) -> memoryview:

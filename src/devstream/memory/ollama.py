@@ -58,7 +58,7 @@ class CircuitBreaker:
             raise ValueError(f"cooldown_s must not be negative, got {cooldown_s}")
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
-        self._clock = clock
+        self.clock = clock  # injectable: tests move time instead of waiting for it
         self._failures = 0
         self._opened_at: float | None = None
         self._probing = False
@@ -77,7 +77,7 @@ class CircuitBreaker:
         return self._failures
 
     def _cooled_down(self) -> bool:
-        return self._opened_at is not None and self._clock() - self._opened_at >= self.cooldown_s
+        return self._opened_at is not None and self.clock() - self._opened_at >= self.cooldown_s
 
     def before_call(self) -> None:
         """Let a call through, or raise `EmbeddingUnavailable` if the breaker is open."""
@@ -88,7 +88,7 @@ class CircuitBreaker:
             return
         if self._probing:
             raise EmbeddingUnavailable("circuit breaker is half-open and a probe call is running")
-        remaining = self.cooldown_s - (self._clock() - self._opened_at)
+        remaining = self.cooldown_s - (self.clock() - self._opened_at)
         raise EmbeddingUnavailable(
             f"circuit breaker is open after {self._failures} consecutive failures; "
             f"next probe in {remaining:.1f}s"
@@ -104,7 +104,7 @@ class CircuitBreaker:
         """The call failed: count it, and open (or re-open) the breaker when due."""
         self._failures += 1
         if self._probing or self._opened_at is not None or self._failures >= self.failure_threshold:
-            self._opened_at = self._clock()
+            self._opened_at = self.clock()
         self._probing = False
 
     def abandon_call(self) -> None:
