@@ -9,7 +9,6 @@ or a rebuild reads one snapshot.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,17 +71,19 @@ _STATE = text(
     LEFT JOIN (SELECT seq, generation FROM memory_changes ORDER BY seq DESC LIMIT 1) AS newest
     WHERE s.id = 1"""
 )
-_CHANGED = text("SELECT DISTINCT entry_id FROM memory_changes WHERE seq > :seq")
 _ROW_COLUMNS = """id, content_type, plan_id, phase_id, task_id, created_at, embedding_status,
     CASE WHEN embedding_status = 'embedded' AND embedding_model = :model
          AND embedding_dim = :dimension THEN embedding END"""
+# The entries changed since a change, each with its row as it is now (NULLs: deleted).
+_CHANGED_ROWS = text(
+    f"""SELECT changed.entry_id, {_ROW_COLUMNS}, content, keywords
+    FROM (SELECT DISTINCT entry_id FROM memory_changes WHERE seq > :seq LIMIT :limit) AS changed
+    LEFT JOIN memory_entries ON memory_entries.id = changed.entry_id
+    ORDER BY changed.entry_id"""
+)
 _COUNT = text("SELECT count(*) FROM memory_entries")
 _ROWS_AFTER = text(
     f"SELECT {_ROW_COLUMNS} FROM memory_entries WHERE id > :after ORDER BY id LIMIT :limit"
-)
-_ROWS_WITH_TEXT = text(
-    f"""SELECT {_ROW_COLUMNS}, content, keywords FROM memory_entries
-    WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id"""
 )
 # fts5vocab delivers terms in order, so the grouping needs no sort; within a term,
 # instances come in document order.
@@ -99,9 +100,15 @@ async def state(conn: AsyncConnection, seq: int) -> StoreState:
     return StoreState(str(row[0]), int(row[1]), row[2], row[3], row[4])
 
 
-async def changed_since(conn: AsyncConnection, seq: int) -> list[int]:
-    """Ids of the entries inserted, changed or deleted after change `seq`."""
-    return [int(row[0]) for row in await conn.execute(_CHANGED, {"seq": seq})]
+async def changed_since(
+    conn: AsyncConnection, seq: int, model: str, dimension: int, limit: int
+) -> tuple[list[int], IndexRows]:
+    """Up to `limit` ids of entries inserted, changed or deleted after change `seq`, and the
+    rows of those that still exist, with their content and keywords, in one statement."""
+    parameters = {"seq": seq, "model": model, "dimension": dimension, "limit": limit}
+    found = (await conn.execute(_CHANGED_ROWS, parameters)).all()
+    existing = [row[1:] for row in found if row[1] is not None]
+    return [int(row[0]) for row in found], _columns(existing, with_text=True)
 
 
 async def count(conn: AsyncConnection) -> int:
@@ -115,14 +122,6 @@ async def rows_after(
     it has one of this model and dimension."""
     parameters = {"model": model, "dimension": dimension, "after": after, "limit": limit}
     return _columns((await conn.execute(_ROWS_AFTER, parameters)).all(), with_text=False)
-
-
-async def rows_with_text(
-    conn: AsyncConnection, model: str, dimension: int, ids: Sequence[int]
-) -> IndexRows:
-    """The entries with these ids that exist, with their content and keywords."""
-    parameters = {"model": model, "dimension": dimension, "ids": json.dumps(list(ids))}
-    return _columns((await conn.execute(_ROWS_WITH_TEXT, parameters)).all(), with_text=True)
 
 
 async def postings(conn: AsyncConnection) -> Postings:

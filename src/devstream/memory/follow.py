@@ -90,11 +90,13 @@ async def _apply_changes(
     index: MemoryIndex, conn: AsyncConnection, known: IndexState, now: source.StoreState
 ) -> int | None:
     """Apply the entries changed since `known`; None when that is more than a rebuild costs."""
-    changed = await source.changed_since(conn, known.seq)
-    if len(changed) > max(MAX_CHANGES, MAX_CHANGED_SHARE * len(index.rows)):
-        return None
+    most = int(max(MAX_CHANGES, MAX_CHANGED_SHARE * len(index.rows)))
     vectors = index.vectors
-    batch = await source.rows_with_text(conn, vectors.model, vectors.dimension, changed)
+    changed, batch = await source.changed_since(
+        conn, known.seq, vectors.model, vectors.dimension, most + 1
+    )
+    if len(changed) > most:
+        return None
     index.apply(changed, batch, _state(now))
     return len(changed)
 

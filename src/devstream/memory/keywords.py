@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
-from devstream.db.tokenizer import words
+from devstream.db.tokenizer import word_lists
 
 MIN_LENGTH = 3
 
@@ -28,10 +29,10 @@ def _is_keyword(word: str) -> bool:
     return len(word) >= MIN_LENGTH and not word.isdigit() and word not in STOPWORDS
 
 
-def extract_keywords(text: str, limit: int = 12) -> list[str]:
-    """The `limit` most frequent content words, folded as FTS5 folds them.
-
-    Ties go by first appearance.
-    """
-    counts = Counter(word for word in words(text) if _is_keyword(word))
-    return [word for word, _ in counts.most_common(limit)]
+def extract_keywords(texts: Sequence[str], limit: int = 12) -> list[list[str]]:
+    """For each text, its `limit` most frequent content words, folded as FTS5 folds them
+    (ties by first appearance); one tokenizer call for the whole batch."""
+    return [
+        [word for word, _ in Counter(w for w in found if _is_keyword(w)).most_common(limit)]
+        for found in word_lists(texts)
+    ]

@@ -95,6 +95,10 @@ class MemoryService:
         self.cache = CachePolicy(None if database is None else cache.path_for(database))
         # Catch-ups and the searches that rank right after one take turns.
         self._following = asyncio.Lock()
+        # This process's write transactions begun before the index last caught up: after
+        # one of its own writes a search goes straight to catching up (only a hint: the
+        # fast path checks where the store stands either way).
+        self._writes_seen = -1
         vectors = self.index.vectors
         if (vectors.model, vectors.dimension) != (embedder.model, embedder.dimension):
             raise ValueError("the memory index must be of the embedder's model and dimension")
@@ -124,7 +128,7 @@ class MemoryService:
         first in the same transaction, and if it raises, nothing is stored.
         """
         with self.metrics.timed("memory.store"):
-            prepared = [self._prepare(item) for item in items]
+            prepared = self._prepare(items)
             hashes = sorted({p.hash for p in prepared})
             fresh = _first_of_each(prepared)
             if any(p.vector is None for p in fresh):
@@ -152,18 +156,28 @@ class MemoryService:
         rows = [p.row(vectors.get(p.key), self.embedder) for p in fresh if p.key not in existing]
         return existing, _by_key(await store.insert(conn, rows) if rows else [])
 
-    def _prepare(self, item: NewMemory) -> _Prepared:
+    def _prepare(self, items: Sequence[NewMemory]) -> list[_Prepared]:
+        """Check every item, then derive what is stored: keywords (unless given, extracted
+        in one batch), the content hash, the vector as float32."""
+        vectors = [self._check(item) for item in items]
+        extracted = iter(extract_keywords([i.content for i in items if i.keywords is None]))
+        prepared = []
+        for item, vector in zip(items, vectors, strict=True):
+            keywords = list(item.keywords) if item.keywords is not None else next(extracted)
+            digest = content_hash(item.content)
+            prepared.append(
+                _Prepared(item, digest, " ".join(keywords), vector, (digest, item.scope))
+            )
+        return prepared
+
+    def _check(self, item: NewMemory) -> Vector | None:
+        """Refuse bad input with a typed error; the item's vector, if it came with one."""
         _check_content(item.content, self._max_chars)
         if item.content_type not in CONTENT_TYPES:
             raise InvalidInput(
                 f"unknown content type {item.content_type!r}; use one of {', '.join(CONTENT_TYPES)}"
             )
-        vector = None if item.embedding is None else self._check_vector(item.embedding)
-        keywords = (
-            list(item.keywords) if item.keywords is not None else extract_keywords(item.content)
-        )
-        digest = content_hash(item.content)
-        return _Prepared(item, digest, " ".join(keywords), vector, (digest, item.scope))
+        return None if item.embedding is None else self._check_vector(item.embedding)
 
     def _check_vector(self, values: npt.ArrayLike) -> Vector:
         vector = np.asarray(values, dtype=np.float32).reshape(-1)
@@ -240,16 +254,15 @@ class MemoryService:
         new_content = content is not None and content != before.content
         if keywords is None and not new_content:
             keywords = before.keywords.split()
-        prepared = self._prepare(
-            NewMemory(
-                content if content is not None else before.content,
-                content_type or before.content_type,
-                keywords,
-                before.plan_id,
-                before.phase_id,
-                before.task_id,
-            )
+        changed = NewMemory(
+            content if content is not None else before.content,
+            content_type or before.content_type,
+            keywords,
+            before.plan_id,
+            before.phase_id,
+            before.task_id,
         )
+        prepared = self._prepare([changed])[0]
         values: dict[str, object] = {
             "content_type": prepared.item.content_type,
             "keywords": prepared.keywords,
@@ -303,7 +316,8 @@ class MemoryService:
             phrases = query_phrases(query)
             asked = _Query(query, phrases, query_vector, filters, min_similarity, weights, limit)
             answer = None
-            if not exact and not asked.long_phrases:
+            own_write = self._pool.stats.writes != self._writes_seen
+            if not exact and not asked.long_phrases and not own_write:
                 answer = await self._answer_if_current(asked)
             if answer is None:
                 async with self._following, self._pool.read_transaction() as conn:
@@ -325,6 +339,7 @@ class MemoryService:
             return await self._catch_up(conn)
 
     async def _catch_up(self, conn: AsyncConnection) -> Followed:
+        self._writes_seen = self._pool.stats.writes
         with self.metrics.timed("memory.index.follow"):
             peer = self._pool.read_transaction if self._pool.concurrent_reads else None
             followed = await catch_up(self.index, conn, self.cache, peer)
