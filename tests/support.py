@@ -36,3 +36,17 @@ async def single_task(ds: DevStream, title: str) -> MicroTask:
     plan = await ds.tasks.create_plan(f"Plan for: {title}")
     phase = await ds.tasks.add_phase(plan.id, "Only phase")
     return await ds.tasks.add_task(phase.id, title)
+
+
+class ManualClock:
+    """A clock that moves only when a test says so: a cool-down passes when the test
+    advances it, never because the machine was slow."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -36,6 +36,7 @@ from devstream.memory.index import MemoryIndex
 from devstream.memory.ollama import CircuitBreaker, OllamaEmbedder
 from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama, deterministic_embedding
+from tests.support import ManualClock
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -261,20 +262,6 @@ async def integration_memory_entries(
     ]
     results = await integration_devstream.memory.store_many(samples)
     return [result.entry for result in results]
-
-
-class ManualClock:
-    """A clock that moves only when a test says so: a breaker's cool-down passes when the
-    test advances it, never because the machine was slow."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def after_cooldown(ds: DevStream) -> None:

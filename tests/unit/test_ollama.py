@@ -15,22 +15,12 @@ from pytest_httpx import HTTPXMock
 from devstream.errors import DimensionMismatch, EmbeddingError, EmbeddingUnavailable
 from devstream.memory.embedders import Embedder
 from devstream.memory.ollama import BreakerState, CircuitBreaker, OllamaEmbedder
+from tests.support import ManualClock
 
 BASE_URL = "http://ollama.test:11434"
 EMBED_URL = f"{BASE_URL}/api/embed"
 DIM = 4
 TINY_BACKOFF: dict[str, Any] = {"backoff_initial_s": 0.001, "backoff_max_s": 0.002}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def vector_for(text: str) -> list[float]:
@@ -74,7 +64,7 @@ async def make_embedder() -> AsyncIterator[MakeEmbedder]:
 
 
 def test_breaker_opens_after_consecutive_failures_only() -> None:
-    breaker = CircuitBreaker(failure_threshold=3, cooldown_s=30.0, clock=FakeClock())
+    breaker = CircuitBreaker(failure_threshold=3, cooldown_s=30.0, clock=ManualClock())
     for _ in range(2):
         breaker.before_call()
         breaker.record_failure()
@@ -93,7 +83,7 @@ def test_breaker_opens_after_consecutive_failures_only() -> None:
 
 
 def test_breaker_half_open_lets_exactly_one_probe_through() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     breaker = CircuitBreaker(failure_threshold=1, cooldown_s=30.0, clock=clock)
     breaker.before_call()
     breaker.record_failure()
@@ -122,7 +112,7 @@ def test_breaker_half_open_lets_exactly_one_probe_through() -> None:
 
 
 def test_breaker_abandoned_probe_frees_the_slot() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     breaker = CircuitBreaker(failure_threshold=1, cooldown_s=5.0, clock=clock)
     breaker.record_failure()
     clock.advance(5.0)
@@ -346,7 +336,7 @@ async def test_ollama_bad_request_is_not_retried(
 async def test_breaker_fails_fast_then_probes_and_closes(
     httpx_mock: HTTPXMock, make_embedder: MakeEmbedder
 ) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     breaker = CircuitBreaker(failure_threshold=2, cooldown_s=10.0, clock=clock)
     embedder = make_embedder(attempts=1, breaker=breaker)
     httpx_mock.add_exception(httpx.ConnectError("Connection refused"), is_reusable=True)
@@ -390,7 +380,7 @@ async def test_breaker_fails_fast_then_probes_and_closes(
 async def test_failed_probe_reopens_the_breaker(
     httpx_mock: HTTPXMock, make_embedder: MakeEmbedder
 ) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     breaker = CircuitBreaker(failure_threshold=1, cooldown_s=10.0, clock=clock)
     embedder = make_embedder(attempts=1, breaker=breaker)
     httpx_mock.add_response(status_code=503)
@@ -409,7 +399,7 @@ async def test_failed_probe_reopens_the_breaker(
 async def test_cancelled_probe_does_not_wedge_the_breaker(
     httpx_mock: HTTPXMock, make_embedder: MakeEmbedder
 ) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     breaker = CircuitBreaker(failure_threshold=1, cooldown_s=10.0, clock=clock)
     breaker.record_failure()
     clock.advance(10.0)

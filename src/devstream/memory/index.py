@@ -41,11 +41,6 @@ def normalise(vectors: npt.ArrayLike) -> Vector:
     return unit
 
 
-def decode(blob: bytes) -> Vector:
-    """A stored vector as float32."""
-    return np.frombuffer(blob, dtype=VECTOR_DTYPE).astype(np.float32)
-
-
 def encode(vector: npt.ArrayLike) -> bytes:
     """A vector as it is stored."""
     return np.asarray(vector, dtype=VECTOR_DTYPE).tobytes()
