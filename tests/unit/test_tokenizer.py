@@ -265,7 +265,12 @@ def test_match_expression_is_never_fts5_syntax(query: str) -> None:
     expression = match_expression(query)
     if expression is not None:
         with reference_db() as db:
-            db.execute("SELECT rowid FROM memory_fts WHERE memory_fts MATCH ?", (expression,))
+            rows = db.execute(
+                "SELECT rowid FROM memory_fts WHERE memory_fts MATCH ?", (expression,)
+            )
+            assert rows.fetchall() == []  # parsed as a query (syntax would raise), nothing stored
+        # Chunks hold no whitespace, so every " OR " is a separator FTS5 reads as an operator.
+        assert expression.count(" OR ") == len(query_phrases(query)) - 1
 
 
 @given(texts(max_pieces=12))
