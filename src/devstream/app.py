@@ -43,7 +43,7 @@ class DevStream:
         self.metrics.register_gauge(
             "resources", lambda: {**resource_usage(), "open_connections": pool.open_connections()}
         )
-        self.tasks = TaskService(self.queries, self.metrics, self.memory.transaction)
+        self.tasks = TaskService(self.queries, self.metrics, pool.write_transaction)
         self.workflow = Workflow(self.tasks, self.memory, pool, self.metrics)
 
     @classmethod

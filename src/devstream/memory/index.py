@@ -17,7 +17,7 @@ import numpy.typing as npt
 from devstream.db import tokenizer
 from devstream.db.index_source import IndexRows, Postings
 from devstream.db.memory_store import MemoryFilter
-from devstream.memory.lexical import BasePostings, Hits, LexicalIndex, base_postings
+from devstream.memory.lexical import BasePostings, LexicalIndex, base_postings
 from devstream.memory.rows import Mask, Rows
 
 Vector = npt.NDArray[np.float32]
@@ -158,10 +158,6 @@ class MemoryIndex:
         self.state = state
 
     # --- searching -----------------------------------------------------------------
-
-    def text_hits(self, terms: Sequence[str]) -> Hits:
-        """Rows holding a single-term phrase (dead rows included)."""
-        return self.text.hits(terms[0])
 
     def best_vectors(
         self,

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -401,7 +400,10 @@ class MemoryService:
         else:
             long = await self._phrase_hits(asked.long_phrases, conn)
             allowed = index.mask(filters)
-            hits = [long.get(p.terms) or index.text_hits(p.terms) for p in asked.phrases]
+            hits = [
+                long[p.terms] if p.terms in long else index.text.hits(p.terms[0])
+                for p in asked.phrases
+            ]
             text_rows = index.text.search(hits, CANDIDATES, allowed)
             ids = index.entry_ids([row for row, _ in text_rows])
             text_hits = [(i, score) for i, (_, score) in zip(ids, text_rows, strict=True)]
@@ -411,9 +413,12 @@ class MemoryService:
         vector_rows = index.best_vectors(cosines, CANDIDATES, allowed, threshold)
         ids = index.entry_ids([row for row, _ in vector_rows])
         vector_hits = [(i, sim) for i, (_, sim) in zip(ids, vector_rows, strict=True)]
-        live = index.rows.live
-        sims = {i: float(cosines[live[i]]) for i, _ in text_hits + vector_hits if i in live}
-        sims = {i: s for i, s in sims.items() if index.rows.has_vector[live[i]]}
+        live, has_vector = index.rows.live, index.rows.has_vector
+        sims = {
+            i: float(cosines[live[i]])
+            for i, _ in text_hits + vector_hits
+            if i in live and has_vector[live[i]]
+        }
         if threshold is not None:
             # The threshold applies to similarity: text matches without enough of it drop out
             # (entries with no vector of this model cannot be judged, so they stay).
@@ -499,12 +504,6 @@ class MemoryService:
         async with self._pool.write_transaction() as conn:
             model, dimension = self.embedder.model, self.embedder.dimension
             await store.set_embeddings(conn, model, dimension, blobs)
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction for other services (tasks, say)."""
-        async with self._pool.write_transaction() as conn:
-            yield conn
 
 
 Key = tuple[str, Scope]

@@ -4,8 +4,8 @@ the work by dependencies, and reporting progress.
 Every status change is checked against the flow (tasks/states.py) inside the write
 transaction that makes it, so concurrent callers cannot both win; each is recorded as a
 task event. "Blocked" is never stored: it is a pending task with an unfinished dependency.
-All writes go through `write` (the memory service's transaction), so the memory index
-follows them instead of rebuilding.
+All writes go through `write`, the pool's write transaction (which replaces the
+store-generation token).
 """
 
 from __future__ import annotations

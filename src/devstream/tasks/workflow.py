@@ -92,7 +92,7 @@ class Workflow:
                 count_tokens=count_tokens,
                 count_retrievals=False,  # counted below, with the claim
             )
-            async with self.memory.transaction() as conn:
+            async with self._pool.write_transaction() as conn:
                 claimed = await self.tasks.claim(conn, task_id, "active")
                 await _check_unblocked(conn, task_id)
                 task = await self.tasks.move(
