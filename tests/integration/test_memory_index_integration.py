@@ -18,7 +18,7 @@ from devstream.db.memory_store import MemoryFilter
 from devstream.memory import cache
 from devstream.memory.follow import CachePolicy, Followed, catch_up
 from devstream.memory.index import MemoryIndex
-from devstream.memory.search import SearchWeights
+from devstream.memory.search import SearchHit, SearchWeights
 from devstream.memory.service import NewMemory
 
 TEXT_ONLY = SearchWeights(text=1.0, vector=0.0)
@@ -255,6 +255,37 @@ async def test_an_identifier_is_a_phrase_on_both_paths(integration_devstream: De
         assert [h.text_score for h in fast] == pytest.approx([h.text_score for h in exact])
     hits = (await memory.search("snake_case", weights=TEXT_ONLY)).hits
     assert [h.entry.id for h in hits] == [stored[0].entry.id]
+
+
+async def test_common_words_rank_as_fts5_when_the_rest_of_the_query_fills_the_list(
+    integration_devstream: DevStream,
+) -> None:
+    """ "the" is in every entry (FTS5's floor idf); "alpha" ranks more rows than a search
+    takes, and they differ only in how often they say "the" (every one is eight words long,
+    without keywords), so the common word's tiny scores alone decide which rows make it."""
+    memory = integration_devstream.memory
+    entries = [
+        " ".join(["alpha", *["the"] * (1 + n % 6), *[f"word{n}"] * (6 - n % 6)]) for n in range(60)
+    ]
+    entries += [f"the filler{n} sentence" for n in range(70)]
+    await memory.store_many([NewMemory(entry, "context", keywords=[]) for entry in entries])
+    for query in ("alpha the", "the", "the word7", "alpha"):
+        fast = (await memory.search(query, limit=50, weights=TEXT_ONLY)).hits
+        exact = (await memory.search(query, limit=50, weights=TEXT_ONLY, exact=True)).hits
+        assert _ranking(fast) == _ranking(exact), query
+    top = (await memory.search("alpha the", limit=10, weights=TEXT_ONLY)).hits
+    assert {h.entry.content.count(" the") for h in top} == {6}
+
+
+def _ranking(hits: list[SearchHit]) -> list[tuple[float, frozenset[int]]]:
+    """Hits as FTS5 ranks them: the ids of each score, best first (order within a tie is
+    free, and so is which of the last score's ids are cut off)."""
+    ties: dict[float, set[int]] = {}
+    for hit in hits:
+        assert hit.text_score is not None
+        ties.setdefault(round(hit.text_score, 12), set()).add(hit.entry.id)
+    ranked = [(score, frozenset(ids)) for score, ids in sorted(ties.items(), reverse=True)]
+    return [*ranked[:-1], (ranked[-1][0], frozenset())] if ranked else []
 
 
 # Text as this memory holds it: identifiers, accents and combining marks, several scripts.

@@ -27,6 +27,8 @@ K1 = 1.2
 B = 0.75
 # FTS5 gives a term that is in at least half the rows this idf instead of zero or less.
 MIN_IDF = 1e-6
+# The most such a phrase adds to a row's score: idf * tf * (k1 + 1) / (tf + norm) < idf * (k1 + 1).
+FLAT_MOST = MIN_IDF * (K1 + 1)
 
 Counts = npt.NDArray[np.int32]
 Hits = tuple[RowIds, Counts]  # rows holding a term or phrase, and how often
@@ -154,27 +156,77 @@ class LexicalIndex:
 
     def search(self, hits: Sequence[Hits], limit: int, allowed: Mask) -> list[tuple[int, float]]:
         """(row, bm25 score; higher is better) of the best `limit` allowed rows, given each
-        query phrase's rows and counts."""
+        query phrase's rows (ascending) and counts.
+
+        A phrase in half the rows or more gets FTS5's floor idf and adds less than
+        `FLAT_MOST` to any score: when the other phrases already rank `limit` rows, only
+        rows within that much of the last of them can still change places, so the long
+        posting lists of common words are looked up for those rows alone.
+        """
         rows = self.rows
         docs = len(rows)
         if docs == 0 or limit <= 0:
             return []
-        average = rows.total_length / docs
+        bm25 = _Bm25(rows.lengths, rows.total_length / docs)
         scores = np.zeros(rows.size, dtype=np.float64)
-        for phrase_rows, phrase_counts in hits:
-            live = rows.alive[phrase_rows]
-            matched, counts = phrase_rows[live], phrase_counts[live].astype(np.float64)
-            if len(matched) == 0:
+        flat: list[Hits] = []
+        for phrase_rows, counts in hits:
+            idf = _idf(phrase_rows, rows)
+            if idf is None:
                 continue
-            df = len(matched)
-            idf = max(math.log((docs - df + 0.5) / (df + 0.5)), MIN_IDF)
-            norm = K1 * (1 - B + B * rows.lengths[matched] / average)
-            scores[matched] += idf * counts * (K1 + 1) / (counts + norm)
-        candidates = np.flatnonzero(allowed & (scores[: len(allowed)] > 0))
-        if len(candidates) > limit:
-            candidates = candidates[np.argpartition(scores[candidates], -limit)[-limit:]]
-        best = candidates[np.argsort(-scores[candidates], kind="stable")]
+            if idf == MIN_IDF:  # dead rows may score here and below: `allowed` drops them
+                flat.append((phrase_rows, counts))
+            else:
+                scores[phrase_rows] += bm25(idf, phrase_rows, counts)
+        ranked = np.flatnonzero(allowed & (scores[: len(allowed)] > 0))
+        if flat and len(ranked) >= limit:
+            last = np.partition(scores[ranked], -limit)[-limit]
+            ranked = ranked[scores[ranked] >= last - len(flat) * FLAT_MOST]
+            for phrase_rows, counts in flat:
+                scores[ranked] += bm25(MIN_IDF, ranked, _counts_at(phrase_rows, counts, ranked))
+        elif flat:
+            for phrase_rows, counts in flat:
+                scores[phrase_rows] += bm25(MIN_IDF, phrase_rows, counts)
+            ranked = np.flatnonzero(allowed & (scores[: len(allowed)] > 0))
+        if len(ranked) > limit:
+            ranked = ranked[np.argpartition(scores[ranked], -limit)[-limit:]]
+        best = ranked[np.argsort(-scores[ranked], kind="stable")]
         return [(int(row), float(scores[row])) for row in best]
+
+
+@dataclass(frozen=True)
+class _Bm25:
+    lengths: npt.NDArray[np.float64]
+    average: float
+
+    def __call__(self, idf: float, rows: RowIds, counts: Counts) -> npt.NDArray[np.float64]:
+        """Each row's score for one phrase of this idf, found `counts` times in it."""
+        tf = counts.astype(np.float64)
+        norm = K1 * (1 - B + B * self.lengths[rows] / self.average)
+        scored: npt.NDArray[np.float64] = idf * tf * (K1 + 1) / (tf + norm)
+        return scored
+
+
+def _idf(phrase_rows: RowIds, rows: Rows) -> float | None:
+    """FTS5's idf of a phrase held by these rows (None: by no live row). A phrase in half
+    the live rows or more has the floor idf, which needs no count when even every dead row
+    being among them would leave it there."""
+    docs = len(rows)
+    if len(phrase_rows) - (rows.size - docs) >= docs / 2:
+        return MIN_IDF
+    df = int(np.count_nonzero(rows.alive[phrase_rows]))
+    if df == 0:
+        return None
+    return max(math.log((docs - df + 0.5) / (df + 0.5)), MIN_IDF)
+
+
+def _counts_at(phrase_rows: RowIds, counts: Counts, wanted: RowIds) -> Counts:
+    """How often the phrase occurs in each wanted row (0 where it does not)."""
+    at = np.minimum(np.searchsorted(phrase_rows, wanted), max(len(phrase_rows) - 1, 0))
+    if len(phrase_rows) == 0:
+        return np.zeros(len(wanted), np.int32)
+    found: Counts = np.where(phrase_rows[at] == wanted, counts[at], 0).astype(np.int32)
+    return found
 
 
 def phrase_hits(positions: Sequence[npt.NDArray[np.int64]], rows: Rows) -> Hits:
@@ -186,7 +238,9 @@ def phrase_hits(positions: Sequence[npt.NDArray[np.int64]], rows: Rows) -> Hits:
     for i, following in enumerate(keys[1:], start=1):
         starts = starts[np.isin(starts + i, following)]
     entries, counts = np.unique(starts >> _ENTRY_SHIFT, return_counts=True)
-    return rows.rows_of(entries), counts.astype(np.int32)
+    found = rows.rows_of(entries)
+    order = np.argsort(found)  # a changed entry's row comes after those of later ids
+    return found[order], counts[order].astype(np.int32)
 
 
 # Offsets fit in 31 bits and the column in one: entry << 32 | column << 31 | offset.
