@@ -1,22 +1,30 @@
-"""The facade: one object that owns the pool, the metrics registry and the services."""
+"""The facade: one object that owns the pool, the metrics registry and the services.
+
+The memory service and the workflow are built on first use: they bring numpy and the
+search indexes, which a command about tasks alone does not need to load.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devstream.config import Settings, load_settings
 from devstream.db import revision
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
-from devstream.memory.embedders import Embedder, HashingEmbedder
-from devstream.memory.index import MemoryIndex
-from devstream.memory.service import MemoryService
 from devstream.metrics import MetricsRegistry, resource_usage
 from devstream.stats import store_figures
 from devstream.tasks.service import TaskService
-from devstream.tasks.workflow import Workflow
+
+if TYPE_CHECKING:
+    from devstream.memory.embedders import Embedder
+    from devstream.memory.index import MemoryIndex
+    from devstream.memory.service import MemoryService
+    from devstream.tasks.workflow import Workflow
 
 
 class DevStream:
@@ -36,15 +44,29 @@ class DevStream:
         self.metrics = MetricsRegistry()
         self.metrics.register_gauge("pool", pool.stats.as_dict)
         self.queries = QueryManager(pool, self.metrics)
-        self.memory = MemoryService(
-            pool, self.metrics, embedder or embedder_for(settings), settings, index=memory_index
-        )
-        self.metrics.register_gauge("memory_index", self.memory.index.footprint)
         self.metrics.register_gauge(
             "resources", lambda: {**resource_usage(), "open_connections": pool.open_connections()}
         )
         self.tasks = TaskService(self.queries, self.metrics, pool.write_transaction)
-        self.workflow = Workflow(self.tasks, self.memory, pool, self.metrics)
+        self._embedder = embedder
+        self._memory_index = memory_index
+
+    @cached_property
+    def memory(self) -> MemoryService:
+        from devstream.memory.service import MemoryService  # noqa: PLC0415
+
+        embedder = self._embedder or embedder_for(self.settings)
+        memory = MemoryService(
+            self.pool, self.metrics, embedder, self.settings, index=self._memory_index
+        )
+        self.metrics.register_gauge("memory_index", memory.index.footprint)
+        return memory
+
+    @cached_property
+    def workflow(self) -> Workflow:
+        from devstream.tasks.workflow import Workflow  # noqa: PLC0415
+
+        return Workflow(self.tasks, self.memory, self.pool, self.metrics)
 
     @classmethod
     @asynccontextmanager
@@ -68,9 +90,14 @@ class DevStream:
             try:
                 yield ds
             finally:
-                await ds.memory.embedder.aclose()
+                await ds.aclose()
         finally:
             await pool.close()
+
+    async def aclose(self) -> None:
+        """Close what the services opened (the embedder's client); the pool is the caller's."""
+        if "memory" in self.__dict__:
+            await self.memory.embedder.aclose()
 
     def stats(self) -> dict[str, object]:
         """This process's metrics: counters, latencies and gauges."""
@@ -93,6 +120,8 @@ def embedder_for(settings: Settings) -> Embedder:
             settings.embed_dimension,
             timeout_s=settings.ollama_timeout_s,
         )
+    from devstream.memory.embedders import HashingEmbedder  # noqa: PLC0415
+
     return HashingEmbedder(settings.embed_dimension)
 
 

@@ -681,12 +681,13 @@ async def test_many_candidates_metrics_and_bad_arguments(integration_devstream: 
         await memory.update(missing, content="nothing there")
     with pytest.raises(NotFound):
         await memory.delete(missing)
+    mismatched = DevStream(
+        integration_devstream.settings,
+        integration_devstream.pool,
+        memory_index=MemoryIndex("another-model", 768),
+    )
     with pytest.raises(ValueError, match="model and dimension"):
-        DevStream(
-            integration_devstream.settings,
-            integration_devstream.pool,
-            memory_index=MemoryIndex("another-model", 768),
-        )
+        _ = mismatched.memory  # built on first use
 
 
 async def test_a_client_error_is_not_retried_and_leaves_the_breaker_closed(

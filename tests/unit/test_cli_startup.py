@@ -1,5 +1,6 @@
-"""What a fresh `devstream` process imports: help and version load no storage stack, and a
-database already at head is opened without Alembic or the Ollama client's libraries."""
+"""What a fresh `devstream` process imports: help and version load no storage stack, a
+database already at head is opened without Alembic or the Ollama client's libraries, and a
+command about tasks alone does not load the memory's numpy and search indexes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from devstream.db import migrate, revision
 HEAVY = frozenset({"sqlalchemy", "numpy", "alembic", "httpx", "rich"})
 # Only the Ollama embedder needs these (rich comes in through httpx's command line).
 OLLAMA_CLIENT = frozenset({"httpx", "tenacity", "rich"})
+# The memory service's search indexes run on these.
+MEMORY = frozenset({"numpy", "numkong"})
 TIMEOUT_S = 60
 
 # Runs the console entry point, then writes the top-level packages it imported to a file.
@@ -87,6 +90,13 @@ def test_a_database_at_head_is_opened_without_alembic_or_the_ollama_client(
         f"`task ready` without an Ollama URL imported {sorted(imported & OLLAMA_CLIENT)}; "
         "import devstream.memory.ollama only when an Ollama URL is configured"
     )
+    assert not imported & MEMORY, (
+        f"`task ready` imported {sorted(imported & MEMORY)}; the facade builds the memory "
+        "service on first use"
+    )
+
+    done, imported = run_cli(tmp_path, "--db", db, "memory", "search", "anything")
+    assert imported >= MEMORY, "a search runs on the memory's indexes"
 
 
 def test_the_head_constant_is_the_newest_migration() -> None:
