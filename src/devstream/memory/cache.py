@@ -1,6 +1,7 @@
 """The index cache: a rebuildable copy of the in-process indexes in one file beside the store.
 
-`<database>-index` holds the rows, their unit vectors and FTS5's postings as flat arrays,
+`<database>-index` holds the rows, their unit vectors and int8 codes and FTS5's postings as
+flat arrays,
 with the committed store state they match, the embedding model and dimension, and a format
 version. A fresh process maps the big arrays instead of rebuilding, then catches up with
 what changed since. The database stays the only source of truth: a cache that is missing,
@@ -28,11 +29,11 @@ from devstream.memory.index import IndexState, MemoryIndex, with_base
 from devstream.memory.lexical import BasePostings
 from devstream.memory.rows import COLUMNS, Rows
 
-FORMAT = 1
+FORMAT = 2
 MAGIC = b"DSINDEX\x00"
 _ALIGN = 64
 _POSTINGS = ("terms", "term_bounds", "starts", "rows", "counts")
-_NAMES = {*COLUMNS, "vectors", *_POSTINGS}
+_NAMES = {*COLUMNS, "vectors", "codes", *_POSTINGS}
 _CHUNK = 1 << 22
 
 
@@ -102,7 +103,13 @@ def load(path: Path, model: str, dimension: int) -> MemoryIndex | None:
     postings = BasePostings(**{name: arrays[name] for name in _POSTINGS})
     state = IndexState(**header["state"])
     return with_base(
-        model, dimension, rows=rows, vectors=arrays["vectors"], postings=postings, state=state
+        model,
+        dimension,
+        rows=rows,
+        vectors=arrays["vectors"],
+        codes=arrays["codes"],
+        postings=postings,
+        state=state,
     )
 
 
@@ -137,6 +144,7 @@ def _arrays(index: MemoryIndex) -> dict[str, npt.NDArray[Any]]:
         name: array[:size] for name, array in index.rows.arrays.items()
     }
     found["vectors"] = index.vectors.matrix(size)
+    found["codes"] = index.vectors.codes(size)
     found.update({name: getattr(base, name) for name in _POSTINGS})
     return found
 
@@ -146,7 +154,9 @@ def _mapped(path: Path, start: int, spec: dict[str, Any]) -> npt.NDArray[Any]:
     dtype = np.dtype(spec["dtype"])
     if 0 in shape:
         return np.zeros(shape, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=start + spec["offset"], shape=shape)
+    mapped = np.memmap(path, dtype=dtype, mode="r", offset=start + spec["offset"], shape=shape)
+    # A plain view of the mapping: slicing a memmap builds a memmap each time, at a cost.
+    return np.asarray(mapped)
 
 
 def _aligned(offset: int) -> int:

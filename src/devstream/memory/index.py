@@ -19,9 +19,7 @@ from devstream.db.index_source import IndexRows, Postings
 from devstream.db.memory_store import MemoryFilter
 from devstream.memory.lexical import BasePostings, LexicalIndex, base_postings
 from devstream.memory.rows import Mask, Rows
-
-Vector = npt.NDArray[np.float32]
-VECTOR_DTYPE = "<f4"  # how vectors are stored, in the database and the cache
+from devstream.memory.vectors import RESCORED, Codes, Scores, Vector, VectorIndex
 
 
 @dataclass(frozen=True)
@@ -31,68 +29,6 @@ class IndexState:
     token: str  # the store-generation token
     seq: int  # the last change applied (0: none)
     seq_token: str | None  # the token under which that change was made
-
-
-def normalise(vectors: npt.ArrayLike) -> Vector:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    matrix = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    unit: Vector = np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
-    return unit
-
-
-def encode(vector: npt.ArrayLike) -> bytes:
-    """A vector as it is stored."""
-    return np.asarray(vector, dtype=VECTOR_DTYPE).tobytes()
-
-
-class VectorIndex:
-    """Unit float32 vectors by row, searched by a matrix product: a read-only base (maybe
-    memory-mapped from the cache) and appended rows after it. Rows without a vector of
-    this model hold zeros and are never candidates."""
-
-    def __init__(self, model: str, dimension: int, base: Vector | None = None) -> None:
-        self.model = model
-        self.dimension = dimension
-        self.base: Vector = np.zeros((0, dimension), np.float32) if base is None else base
-        self._added: Vector = np.zeros((0, dimension), np.float32)
-
-    @property
-    def nbytes(self) -> int:
-        return self.base.nbytes + self._added.nbytes
-
-    def reserve(self, rows: int) -> None:
-        """Room for this many rows after the base, all told."""
-        if rows > len(self._added):
-            grown = np.zeros((rows, self.dimension), np.float32)
-            grown[: len(self._added)] = self._added
-            self._added = grown
-
-    def put(self, rows: range, blobs: Sequence[bytes | None]) -> None:
-        """The vectors of rows just appended (None: no vector of this model)."""
-        first, end = rows.start - len(self.base), rows.stop - len(self.base)
-        if end > len(self._added):
-            self.reserve(max(16, 2 * len(self._added), end))
-        zero = bytes(4 * self.dimension)
-        raw = np.frombuffer(b"".join(blob or zero for blob in blobs), dtype=VECTOR_DTYPE)
-        target = self._added[first:end]
-        target[:] = raw.reshape(len(blobs), self.dimension)
-        norms = np.linalg.norm(target, axis=1, keepdims=True)
-        np.divide(target, norms, out=target, where=norms > 0)  # in place: no second copy
-
-    def matrix(self, size: int) -> Vector:
-        """Rows [0, size) as one matrix (the appended part copied after the base)."""
-        added = self._added[: size - len(self.base)]
-        return added if len(self.base) == 0 else np.concatenate([self.base, added])
-
-    def cosine(self, query: Vector, size: int) -> npt.NDArray[np.float32]:
-        """The query's cosine similarity to rows [0, size) (rows without a vector: 0)."""
-        unit = normalise(query)[0]
-        out = np.empty(size, dtype=np.float32)
-        base = len(self.base)
-        np.matmul(self.base, unit, out=out[:base])
-        np.matmul(self._added[: size - base], unit, out=out[base:])
-        return out
 
 
 class MemoryIndex:
@@ -159,24 +95,35 @@ class MemoryIndex:
 
     # --- searching -----------------------------------------------------------------
 
-    def best_vectors(
+    def nearest(
         self,
-        cosines: npt.NDArray[np.float32],
+        query: Vector,
         limit: int,
         allowed: Mask,
         min_similarity: float | None,
+        *,
+        exact: bool = False,
     ) -> list[tuple[int, float]]:
-        """(row, similarity) of the best `limit` allowed rows that pass the threshold."""
-        if limit <= 0 or len(cosines) == 0:
+        """(row, similarity) of the best `limit` allowed rows that pass the threshold: the
+        rows best on their codes, re-scored exactly; with `exact`, every row scored exactly."""
+        size = len(allowed)
+        if limit <= 0 or size == 0:
             return []
-        allowed = allowed & self.rows.has_vector[: len(allowed)]
+        candidates = np.flatnonzero(allowed & self.rows.has_vector[:size])
+        scores = (self.vectors.cosine if exact else self.vectors.approximate)(query, size)
+        depth = limit if exact else RESCORED * limit
+        if len(candidates) > depth:
+            candidates = candidates[np.argpartition(scores[candidates], -depth)[-depth:]]
+        similarity = self.vectors.exact(query, candidates)
         # Without a threshold, a vector candidate must at least point the same way.
-        allowed &= cosines > 0 if min_similarity is None else cosines >= min_similarity
-        candidates = np.flatnonzero(allowed)
-        if len(candidates) > limit:
-            candidates = candidates[np.argpartition(cosines[candidates], -limit)[-limit:]]
-        order = candidates[np.argsort(-cosines[candidates], kind="stable")]
-        return [(int(row), float(cosines[row])) for row in order]
+        keep = similarity > 0 if min_similarity is None else similarity >= min_similarity
+        candidates, similarity = candidates[keep], similarity[keep]
+        order = np.lexsort((candidates, -similarity))[:limit]
+        return [(int(candidates[i]), float(similarity[i])) for i in order]
+
+    def similarity(self, query: Vector, rows: Sequence[int]) -> Scores:
+        """The query's exact cosine similarity to the given rows."""
+        return self.vectors.exact(query, np.asarray(rows, dtype=np.int64))
 
     def entry_ids(self, rows: Sequence[int]) -> list[int]:
         ids = self.rows.ids
@@ -200,13 +147,14 @@ def with_base(
     *,
     rows: Rows,
     vectors: Vector,
+    codes: Codes,
     postings: BasePostings,
     state: IndexState,
 ) -> MemoryIndex:
     """An index over rows loaded whole (from the cache): they and their vectors are the base."""
     index = MemoryIndex(model, dimension)
     index.rows = rows
-    index.vectors = VectorIndex(model, dimension, base=vectors)
+    index.vectors = VectorIndex(model, dimension, base=vectors, codes=codes)
     index.text = LexicalIndex(rows, postings)
     index.state = state
     return index

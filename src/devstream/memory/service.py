@@ -32,10 +32,11 @@ from devstream.memory import cache
 from devstream.memory.embedders import Embedder
 from devstream.memory.follow import CachePolicy, Followed, catch_up
 from devstream.memory.fulltext import match_expression
-from devstream.memory.index import MemoryIndex, Vector, encode
+from devstream.memory.index import MemoryIndex
 from devstream.memory.keywords import extract_keywords
 from devstream.memory.lexical import Hits, phrase_hits
 from devstream.memory.search import SearchHit, SearchResult, SearchWeights, fuse
+from devstream.memory.vectors import Vector, encode
 from devstream.metrics import MetricsRegistry
 
 # How many candidates each side of a hybrid search contributes to the fusion.
@@ -409,16 +410,14 @@ class MemoryService:
             text_hits = [(i, score) for i, (_, score) in zip(ids, text_rows, strict=True)]
         if asked.vector is None:
             return _Candidates(text_hits, [], {})
-        cosines = index.vectors.cosine(asked.vector, index.rows.size)
-        vector_rows = index.best_vectors(cosines, CANDIDATES, allowed, threshold)
+        vector_rows = index.nearest(asked.vector, CANDIDATES, allowed, threshold, exact=exact)
         ids = index.entry_ids([row for row, _ in vector_rows])
         vector_hits = [(i, sim) for i, (_, sim) in zip(ids, vector_rows, strict=True)]
+        sims = dict(vector_hits)
         live, has_vector = index.rows.live, index.rows.has_vector
-        sims = {
-            i: float(cosines[live[i]])
-            for i, _ in text_hits + vector_hits
-            if i in live and has_vector[live[i]]
-        }
+        judged = [i for i, _ in text_hits if i not in sims and i in live and has_vector[live[i]]]
+        found = index.similarity(asked.vector, [live[i] for i in judged])
+        sims.update(zip(judged, found.tolist(), strict=True))
         if threshold is not None:
             # The threshold applies to similarity: text matches without enough of it drop out
             # (entries with no vector of this model cannot be judged, so they stay).

@@ -26,9 +26,9 @@ from devstream.db import memory_store as store
 from devstream.db.memory_store import MemoryFilter
 from devstream.db.schema import memory_entries
 from devstream.memory.fulltext import match_expression
-from devstream.memory.index import Vector, normalise
 from devstream.memory.search import fuse
 from devstream.memory.service import CANDIDATES, NewMemory
+from devstream.memory.vectors import Vector, normalise
 from tests.integration.benchmarks.conftest import median_s, record
 from tests.integration.benchmarks.corpus import QUERY_COUNT, Corpus
 
