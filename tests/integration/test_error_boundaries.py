@@ -1,7 +1,8 @@
 """Faults across components: a full disk, a writer killed mid-write, a locked database, a
-batch the database refuses halfway, an embedding server that stalls during task execution.
-Each ends in a typed error or a degraded answer, nothing stored before is lost, and the
-work continues once the fault is gone."""
+batch the database refuses halfway, an embedding server that stalls during task execution,
+hostile arguments to every public method. Each ends in a typed error or a degraded answer,
+nothing stored before is lost, a refused call writes nothing, and the work continues once
+the fault is gone."""
 
 from __future__ import annotations
 
@@ -15,13 +16,23 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from devstream import DevStream, Settings
+from devstream.checks import shown
 from devstream.db.memory_store import MemoryFilter
-from devstream.errors import ConstraintViolation, StorageBusy, StorageFull
+from devstream.errors import (
+    ConstraintViolation,
+    DevStreamError,
+    InvalidInput,
+    StorageBusy,
+    StorageFull,
+)
 from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama
+from tests.integration import hostile
 from tests.integration.conftest import MigratedSchema, after_cooldown, ollama_devstream
 from tests.support import REPO_ROOT, repo_pythonpath, single_task
 
@@ -198,3 +209,105 @@ async def test_a_stalled_embedder_during_a_task_degrades_and_recovers(
         assert result.hits[0].entry.id == done.memories[0].entry.id
     finally:
         await ds.memory.embedder.aclose()
+
+
+# --- hostile arguments -----------------------------------------------------------------------
+
+
+def _describe(method: str, hostile: dict[str, object], exc: BaseException) -> str:
+    given = ", ".join(f"{name}={shown(value)}" for name, value in hostile.items())
+    return f"{method}({given}) raised {type(exc).__name__}: {exc}"
+
+
+async def _hostile_calls(
+    ds: DevStream, world: hostile.World, plan: list[tuple[str, dict[str, object]]]
+) -> tuple[list[str], list[str]]:
+    """Make each call in a savepoint of its own: (untyped exceptions, refusals that wrote)."""
+    seam = ds.pool.seam
+    assert seam is not None, "the sweep runs inside the isolation seam"
+    before = await hostile.contents(ds)
+    untyped, wrote = [], []
+    for method, values in plan:
+        async with seam.rolled_back():
+            call = hostile.bound(ds, method)
+            try:
+                await call(**hostile.arguments(hostile.calls(world)[method], values))
+            except DevStreamError as exc:
+                if await hostile.contents(ds) != before:
+                    wrote.append(_describe(method, values, exc))
+            except Exception as exc:  # collected, then asserted below
+                untyped.append(_describe(method, values, exc))
+    return untyped, wrote
+
+
+async def test_every_argument_refuses_hostile_values_typed_and_writes_nothing(
+    integration_devstream: DevStream,
+) -> None:
+    """Every public method, every argument, every value of `hostile.HOSTILE`: a typed error
+    or a normal answer, never another exception, and a refusal leaves every table as it was."""
+    ds = integration_devstream
+    world = await hostile.build_world(ds)
+    plan = [(method, {argument: value}) for method, argument, value in hostile.sweep(world)]
+    untyped, wrote = await _hostile_calls(ds, world, plan)
+    assert len(plan) > 2_000, "the sweep covers every method"
+    assert not untyped, f"{len(untyped)} of {len(plan)} calls:\n" + "\n".join(untyped)
+    assert not wrote, f"{len(wrote)} refused calls wrote:\n" + "\n".join(wrote)
+
+
+_ANY = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(), st.binary(),
+    st.lists(st.integers() | st.text(), max_size=3), st.dictionaries(st.text(), st.integers()),
+)  # fmt: skip
+_METHODS = sorted(hostile.calls(hostile.World(1, 1, 1, 1, 1)))
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    # The seam's savepoint undoes each example's writes: the fixture's store is reused safely.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+async def test_any_values_of_any_arguments_are_typed_and_write_nothing(
+    integration_devstream: DevStream, data: st.DataObject
+) -> None:
+    ds = integration_devstream
+    seam = ds.pool.seam
+    assert seam is not None
+    async with seam.rolled_back():
+        world = await hostile.build_world(ds)
+        method = data.draw(st.sampled_from(_METHODS), label="method")
+        names = sorted(hostile.calls(world)[method])
+        chosen = data.draw(st.sets(st.sampled_from(names), min_size=1), label="arguments")
+        values = {name: data.draw(_ANY, label=name) for name in sorted(chosen)}
+        untyped, wrote = await _hostile_calls(ds, world, [(method, values)])
+    assert not untyped, untyped[0] if untyped else ""
+    assert not wrote, wrote[0] if wrote else ""
+
+
+# Look-alikes of an id that must not pass as one: a bool, a string, a float, out of range.
+_NOT_IDS = (True, "1", 1.0, 0, -1, 2**63)
+
+
+async def test_an_id_is_a_whole_number_in_range_never_a_look_alike(
+    integration_devstream: DevStream,
+) -> None:
+    ds = integration_devstream
+    seam = ds.pool.seam
+    assert seam is not None
+    world = await hostile.build_world(ds)
+    accepted = []
+    for method, valid in hostile.calls(world).items():
+        for argument in (name for name in valid if name.endswith("_id")):
+            for value in _NOT_IDS:
+                async with seam.rolled_back():
+                    call = hostile.bound(ds, method)
+                    try:
+                        await call(**hostile.arguments(valid, {argument: value}))
+                    except InvalidInput:
+                        continue
+                    except DevStreamError as exc:  # collected, then asserted below
+                        accepted.append(_describe(method, {argument: value}, exc))
+                        continue
+                accepted.append(f"{method}({argument}={value!r}) was accepted")
+    assert not accepted, "\n".join(accepted)

@@ -121,6 +121,11 @@ class ConnectionPool:
                     await generation.replace(conn)
                 yield conn
 
+    @property
+    def seam(self) -> IsolationSeam | None:
+        """The isolation seam installed by `isolated()`, if one is."""
+        return self._seam
+
     @asynccontextmanager
     async def isolated(self) -> AsyncIterator[IsolationSeam]:
         """Route every transaction through one connection's savepoints, then roll all back."""

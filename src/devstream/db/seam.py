@@ -21,6 +21,18 @@ class IsolationSeam:
         self._turn = asyncio.Lock()
 
     @asynccontextmanager
+    async def rolled_back(self) -> AsyncIterator[None]:
+        """A savepoint around a block of work, rolled back after it (one example of many in
+        a property test); the transactions inside it take their turns as usual."""
+        async with self._turn:
+            savepoint = await self.connection.begin_nested()
+        try:
+            yield
+        finally:
+            async with self._turn:
+                await savepoint.rollback()
+
+    @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A savepoint: released where a transaction would commit, rolled back on error."""
         async with self._turn, self.connection.begin_nested():

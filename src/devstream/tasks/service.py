@@ -17,13 +17,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from devstream import checks
 from devstream.db import task_store as store
 from devstream.db.queries import QueryManager, RecordT, Repository
 from devstream.db.records import Dependency, MicroTask, Phase, Plan
 from devstream.db.types import utcnow
 from devstream.errors import DependencyCycle, InvalidInput, NotFound
 from devstream.metrics import MetricsRegistry
-from devstream.tasks import checks
 from devstream.tasks.graph import cycle_through
 from devstream.tasks.progress import PlanProgress, progress_of
 from devstream.tasks.states import PLAN_FLOW, TASK_FLOW, check
@@ -43,7 +43,7 @@ class TaskService:
 
     async def create_plan(self, title: str, description: str = "", *, priority: int = 5) -> Plan:
         checks.title_of("plan")(title)
-        checks.text(description)
+        checks.description(description)
         checks.priority(priority)
         async with self._write() as conn:
             values = {"title": title.strip(), "description": description, "priority": priority}
@@ -52,13 +52,14 @@ class TaskService:
     async def plans(self, *, status: str | None = None) -> list[Plan]:
         if status is None:
             return await self._queries.plans.list()
-        checks.known(status, PLAN_FLOW, "plan status")
+        checks.one_of(status, "plan status", tuple(PLAN_FLOW))
         return await self._queries.plans.list(status=status)
 
     async def set_plan_status(self, plan_id: int, status: str) -> Plan:
         """Move a plan along draft -> active -> completed | archived | cancelled; a plan is
         completed only when every phase is."""
-        checks.known(status, PLAN_FLOW, "plan status")
+        checks.identifier(plan_id, "plan_id")
+        checks.one_of(status, "plan status", tuple(PLAN_FLOW))
         async with self._write() as conn:
             plan = await self._plan(conn, plan_id)
             check(PLAN_FLOW, "plan", plan_id, plan.status, status)
@@ -74,7 +75,7 @@ class TaskService:
         """Change title, description or priority (status moves by `set_plan_status`)."""
         rules = {
             "title": checks.title_of("plan"),
-            "description": checks.text,
+            "description": checks.description,
             "priority": checks.priority,
         }
         return await self._edit(self._queries.plans, plan_id, values, rules)
@@ -98,6 +99,7 @@ class TaskService:
         guard: Guard | None = None,
     ) -> RecordT:
         """Check and set fields of one row; names and titles are stored stripped."""
+        checks.identifier(key, f"{repository.kind}_id")
         unknown = set(values) - set(rules)
         if unknown or not values:
             raise InvalidInput(
@@ -118,6 +120,7 @@ class TaskService:
 
     async def add_phase(self, plan_id: int, name: str, *, position: int | None = None) -> Phase:
         """A phase at `position`, or after the plan's last one."""
+        checks.identifier(plan_id, "plan_id")
         checks.title_of("phase")(name)
         if position is not None:
             checks.position(position)
@@ -131,6 +134,7 @@ class TaskService:
 
     async def progress(self, plan_id: int) -> PlanProgress:
         """The plan, its phases' progress and its tasks, from one snapshot."""
+        checks.identifier(plan_id, "plan_id")
         async with self._pool.read_transaction() as conn:
             return await _progress(conn, await self._plan(conn, plan_id))
 
@@ -147,10 +151,12 @@ class TaskService:
         depends_on: Sequence[int] = (),
     ) -> MicroTask:
         """A pending micro-task; its dependencies are added with it, all or none."""
+        checks.identifier(phase_id, "phase_id")
         checks.title_of("task")(title)
-        checks.text(description)
+        checks.description(description)
         checks.priority(priority)
         checks.estimate(estimated_minutes)
+        prerequisites = checks.identifiers(depends_on, "depends_on")
         async with self._write() as conn:
             await self._open_phase(conn, phase_id)
             values = {
@@ -161,33 +167,37 @@ class TaskService:
                 "estimated_minutes": estimated_minutes,
             }
             task = await self._queries.tasks.insert_in(conn, values)
-            for prerequisite in dict.fromkeys(depends_on):  # each once, in the order given
+            for prerequisite in dict.fromkeys(prerequisites):  # each once, in the order given
                 await self._depend(conn, task.id, prerequisite)
             await store.sync_phase(conn, phase_id)  # a done phase has work again
         return task
 
     async def task(self, task_id: int) -> MicroTask:
+        checks.identifier(task_id, "task_id")
         return await self._queries.tasks.get(task_id)
 
     async def tasks(
         self, *, plan_id: int | None = None, phase_id: int | None = None, status: str | None = None
     ) -> list[MicroTask]:
+        checks.optional_identifier(plan_id, "plan_id")
+        checks.optional_identifier(phase_id, "phase_id")
         if status is not None:
-            checks.known(status, TASK_FLOW, "task status")
+            checks.one_of(status, "task status", tuple(TASK_FLOW))
         async with self._pool.read_transaction() as conn:
             return await store.tasks(conn, plan_id=plan_id, phase_id=phase_id, status=status)
 
     async def blocked(self, task_ids: Sequence[int]) -> set[int]:
         """Which of these tasks are pending behind an unfinished dependency."""
+        ids = checks.identifiers(task_ids, "task_ids")
         async with self._pool.read_transaction() as conn:
-            return await store.blocked_ids(conn, task_ids)
+            return await store.blocked_ids(conn, ids)
 
     async def update_task(self, task_id: int, **values: Any) -> MicroTask:
         """Change title, description, priority or estimate of a task of an open plan (status
         moves by transitions)."""
         rules = {
             "title": checks.title_of("task"),
-            "description": checks.text,
+            "description": checks.description,
             "priority": checks.priority,
             "estimated_minutes": checks.estimate,
         }
@@ -202,6 +212,7 @@ class TaskService:
         self, *, plan_id: int | None = None, limit: int | None = None
     ) -> list[MicroTask]:
         """Pending tasks with every dependency completed, most important first."""
+        checks.optional_identifier(plan_id, "plan_id")
         checks.limit(limit)
         async with self._pool.read_transaction() as conn:
             return await store.ready(conn, plan_id, limit)
@@ -211,17 +222,22 @@ class TaskService:
     async def add_dependency(self, task_id: int, depends_on_id: int) -> Dependency:
         """`task_id` (pending, of an open plan) waits for `depends_on_id`; refused across
         plans and when it would close a cycle (the error names it)."""
+        checks.identifier(task_id, "task_id")
+        checks.identifier(depends_on_id, "depends_on_id")
         async with self._write() as conn:
             return await self._depend(conn, task_id, depends_on_id)
 
     async def remove_dependency(self, task_id: int, depends_on_id: int) -> None:
         """`task_id` no longer waits for `depends_on_id` (a pending task of an open plan)."""
+        checks.identifier(task_id, "task_id")
+        checks.identifier(depends_on_id, "depends_on_id")
         async with self._write() as conn:
             _check_dependencies_changeable(await self._locate(conn, task_id))
             if not await self._queries.dependencies.delete_in(conn, task_id, depends_on_id):
                 raise NotFound("dependency", (task_id, depends_on_id))
 
     async def dependencies(self, task_id: int) -> list[Dependency]:
+        checks.identifier(task_id, "task_id")
         return await self._queries.dependencies.list(task_id=task_id)
 
     async def _depend(self, conn: AsyncConnection, task_id: int, depends_on_id: int) -> Dependency:
@@ -245,6 +261,7 @@ class TaskService:
     async def retry(self, task_id: int) -> MicroTask:
         """A failed task back to pending, its retry count raised and its last run cleared
         (the task events keep every run)."""
+        checks.identifier(task_id, "task_id")
         async with self._write() as conn:
             located = await self.claim(conn, task_id, "pending")
             retried = await self.move(
@@ -260,6 +277,7 @@ class TaskService:
         return retried
 
     async def skip(self, task_id: int) -> MicroTask:
+        checks.identifier(task_id, "task_id")
         async with self._write() as conn:
             located = await self.claim(conn, task_id, "skipped")
             skipped = await self.move(conn, located, "skipped", **finished(located.task))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from devstream import checks
 from devstream.db import memory_store, task_store
 from devstream.db.pool import ConnectionPool
 from devstream.db.records import ContextInjection, MicroTask
@@ -81,6 +82,10 @@ class Workflow:
         count_tokens: TokenCounter = approximate_tokens,
     ) -> StartedTask:
         """Claim a ready task and inject the memories most relevant to it."""
+        checks.identifier(task_id, "task_id")
+        checks.whole(budget, "budget (tokens)", 1)
+        if per_type_cap is not None:
+            checks.whole(per_type_cap, "per_type_cap (tokens)", 1)
         with self.metrics.timed("workflow.start"):
             located = await self._claimable(task_id, "active")  # before the costlier search
             context = await assemble(
@@ -111,6 +116,10 @@ class Workflow:
         self, task_id: int, output: str | None = None, artifacts: Sequence[Artifact] = ()
     ) -> FinishedTask:
         """Complete an active task; its output and artifacts become memories linked to it."""
+        checks.identifier(task_id, "task_id")
+        if output is not None:
+            checks.text(output, "output")
+        _check_artifacts(artifacts)
         with self.metrics.timed("workflow.complete"):
             located = await self._claimable(task_id, "completed")
             # A blank output is no output: nothing to remember.
@@ -119,6 +128,8 @@ class Workflow:
 
     async def fail_task(self, task_id: int, error: str) -> FinishedTask:
         """Fail an active task; the error is kept as a memory linked to it."""
+        checks.identifier(task_id, "task_id")
+        checks.text(error, "error")
         if not error.strip():
             raise InvalidInput("a failed task needs the error text that explains it")
         with self.metrics.timed("workflow.fail"):
@@ -159,6 +170,12 @@ class Workflow:
             if to == "active":
                 await _check_unblocked(conn, task_id)
         return located
+
+
+def _check_artifacts(artifacts: object) -> None:
+    for artifact in checks.listed(artifacts, "artifacts", "Artifact"):
+        if not isinstance(artifact, Artifact):
+            raise InvalidInput(f"each artifact must be an Artifact, got {checks.shown(artifact)}")
 
 
 async def _check_unblocked(conn: AsyncConnection, task_id: int) -> None:
