@@ -119,6 +119,7 @@ def embedder_for(settings: Settings) -> Embedder:
             settings.embed_model,
             settings.embed_dimension,
             timeout_s=settings.ollama_timeout_s,
+            deadline_s=settings.embed_deadline_s,
         )
     from devstream.memory.embedders import HashingEmbedder  # noqa: PLC0415
 

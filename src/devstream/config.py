@@ -34,7 +34,7 @@ def default_config_path() -> Path:
 
 
 _AT_LEAST = {"busy_timeout_ms": 0, "pool_size": 1, "embed_dimension": 1, "max_memory_chars": 1}
-_POSITIVE = ("pool_timeout_s", "ollama_timeout_s")
+_POSITIVE = ("pool_timeout_s", "ollama_timeout_s", "embed_deadline_s")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Settings:
     embed_model: str = "embeddinggemma"
     embed_dimension: int = 768
     ollama_timeout_s: float = 30.0
+    embed_deadline_s: float = 30.0  # one action's embedding, retries included
     max_memory_chars: int = 100_000
     busy_timeout_ms: int = 5000
     pool_size: int = 5

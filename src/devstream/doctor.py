@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from sqlalchemy import text
@@ -11,6 +12,7 @@ from devstream.config import Settings
 from devstream.db import migrate, sqlite
 from devstream.db.pool import ConnectionPool
 from devstream.errors import DevStreamError
+from devstream.memory.ollama import ollama_name
 
 OLLAMA_PROBE_TIMEOUT_S = 2.0
 
@@ -20,8 +22,6 @@ class Check:
     name: str
     ok: bool
     detail: str
-    # Informational checks report but never make `doctor` fail.
-    required: bool = True
 
 
 async def diagnose(settings: Settings) -> list[Check]:
@@ -74,14 +74,41 @@ async def _pragmas(pool: ConnectionPool, settings: Settings) -> Check:
 
 
 async def _ollama(settings: Settings) -> Check:
+    """Whether memories will be embedded: offline, or by a server that has the model."""
     if not settings.ollama_url:
-        return Check("ollama", True, "not configured: offline hashing embedder", required=False)
-    url = settings.ollama_url.rstrip("/") + "/api/version"
+        return Check("ollama", True, "not configured: the offline hashing embedder is used")
+    base = settings.ollama_url.rstrip("/")
     try:
-        async with httpx.AsyncClient(timeout=OLLAMA_PROBE_TIMEOUT_S) as client:
-            response = await client.get(url)
-            response.raise_for_status()
-            version = response.json().get("version", "unknown")
-    except (httpx.HTTPError, ValueError) as exc:
-        return Check("ollama", False, f"{url} unreachable: {exc}", required=False)
-    return Check("ollama", True, f"{url} (Ollama {version})", required=False)
+        async with httpx.AsyncClient(base_url=base, timeout=OLLAMA_PROBE_TIMEOUT_S) as client:
+            version = (await _get_json(client, "/api/version")).get("version", "unknown")
+            listed = (await _get_json(client, "/api/tags")).get("models", [])
+            names = {str(model.get("name")) for model in listed if isinstance(model, dict)}
+    except (httpx.HTTPError, ValueError, TypeError) as exc:
+        return Check(
+            "ollama",
+            False,
+            f"{base} unreachable ({_reason(exc)}): memories are stored pending until it "
+            "answers, then `devstream memory backfill` embeds them",
+        )
+    wanted = ollama_name(settings.embed_model)
+    if wanted not in names:
+        return Check(
+            "ollama",
+            False,
+            f"{base} (Ollama {version}) has no model {wanted}: "
+            f"run `ollama pull {settings.embed_model}`",
+        )
+    return Check("ollama", True, f"{base} (Ollama {version}), model {wanted}")
+
+
+async def _get_json(client: httpx.AsyncClient, path: str) -> dict[str, Any]:
+    response = await client.get(path)
+    response.raise_for_status()
+    body = response.json()
+    if not isinstance(body, dict):
+        raise TypeError(f"{path} answered {type(body).__name__}, not an object")
+    return body
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -97,6 +97,16 @@ class EmbeddingUnavailable(EmbeddingError):
     hint = "entries are stored as pending; run `devstream memory backfill` once it is back"
 
 
+class EmbeddingRefused(EmbeddingError):
+    """The embedding server answered this request with an error: a refusal of its input
+    (too long for the model, say), or of every input when the server itself is failing."""
+
+
+class EmbeddingServerFailing(EmbeddingRefused, EmbeddingUnavailable):
+    """The server kept answering 429 or 5xx through every retry: unavailable for now, unless
+    only some inputs bring it on (a backfill finds out by asking with others)."""
+
+
 class DimensionMismatch(EmbeddingError):
     """The embedding server returned vectors of another dimension than the configured one."""
 

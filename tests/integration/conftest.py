@@ -284,6 +284,7 @@ def ollama_devstream(
         backoff_initial_s=0.001,
         backoff_max_s=0.005,
         timeout_s=options.get("timeout_s", 2.0),
+        deadline_s=options.get("deadline_s", 30.0),
         breaker=CircuitBreaker(failure_threshold=2, cooldown_s=30.0, clock=ManualClock()),
     )
     return DevStream(settings, pool, embedder)

@@ -9,10 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 from alembic import command
-from pytest_httpx import HTTPXMock
 from sqlalchemy import (
     Column,
     Integer,
@@ -41,6 +39,7 @@ from devstream.errors import (
     SchemaTooNew,
     StorageError,
 )
+from devstream.testing import FakeOllama
 from tests.conftest import requested_loop
 from tests.integration.conftest import MigratedSchema, store_generation, table_row_counts
 from tests.support import REPO_ROOT, devstream_cli, repo_pythonpath
@@ -670,21 +669,65 @@ async def test_cli_doctor_reports_an_unusable_database(
         assert path.read_bytes() == original  # nothing was written over it
 
 
-async def test_cli_doctor_probes_ollama(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], httpx_mock: HTTPXMock
+async def test_cli_doctor_checks_the_embedding_server_and_its_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_ollama: FakeOllama
 ) -> None:
-    db = str(tmp_path / "probe.db")
-    url = "http://127.0.0.1:11434"
-    httpx_mock.add_response(url=f"{url}/api/version", json={"version": "0.9.1"})
-    httpx_mock.add_exception(httpx.ConnectError("connection refused"), url=f"{url}/api/version")
-    assert await devstream_cli("--db", db, "init") == 0
+    db = ["--db", str(tmp_path / "probe.db")]
+    assert await devstream_cli(*db, "init") == 0
+    capsys.readouterr()
 
-    assert await devstream_cli("--db", db, "--ollama-url", url, "doctor") == 0
-    assert f"ok  ollama    {url}/api/version (Ollama 0.9.1)" in capsys.readouterr().out
+    assert await devstream_cli(*db, "doctor") == 0
+    assert "ok  ollama    not configured: the offline hashing embedder is used" in (
+        capsys.readouterr().out
+    )
 
-    # An unreachable Ollama is informational: doctor still passes.
-    assert await devstream_cli("--db", db, "--ollama-url", url, "doctor") == 0
-    assert "warn  ollama" in capsys.readouterr().out
+    served = [*db, "--ollama-url", fake_ollama.url]
+    assert await devstream_cli(*served, "doctor") == 0
+    assert f"ok  ollama    {fake_ollama.url} (Ollama 0.0.0-fake), model embeddinggemma:latest" in (
+        capsys.readouterr().out
+    )
+
+    fake_ollama.installed = ["nomic-embed-text"]
+    assert await devstream_cli(*served, "doctor") == 1
+    missing = capsys.readouterr().out
+    assert "FAIL  ollama" in missing
+    assert "has no model embeddinggemma:latest: run `ollama pull embeddinggemma`" in missing
+    fake_ollama.installed = ["embeddinggemma:latest"]  # as pulled: name means name:latest
+    assert await devstream_cli(*served, "doctor") == 0
+    capsys.readouterr()
+
+    fake_ollama.refuse()
+    assert await devstream_cli(*served, "doctor") == 1
+    down = capsys.readouterr().out
+    assert f"FAIL  ollama    {fake_ollama.url} unreachable (ConnectError" in down
+    assert "memories are stored pending until it answers" in down
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["task", "start", str(2**63)], "task_id must be a whole number from 1 to 2^63-1"),
+        (["memory", "show", "--", "-5"], "entry_id must be a whole number from 1 to 2^63-1"),
+        (["plan", "show", "0"], "plan_id must be a whole number from 1 to 2^63-1"),
+        (["plan", "create", "bad \udcff title"], "plan title is not valid Unicode text"),
+        (["memory", "add", "  ", "--type", "context"], "memory content is empty"),
+        (["task", "fail", "1", "--error", "\udcff"], "error is not valid Unicode text"),
+        (["memory", "search", "q", "--limit", "0"], "Invalid value for '--limit'"),
+    ],
+    ids=["huge-id", "negative-id", "zero-id", "surrogate", "blank", "surrogate-error", "limit"],
+)
+async def test_cli_hostile_arguments_are_one_typed_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    db = ["--db", str(tmp_path / "hostile.db")]
+    assert await devstream_cli(*db, "init") == 0
+    capsys.readouterr()
+    code = await devstream_cli(*db, *args)
+    captured = capsys.readouterr()
+    assert code == (2 if message.startswith("Invalid value") else 1), captured.err
+    assert captured.err.count("\n") == 1, captured.err
+    assert "Traceback" not in captured.err
+    assert message in captured.err
 
 
 @pytest.mark.parametrize(

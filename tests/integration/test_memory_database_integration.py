@@ -25,6 +25,7 @@ from devstream.memory.ollama import OllamaEmbedder
 from devstream.memory.search import SearchWeights
 from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama, deterministic_embedding
+from devstream.testing.ollama import CONTEXT_LENGTH_ERROR
 from tests.integration.conftest import OLLAMA_DIMENSION, after_cooldown, ollama_devstream
 from tests.support import devstream_cli
 
@@ -555,7 +556,7 @@ async def test_a_transient_failure_is_retried(
         (lambda f: f.fail(500), "500"),
         (lambda f: f.rate_limit(retry_after=0), "429"),
         (lambda f: f.garbage(), "JSON"),
-        (lambda f: f.stall(1.0), "timeout"),
+        (lambda f: f.stall(1.0), "timed out"),
         (lambda f: f.refuse(), "connect"),
     ],
     ids=["5xx", "429", "garbage", "stall", "refused"],
@@ -672,9 +673,9 @@ async def test_many_candidates_metrics_and_bad_arguments(integration_devstream: 
     assert gauges["vector_bytes"] >= 60 * 768 * 4
     assert gauges["text_bytes"] > 0
 
-    with pytest.raises(InvalidInput, match="limit must be at least 1"):
+    with pytest.raises(InvalidInput, match="limit must be a whole number from 1, got 0"):
         await memory.search("lease", limit=0)
-    with pytest.raises(InvalidInput, match="batch size must be at least 1"):
+    with pytest.raises(InvalidInput, match="batch size must be a whole number from 1, got 0"):
         await memory.backfill(batch_size=0)
     missing = results[-1].entry.id + 1
     with pytest.raises(NotFound):
@@ -737,3 +738,113 @@ async def test_context_for_a_task_prefers_its_plan(
     assert context.memory_ids[:2] == [ours.entry.id, theirs.entry.id]
     with pytest.raises(NotFound):
         await assemble_for_task(memory, ds.queries, 424242, 1_000)
+
+
+# --- a memory the server cannot embed ----------------------------------------------------------
+
+
+async def _pending(ds: DevStream, fake: FakeOllama, texts: list[str]) -> list[int]:
+    """Store `texts` while the server is down: every one waits to be embedded."""
+    fake.refuse()
+    stored = await ds.memory.store_many([NewMemory(text, "context") for text in texts])
+    assert all(result.entry.embedding_status == "pending" for result in stored)
+    fake.recover()
+    after_cooldown(ds)
+    return [result.entry.id for result in stored]
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(400, CONTEXT_LENGTH_ERROR), (500, "llama runner process has terminated")],
+    ids=["too-long", "server-error-for-it-alone"],
+)
+async def test_one_memory_the_server_refuses_never_blocks_the_others(
+    integration_ollama_devstream: DevStream, fake_ollama: FakeOllama, status: int, reason: str
+) -> None:
+    ds = integration_ollama_devstream
+    texts = [f"note {n} about the writer" for n in range(100)]
+    texts[37] = "POISON " + texts[37]
+    ids = await _pending(ds, fake_ollama, texts)
+    fake_ollama.poison("POISON", status=status, message=reason)
+
+    report = await ds.memory.backfill()  # the default batch size: 64
+
+    assert (report.embedded, report.remaining, report.error) == (99, 1, None)
+    assert list(report.set_aside) == [ids[37]]
+    assert reason in report.set_aside[ids[37]]
+    # A first probe that the server embeds at all; 2 batches; the refused one halved 6 times
+    # down to the poisoned memory (each half beside it embedded), each refusal followed by
+    # a probe.
+    assert report.requests == 1 + 2 + 2 * 6 + 7
+    poisoned = await ds.memory.get(ids[37])
+    assert (poisoned.embedding_status, poisoned.embedding_attempts) == ("pending", 1)
+    assert reason in (poisoned.embedding_error or "")
+    embedded = await ds.memory.entries(MemoryFilter(embedding_status="embedded"), limit=None)
+    assert len(embedded) == 99
+
+
+async def test_a_memory_refused_three_times_is_failed_until_retried(
+    integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
+) -> None:
+    ds = integration_ollama_devstream
+    ids = await _pending(ds, fake_ollama, ["a fine note", "POISON, far too long"])
+    fake_ollama.poison("POISON")
+    for attempt in (1, 2, 3):
+        report = await ds.memory.backfill(batch_size=1)
+        assert list(report.set_aside) == [ids[1]], attempt
+    failed = await ds.memory.get(ids[1])
+    assert (failed.embedding_status, failed.embedding_attempts) == ("failed", 3)
+    assert CONTEXT_LENGTH_ERROR in (failed.embedding_error or "")
+    assert await ds.memory.waiting() == 0
+
+    quiet = await ds.memory.backfill()
+    assert (quiet.embedded, quiet.requests, quiet.set_aside) == (0, 0, {})
+
+    fake_ollama.recover()  # say, a model with a longer context
+    retried = await ds.memory.backfill(retry_failed=True)
+    assert (retried.embedded, retried.remaining, retried.set_aside) == (1, 0, {})
+    embedded = await ds.memory.get(ids[1])
+    assert (embedded.embedding_status, embedded.embedding_attempts) == ("embedded", 0)
+    assert embedded.embedding_error is None
+
+
+async def test_a_server_failing_every_input_stops_the_backfill_and_blames_no_memory(
+    integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
+) -> None:
+    ds = integration_ollama_devstream
+    ids = await _pending(ds, fake_ollama, [f"note {n}" for n in range(10)])
+    fake_ollama.fail(500)
+    report = await ds.memory.backfill()
+    assert (report.embedded, report.remaining, report.set_aside) == (0, 10, {})
+    assert "HTTP 500" in (report.error or "")
+    assert report.requests == 1  # the first probe shows the server failing
+    untouched = await ds.memory.get(ids[0])
+    assert (untouched.embedding_attempts, untouched.embedding_error) == (0, None)
+
+
+async def test_one_action_waits_no_longer_than_its_deadline_and_says_it_timed_out(
+    integration_connection_pool: ConnectionPool,
+    integration_config: Settings,
+    integration_devstream: DevStream,
+    fake_ollama: FakeOllama,
+) -> None:
+    """A server that answers far slower than the deadline: 3 attempts of a 30 s request
+    timeout would take 90 s; the 0.5 s deadline ends the whole call, retries included."""
+    ds = ollama_devstream(
+        integration_connection_pool,
+        integration_config,
+        fake_ollama.url,
+        timeout_s=30.0,
+        attempts=3,
+        deadline_s=0.5,
+    )
+    fake_ollama.stall(60.0)
+    started = asyncio.get_running_loop().time()
+    result = await ds.memory.store("a note while the server is slow", "context")
+    waited = asyncio.get_running_loop().time() - started
+    fake_ollama.recover()
+    assert result.entry.embedding_status == "pending"
+    assert result.warning is not None
+    assert "timed out: no answer within the 0.5 s deadline" in result.warning
+    assert waited < 30.0, "the call waited for the request timeout, not its deadline"
+    await ds.memory.embedder.aclose()

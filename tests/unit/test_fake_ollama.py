@@ -22,7 +22,13 @@ import pytest
 import devstream
 from devstream.testing import FakeOllama, deterministic_embedding
 from devstream.testing.__main__ import main
-from devstream.testing.ollama import GARBAGE_BODY, MAX_BODY_BYTES, MAX_STALL_S, loopback_host
+from devstream.testing.ollama import (
+    CONTEXT_LENGTH_ERROR,
+    GARBAGE_BODY,
+    MAX_BODY_BYTES,
+    MAX_STALL_S,
+    loopback_host,
+)
 
 DIMENSION = 16
 TIMEOUT = httpx.Timeout(5.0)
@@ -107,8 +113,39 @@ def test_default_dimension_is_768() -> None:
 def test_version_tags_and_root(server: FakeOllama, client: httpx.Client) -> None:
     assert client.get("/api/version").json() == {"version": "0.0.0-fake"}
     models = client.get("/api/tags").json()["models"]
-    assert [model["name"] for model in models] == [server.model] == ["embeddinggemma"]
+    assert [model["name"] for model in models] == ["embeddinggemma:latest"]
     assert client.get("/").text == "Ollama is running"
+
+
+def test_show_knows_the_installed_models_by_ollamas_naming_rule(
+    server: FakeOllama, client: httpx.Client
+) -> None:
+    for name in ("embeddinggemma", "embeddinggemma:latest"):
+        shown = client.post("/api/show", json={"model": name})
+        assert shown.status_code == 200, name
+        assert shown.json()["details"]["embedding_length"] == server.dimension
+    assert client.post("/api/show", json={"model": "embeddinggemma:2b"}).status_code == 404
+    server.installed = []
+    missing = client.post("/api/show", json={"model": "embeddinggemma"})
+    assert (missing.status_code, missing.json()) == (
+        404,
+        {"error": "model 'embeddinggemma' not found"},
+    )
+    assert client.get("/api/tags").json()["models"] == []
+    assert client.post("/api/show", json={}).status_code == 400
+
+
+def test_a_poisoned_input_is_refused_and_the_rest_embedded(
+    server: FakeOllama, client: httpx.Client
+) -> None:
+    server.poison("TOO LONG")
+    refused = client.post("/api/embed", json={"model": "m", "input": ["fine", "TOO LONG here"]})
+    assert (refused.status_code, refused.json()["error"]) == (400, CONTEXT_LENGTH_ERROR)
+    assert embed(client, "fine").status_code == 200
+    server.poison("bad", status=500, message="llama runner process has terminated")
+    assert embed(client, "a bad one").json() == {"error": "llama runner process has terminated"}
+    with pytest.raises(ValueError, match="must not be empty"):
+        server.poison("")
 
 
 def test_unknown_paths_are_404_and_wrong_methods_405(client: httpx.Client) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,7 +13,12 @@ import numpy as np
 import pytest
 from pytest_httpx import HTTPXMock
 
-from devstream.errors import DimensionMismatch, EmbeddingError, EmbeddingUnavailable
+from devstream.errors import (
+    DimensionMismatch,
+    EmbeddingError,
+    EmbeddingRefused,
+    EmbeddingUnavailable,
+)
 from devstream.memory.embedders import Embedder
 from devstream.memory.ollama import BreakerState, CircuitBreaker, OllamaEmbedder
 from tests.support import ManualClock
@@ -238,18 +244,24 @@ async def test_ollama_gives_up_after_its_attempts(
 
 
 @pytest.mark.parametrize(
-    "failure",
-    [httpx.ConnectError("[Errno 111] Connection refused"), httpx.ReadTimeout("timed out")],
+    ("failure", "says"),
+    [
+        (httpx.ConnectError("[Errno 111] Connection refused"), "cannot reach embedding server"),
+        (httpx.ReadTimeout("timed out"), "timed out: no answer within 30 s, 2 attempt(s)"),
+    ],
     ids=["refused", "timeout"],
 )
 async def test_ollama_transport_failures_become_unavailable(
-    httpx_mock: HTTPXMock, make_embedder: MakeEmbedder, failure: httpx.TransportError
+    httpx_mock: HTTPXMock,
+    make_embedder: MakeEmbedder,
+    failure: httpx.TransportError,
+    says: str,
 ) -> None:
+    """A refused connection says it could not reach the server; a timeout says it timed out."""
     httpx_mock.add_exception(failure, is_reusable=True)
     embedder = make_embedder(attempts=2)
-    with pytest.raises(EmbeddingUnavailable, match="cannot reach embedding server") as caught:
+    with pytest.raises(EmbeddingUnavailable, match=re.escape(says)) as caught:
         await embedder.embed(["note"])
-    assert type(failure).__name__ in str(caught.value)
     assert EMBED_URL in str(caught.value)
     assert caught.value.__cause__ is failure
     assert embedder.retries == 1
@@ -312,11 +324,12 @@ async def test_ollama_client_error_is_not_retried(
 ) -> None:
     httpx_mock.add_response(status_code=404, json={"error": 'model "nomic" not found'})
     embedder = make_embedder(model="nomic")
-    with pytest.raises(EmbeddingError) as caught:
+    with pytest.raises(EmbeddingRefused) as caught:
         await embedder.embed(["note"])
-    assert type(caught.value) is EmbeddingError
+    assert type(caught.value) is EmbeddingRefused
     assert "HTTP 404" in str(caught.value)
     assert 'model "nomic" not found' in str(caught.value)
+    assert caught.value.hint == "pull the model on the server: `ollama pull nomic`"
     assert embedder.retries == 0
     assert len(httpx_mock.get_requests()) == 1
     assert embedder.breaker.consecutive_failures == 0
@@ -325,10 +338,13 @@ async def test_ollama_client_error_is_not_retried(
 async def test_ollama_bad_request_is_not_retried(
     httpx_mock: HTTPXMock, make_embedder: MakeEmbedder
 ) -> None:
-    httpx_mock.add_response(status_code=400, text="input too long")
+    error = {"error": "the input length exceeds the context length"}
+    httpx_mock.add_response(status_code=400, json=error)
     embedder = make_embedder()
-    with pytest.raises(EmbeddingError, match=r"HTTP 400: input too long"):
+    with pytest.raises(EmbeddingRefused, match=r"HTTP 400: the input length exceeds") as caught:
         await embedder.embed(["note"])
+    assert "too long for model 'embeddinggemma'" in caught.value.hint
+    assert "pull" not in caught.value.hint
     assert embedder.retries == 0
     assert len(httpx_mock.get_requests()) == 1
 

@@ -181,10 +181,17 @@ batch_size_option = click.option(
 
 @memory.command("backfill")
 @batch_size_option
+@click.option(
+    "--retry-failed", is_flag=True, help="Try again the memories the server refused before."
+)
 @pass_output
-def backfill(out: Output, batch_size: int) -> None:
-    """Embed memories stored while embedding was unavailable."""
-    _embed_waiting(out, "backfill", batch_size)
+def backfill(out: Output, batch_size: int, retry_failed: bool) -> None:
+    """Embed memories stored while embedding was unavailable.
+
+    A memory the server refuses on its own is set aside and the others are embedded; after
+    3 refusals it is marked failed, with the reason kept, until --retry-failed.
+    """
+    _embed_waiting(out, "backfill", batch_size, retry_failed=retry_failed)
 
 
 @memory.command("reembed")
@@ -195,7 +202,9 @@ def reembed(out: Output, batch_size: int) -> None:
     _embed_waiting(out, "reembed", batch_size)
 
 
-def _embed_waiting(out: Output, action: str, batch_size: int) -> None:
+def _embed_waiting(
+    out: Output, action: str, batch_size: int, *, retry_failed: bool = False
+) -> None:
     """Run backfill or reembed with a progress bar on stderr; exit 1 if it stopped early."""
     from rich.console import Console  # noqa: PLC0415
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
@@ -209,12 +218,21 @@ def _embed_waiting(out: Output, action: str, batch_size: int) -> None:
             bar.update(task, completed=done, total=total)
 
         async def work(ds: DevStream) -> EmbedReport:
-            run = ds.memory.backfill if action == "backfill" else ds.memory.reembed
-            return await run(batch_size=batch_size, progress=progress)
+            if action == "reembed":
+                return await ds.memory.reembed(batch_size=batch_size, progress=progress)
+            return await ds.memory.backfill(
+                batch_size=batch_size, progress=progress, retry_failed=retry_failed
+            )
 
         report = with_store(out, work)
-    text = f"{action}: {report.embedded} embedded; {report.remaining} still waiting"
-    out.emit(asdict(report), text + (f"\nstopped: {report.error}" if report.error else ""))
+    lines = [
+        f"{action}: {report.embedded} embedded; {report.remaining} still waiting; "
+        f"{len(report.set_aside)} set aside ({report.requests} requests)",
+        *(f"  memory #{i} set aside: {printable(why)}" for i, why in report.set_aside.items()),
+    ]
+    if report.error:
+        lines.append(f"stopped: {report.error}")
+    out.emit(asdict(report), "\n".join(lines))
     if report.error:
         raise SystemExit(1)
 

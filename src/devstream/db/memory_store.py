@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     and_,
     bindparam,
+    case,
     column,
     delete,
     func,
@@ -181,7 +182,7 @@ async def full_text(
 
 
 def _needs_embedding(model: str, dimension: int, *, other_models: bool) -> ColumnElement[bool]:
-    pending = m.c.embedding_status != "embedded"
+    pending = m.c.embedding_status == "pending"  # a failed one waits for --retry-failed
     if not other_models:
         return pending
     foreign = or_(m.c.embedding_model != model, m.c.embedding_dim != dimension)
@@ -229,12 +230,44 @@ async def set_embeddings(
             embedding_model=model,
             embedding_dim=dimension,
             embedding_status="embedded",
+            embedding_attempts=0,
+            embedding_error=None,
             updated_at=utcnow(),
         )
     )
     await conn.execute(
         statement, [{"entry_id": entry_id, "blob": blob} for entry_id, blob in blobs.items()]
     )
+
+
+async def record_failures(conn: AsyncConnection, reasons: dict[int, str], limit: int) -> None:
+    """Count a failed attempt at embedding each entry on its own, keeping the reason; at
+    `limit` failed attempts an entry is marked failed."""
+    if not reasons:
+        return
+    attempts = m.c.embedding_attempts + 1
+    statement = (
+        update(m)
+        .where(m.c.id == bindparam("entry_id"))
+        .values(
+            embedding_attempts=attempts,
+            embedding_error=bindparam("reason"),
+            embedding_status=case((attempts >= limit, "failed"), else_=m.c.embedding_status),
+            updated_at=utcnow(),
+        )
+    )
+    rows = [{"entry_id": entry_id, "reason": reason} for entry_id, reason in reasons.items()]
+    await conn.execute(statement, rows)
+
+
+async def retry_failed(conn: AsyncConnection) -> int:
+    """Entries marked failed wait to be embedded again, their attempts forgotten."""
+    statement = (
+        update(m)
+        .where(m.c.embedding_status == "failed")
+        .values(embedding_status="pending", embedding_attempts=0, updated_at=utcnow())
+    )
+    return (await conn.execute(statement)).rowcount
 
 
 async def counts(conn: AsyncConnection) -> dict[str, dict[str, int]]:

@@ -87,3 +87,5 @@ class MemoryEntry:
     access_count: int
     created_at: datetime
     updated_at: datetime
+    embedding_attempts: int
+    embedding_error: str | None

@@ -170,6 +170,9 @@ memory_entries = Table(
     Column("embedding_status", String(16), nullable=False, default="pending"),
     Column("access_count", Integer, nullable=False, default=0),
     *_timestamps(),
+    # Failed attempts to embed this content on its own, and the last one's reason.
+    Column("embedding_attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("embedding_error", Text, nullable=True),
     CheckConstraint("length(content) > 0", name="content_not_empty"),
     CheckConstraint(_one_of("content_type", CONTENT_TYPES), name="content_type"),
     CheckConstraint(_one_of("embedding_status", EMBEDDING_STATUSES), name="embedding_status"),

@@ -2,11 +2,13 @@
 
 `OllamaEmbedder` retries transient failures with jittered exponential backoff and sits
 behind a `CircuitBreaker`, so a server that is down costs one fast failure per call
-instead of a full retry cycle each time.
+instead of a full retry cycle each time. One call waits at most its deadline in all,
+retries and backoff included.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 import time
@@ -23,12 +25,23 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from devstream.errors import DimensionMismatch, EmbeddingError, EmbeddingUnavailable
+from devstream.errors import (
+    DimensionMismatch,
+    EmbeddingError,
+    EmbeddingRefused,
+    EmbeddingServerFailing,
+    EmbeddingUnavailable,
+)
 from devstream.memory.embedders import Vectors, check_texts
 
 BreakerState = Literal["closed", "open", "half-open"]
 
-__all__ = ["BreakerState", "CircuitBreaker", "OllamaEmbedder"]
+__all__ = ["BreakerState", "CircuitBreaker", "OllamaEmbedder", "ollama_name"]
+
+
+def ollama_name(model: str) -> str:
+    """A model name as Ollama lists it: `name` means `name:latest`."""
+    return model if ":" in model else f"{model}:latest"
 
 
 # --- Circuit breaker ---------------------------------------------------------------------
@@ -169,10 +182,11 @@ class OllamaEmbedder:
     Per batch: the breaker is asked first; then the request is tried up to `attempts`
     times on timeouts, transport errors (refused connections), 429 and 5xx, waiting with
     jittered exponential backoff or, on 429/503, the server's `Retry-After` (capped at
-    `backoff_max_s`). Exhausted retries raise `EmbeddingUnavailable`; a 4xx or an unusable
-    body raises `EmbeddingError` at once; vectors of the wrong length raise
-    `DimensionMismatch`. `retries`, `retry_wait_s` and `rejected` are running totals for
-    metrics.
+    `backoff_max_s`). Exhausted retries raise `EmbeddingUnavailable` (after 429 or 5xx
+    answers, `EmbeddingServerFailing`); a 4xx raises `EmbeddingRefused` at once, and an
+    unusable body `EmbeddingError`; vectors of the wrong length raise `DimensionMismatch`.
+    One `embed()` call, all its batches and retries included, takes at most `deadline_s`.
+    `retries`, `retry_wait_s` and `rejected` are running totals for metrics.
     """
 
     def __init__(
@@ -182,6 +196,7 @@ class OllamaEmbedder:
         dimension: int = 768,
         *,
         timeout_s: float = 30.0,
+        deadline_s: float = 30.0,
         connect_timeout_s: float = 2.0,
         attempts: int = 3,
         backoff_initial_s: float = 0.2,
@@ -196,6 +211,8 @@ class OllamaEmbedder:
             raise ValueError(f"attempts must be at least 1, got {attempts}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not deadline_s > 0:
+            raise ValueError(f"deadline_s must be positive, got {deadline_s}")
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/api/embed"
         self.model = model
@@ -204,6 +221,8 @@ class OllamaEmbedder:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.batch_size = batch_size
+        self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self._owns_client = client is None
         self._client = (
@@ -224,13 +243,15 @@ class OllamaEmbedder:
         check_texts(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
         batches = [
-            await self._embed_batch(texts[start : start + self.batch_size])
+            await self._embed_batch(texts[start : start + self.batch_size], deadline)
             for start in range(0, len(texts), self.batch_size)
         ]
         return batches[0] if len(batches) == 1 else np.concatenate(batches)
 
-    async def _embed_batch(self, batch: Sequence[str]) -> Vectors:
+    async def _embed_batch(self, batch: Sequence[str], deadline: float) -> Vectors:
         try:
             self.breaker.before_call()
         except EmbeddingUnavailable as exc:
@@ -244,7 +265,7 @@ class OllamaEmbedder:
         # counts as a success, and callers keep seeing the precise, actionable error instead
         # of "unavailable". Cancellation gives no verdict and only frees the probe slot.
         try:
-            response = await self._post_with_retries(batch)
+            response = await self._post_within(batch, deadline)
         except EmbeddingUnavailable:
             self.breaker.record_failure()
             raise
@@ -276,12 +297,33 @@ class OllamaEmbedder:
         if status == 429 or status >= 500:
             raise _RetryableStatus(response)
         if status >= 400:
-            raise EmbeddingError(
-                f"{self.url} refused the request with HTTP {status}: {_error_text(response)}",
-                hint=f"check that model {self.model!r} is pulled on the server "
-                "(`ollama pull <model>`) and the URL is right",
+            reason = _error_text(response)
+            raise EmbeddingRefused(
+                f"{self.url} refused the request with HTTP {status}: {reason}",
+                hint=self._refusal_hint(status, reason),
             )
         return response
+
+    def _refusal_hint(self, status: int, reason: str) -> str:
+        if "context length" in reason or status == 413:
+            return (
+                f"the text is too long for model {self.model!r}: store shorter memories "
+                "(lower max_memory_chars), or use a model with a longer context"
+            )
+        if status == 404 or "not found" in reason:
+            return f"pull the model on the server: `ollama pull {self.model}`"
+        return f"check that the URL is an Ollama server and model {self.model!r} is right"
+
+    async def _post_within(self, batch: Sequence[str], deadline: float) -> httpx.Response:
+        """The request with its retries, given up when the call's deadline passes."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(self._post_with_retries(batch), max(remaining, 0.0))
+        except asyncio.TimeoutError as exc:
+            raise EmbeddingUnavailable(
+                f"embedding server {self.url} timed out: no answer within the "
+                f"{self.deadline_s:g} s deadline for one call, retries included"
+            ) from exc
 
     def _wait(self, backoff: wait_exponential_jitter) -> Callable[[RetryCallState], float]:
         def wait(state: RetryCallState) -> float:
@@ -307,8 +349,13 @@ class OllamaEmbedder:
         try:
             response: httpx.Response = await retrying(self._post, batch)
         except _RetryableStatus as exc:
-            raise EmbeddingUnavailable(
+            raise EmbeddingServerFailing(
                 f"embedding server {self.url} kept failing after {self.attempts} attempt(s): {exc}"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise EmbeddingUnavailable(
+                f"embedding server {self.url} timed out: no answer within {self.timeout_s:g} s, "
+                f"{self.attempts} attempt(s)"
             ) from exc
         except httpx.TransportError as exc:
             raise EmbeddingUnavailable(

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from devstream import checks
 from devstream.config import Settings
 from devstream.db import index_source
 from devstream.db import memory_store as store
@@ -25,11 +28,11 @@ from devstream.db.memory_store import MemoryFilter, Scope
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import content_hash
 from devstream.db.records import MemoryEntry
-from devstream.db.schema import CONTENT_TYPES
+from devstream.db.schema import CONTENT_TYPES, EMBEDDING_STATUSES
 from devstream.db.tokenizer import Phrase, query_phrases
-from devstream.errors import EmbeddingError, InvalidInput, NotFound
+from devstream.errors import EmbeddingError, EmbeddingRefused, InvalidInput, NotFound
 from devstream.memory import cache
-from devstream.memory.embedders import Embedder
+from devstream.memory.embedders import Embedder, Vectors
 from devstream.memory.follow import CachePolicy, Followed, catch_up
 from devstream.memory.fulltext import match_expression
 from devstream.memory.index import MemoryIndex
@@ -41,6 +44,11 @@ from devstream.metrics import MetricsRegistry
 
 # How many candidates each side of a hybrid search contributes to the fusion.
 CANDIDATES = 50
+# Failed attempts at embedding one memory on its own, over backfills, before it is failed.
+EMBED_ATTEMPTS = 3
+# What a backfill embeds to tell a server that refuses some inputs from one that fails.
+SERVER_PROBE = "a short text any embedding model takes"
+MAX_WEIGHT = 1_000.0  # of either side in the fusion
 
 Progress = Callable[[int, int], None]  # (done, total)
 WriteStep = Callable[[AsyncConnection], Awaitable[object]]
@@ -74,6 +82,18 @@ class EmbedReport:
     embedded: int
     remaining: int
     error: str | None = None  # why it stopped early, if it did
+    set_aside: dict[int, str] = field(default_factory=dict)  # refused on their own: why
+    requests: int = 0  # embedding requests made, the splits of refused batches included
+
+
+@dataclass
+class _Run:
+    """A backfill's running totals."""
+
+    embedded: int = 0
+    requests: int = 0
+    set_aside: dict[int, str] = field(default_factory=dict)
+    error: str | None = None
 
 
 class MemoryService:
@@ -127,6 +147,7 @@ class MemoryService:
         `together_with` is another write to commit atomically with the entries: it runs
         first in the same transaction, and if it raises, nothing is stored.
         """
+        checks.listed(items, "items", "NewMemory")
         with self.metrics.timed("memory.store"):
             prepared = self._prepare(items)
             hashes = sorted({p.hash for p in prepared})
@@ -170,17 +191,26 @@ class MemoryService:
             )
         return prepared
 
-    def _check(self, item: NewMemory) -> Vector | None:
+    def _check(self, item: object) -> Vector | None:
         """Refuse bad input with a typed error; the item's vector, if it came with one."""
-        _check_content(item.content, self._max_chars)
-        if item.content_type not in CONTENT_TYPES:
-            raise InvalidInput(
-                f"unknown content type {item.content_type!r}; use one of {', '.join(CONTENT_TYPES)}"
-            )
+        if not isinstance(item, NewMemory):
+            raise InvalidInput(f"each item must be a NewMemory, got {checks.shown(item)}")
+        self._check_content(item.content)
+        checks.one_of(item.content_type, "content type", CONTENT_TYPES)
+        if item.keywords is not None:
+            checks.words(item.keywords, "keywords")
+        for name in ("plan_id", "phase_id", "task_id"):
+            checks.optional_identifier(getattr(item, name), name)
         return None if item.embedding is None else self._check_vector(item.embedding)
 
+    def _check_content(self, content: object) -> None:
+        checks.text(content, "memory content", required=True, max_chars=self._max_chars)
+
     def _check_vector(self, values: npt.ArrayLike) -> Vector:
-        vector = np.asarray(values, dtype=np.float32).reshape(-1)
+        try:
+            vector = np.asarray(values, dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"embedding must be a list of numbers: {exc}") from exc
         if vector.shape != (self.embedder.dimension,):
             raise InvalidInput(
                 f"embedding has {vector.size} values; {self.embedder.model} uses "
@@ -226,6 +256,7 @@ class MemoryService:
 
     async def get(self, entry_id: int) -> MemoryEntry:
         """The entry, counting the retrieval."""
+        checks.identifier(entry_id, "entry_id")
         async with self._pool.write_transaction() as conn:
             await store.touch(conn, [entry_id])
             entry = await store.get(conn, entry_id)
@@ -236,6 +267,9 @@ class MemoryService:
     async def entries(
         self, filters: MemoryFilter | None = None, *, limit: int | None = 100, offset: int = 0
     ) -> list[MemoryEntry]:
+        filters = _checked_filter(filters)
+        checks.limit(limit)
+        checks.whole(offset, "offset", 0)
         async with self._pool.read_transaction() as conn:
             return await store.list_entries(
                 conn, filters or MemoryFilter(), limit=limit, offset=offset
@@ -250,6 +284,13 @@ class MemoryService:
         keywords: Sequence[str] | None = None,
     ) -> MemoryEntry:
         """Change an entry; new content gets new keywords (unless given) and a new vector."""
+        checks.identifier(entry_id, "entry_id")
+        if content is not None:
+            self._check_content(content)
+        if content_type is not None:
+            checks.one_of(content_type, "content type", CONTENT_TYPES)
+        if keywords is not None:
+            checks.words(keywords, "keywords")
         before = await self._read(entry_id)
         new_content = content is not None and content != before.content
         if keywords is None and not new_content:
@@ -279,6 +320,7 @@ class MemoryService:
         return entry
 
     async def delete(self, entry_id: int) -> None:
+        checks.identifier(entry_id, "entry_id")
         async with self._pool.write_transaction() as conn:
             deleted = await store.delete_entry(conn, entry_id)
         if not deleted:
@@ -308,9 +350,12 @@ class MemoryService:
         The full-text side comes from the in-process index, or with `exact` from SQLite's
         FTS5 itself (slower on large stores, and the reference the fast path is held to).
         """
-        if limit < 1:
-            raise InvalidInput(f"limit must be at least 1, got {limit}")
-        filters, weights = filters or MemoryFilter(), weights or SearchWeights()
+        checks.query(query)
+        checks.whole(limit, "limit", 1)
+        filters, weights = _checked_filter(filters), _checked_weights(weights)
+        if min_similarity is not None:
+            checks.number(min_similarity, "min_similarity", -1.0, 1.0)
+        checks.flag(exact, "exact")
         with self.metrics.timed("memory.search"):
             query_vector, reason = await self._query_vector(query)
             phrases = query_phrases(query)
@@ -443,13 +488,24 @@ class MemoryService:
 
     async def count_retrievals(self, entry_ids: Sequence[int]) -> None:
         """Count a retrieval of each entry (a `get`, or being injected into a context)."""
+        entry_ids = checks.identifiers(entry_ids, "entry_ids")
         async with self._pool.write_transaction() as conn:
             await store.touch(conn, entry_ids)
 
     # --- embedding later ---------------------------------------------------------------
 
-    async def backfill(self, batch_size: int = 64, progress: Progress | None = None) -> EmbedReport:
-        """Embed the entries stored as pending."""
+    async def backfill(
+        self,
+        batch_size: int = 64,
+        progress: Progress | None = None,
+        *,
+        retry_failed: bool = False,
+    ) -> EmbedReport:
+        """Embed the entries stored as pending (with `retry_failed`, those marked failed too)."""
+        checks.flag(retry_failed, "retry_failed")
+        if retry_failed:
+            async with self._pool.write_transaction() as conn:
+                await store.retry_failed(conn)
         return await self._embed_waiting(
             other_models=False, batch_size=batch_size, progress=progress
         )
@@ -461,6 +517,7 @@ class MemoryService:
         )
 
     async def waiting(self, *, other_models: bool = False) -> int:
+        checks.flag(other_models, "other_models")
         async with self._pool.read_transaction() as conn:
             return await store.count_awaiting(
                 conn, self.embedder.model, self.embedder.dimension, other_models=other_models
@@ -469,11 +526,39 @@ class MemoryService:
     async def _embed_waiting(
         self, *, other_models: bool, batch_size: int, progress: Progress | None
     ) -> EmbedReport:
-        if batch_size < 1:
-            raise InvalidInput(f"batch size must be at least 1, got {batch_size}")
+        """Embed what waits, batch by batch in id order. A batch the server refuses is split
+        until the inputs it refuses on their own are found: those are set aside (an attempt
+        counted, the reason kept) and the rest embedded. Whether the server itself works is
+        asked with a probe text any model embeds, first and after each refusal (its success
+        also closes a circuit breaker that an earlier outage left half-open); when it does
+        not, the backfill stops."""
+        checks.whole(batch_size, "batch size", 1)
         total = await self.waiting(other_models=other_models)
-        done, after_id = 0, 0
+        run = _Run()
+        try:
+            if total:
+                await self._embed_counted([SERVER_PROBE], run)  # does the server work at all?
+            async for batch in self._waiting_batches(other_models, batch_size):
+                refused: dict[int, str] = {}
+                try:
+                    await self._embed_isolating(batch, run, refused)
+                finally:
+                    await self._record_failures(refused)
+                    run.set_aside.update(refused)
+                if progress is not None:
+                    progress(run.embedded + len(run.set_aside), total)
+        except EmbeddingError as exc:
+            self.metrics.increment("memory.embed_failures")
+            run.error = str(exc)
+        remaining = await self.waiting(other_models=other_models)
+        return EmbedReport(run.embedded, remaining, run.error, run.set_aside, run.requests)
+
+    async def _waiting_batches(
+        self, other_models: bool, batch_size: int
+    ) -> AsyncIterator[list[tuple[int, str]]]:
+        """(id, content) of what waits, in id order, a batch at a time."""
         model, dimension = self.embedder.model, self.embedder.dimension
+        after_id = 0
         while True:
             async with self._pool.read_transaction() as conn:
                 batch = await store.awaiting_embedding(
@@ -485,18 +570,43 @@ class MemoryService:
                     limit=batch_size,
                 )
             if not batch:
-                return EmbedReport(done, 0)
+                return
+            yield batch
+            after_id = batch[-1][0]
+
+    async def _embed_isolating(
+        self, batch: list[tuple[int, str]], run: _Run, refused: dict[int, str]
+    ) -> None:
+        """Embed the batch, halving what the server refuses until `refused` holds the inputs
+        it refuses on their own, with why."""
+        parts = deque([batch])
+        while parts:
+            part = parts.popleft()
             try:
-                with self.metrics.timed("memory.embed"):
-                    vectors = await self.embedder.embed([content for _, content in batch])
-            except EmbeddingError as exc:
-                self.metrics.increment("memory.embed_failures")
-                return EmbedReport(done, await self.waiting(other_models=other_models), str(exc))
-            await self._save_vectors(dict(zip([i for i, _ in batch], vectors, strict=True)))
-            done, after_id = done + len(batch), batch[-1][0]
-            self.metrics.increment("memory.backfilled", len(batch))
-            if progress is not None:
-                progress(done, total)
+                vectors = await self._embed_counted([content for _, content in part], run)
+            except EmbeddingRefused as exc:
+                # Raises unless the server still works: then the refusal is about this input.
+                await self._embed_counted([SERVER_PROBE], run)
+                if len(part) == 1:
+                    refused[part[0][0]] = str(exc)
+                else:
+                    half = (len(part) + 1) // 2
+                    parts.extend([part[:half], part[half:]])
+                continue
+            await self._save_vectors(dict(zip([i for i, _ in part], vectors, strict=True)))
+            run.embedded += len(part)
+            self.metrics.increment("memory.backfilled", len(part))
+
+    async def _embed_counted(self, texts: list[str], run: _Run) -> Vectors:
+        run.requests += 1
+        with self.metrics.timed("memory.embed"):
+            return await self.embedder.embed(texts)
+
+    async def _record_failures(self, reasons: dict[int, str]) -> None:
+        if reasons:
+            self.metrics.increment("memory.embed_set_aside", len(reasons))
+            async with self._pool.write_transaction() as conn:
+                await store.record_failures(conn, reasons, EMBED_ATTEMPTS)
 
     async def _save_vectors(self, vectors: dict[int, Vector]) -> None:
         blobs = {entry_id: encode(vector) for entry_id, vector in vectors.items()}
@@ -566,23 +676,9 @@ class _Prepared:
             "embedding_model": embedder.model if embedded else None,
             "embedding_dim": embedder.dimension if embedded else None,
             "embedding_status": "embedded" if embedded else "pending",
+            "embedding_attempts": 0,  # new content is a new input to embed
+            "embedding_error": None,
         }
-
-
-def _check_content(content: object, max_chars: int) -> None:
-    if not isinstance(content, str) or not content.strip():
-        raise InvalidInput("memory content is empty")
-    if len(content) > max_chars:
-        raise InvalidInput(
-            f"memory content has {len(content):,} characters; the maximum is {max_chars:,} "
-            "(split it, or raise max_memory_chars)"
-        )
-    if "\x00" in content:
-        raise InvalidInput("memory content contains a NUL character")
-    try:
-        content.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidInput("memory content is not valid Unicode text (lone surrogate)") from exc
 
 
 def _first_of_each(prepared: Iterable[_Prepared]) -> list[_Prepared]:
@@ -598,3 +694,31 @@ def _by_key(entries: Iterable[MemoryEntry]) -> dict[Key, MemoryEntry]:
         (entry.content_hash, Scope(entry.plan_id, entry.phase_id, entry.task_id)): entry
         for entry in entries
     }
+
+
+def _checked_filter(filters: object) -> MemoryFilter:
+    if filters is None:
+        return MemoryFilter()
+    if not isinstance(filters, MemoryFilter):
+        raise InvalidInput(f"filters must be a MemoryFilter, got {checks.shown(filters)}")
+    for content_type in checks.listed(filters.content_types, "content_types", "content types"):
+        checks.one_of(content_type, "content type", CONTENT_TYPES)
+    for name in ("plan_id", "phase_id", "task_id"):
+        checks.optional_identifier(getattr(filters, name), name)
+    for name in ("created_after", "created_before"):
+        moment = getattr(filters, name)
+        if moment is not None and not isinstance(moment, datetime):
+            raise InvalidInput(f"{name} must be a datetime, got {checks.shown(moment)}")
+    if filters.embedding_status is not None:
+        checks.one_of(filters.embedding_status, "embedding status", EMBEDDING_STATUSES)
+    return filters
+
+
+def _checked_weights(weights: object) -> SearchWeights:
+    if weights is None:
+        return SearchWeights()
+    if not isinstance(weights, SearchWeights):
+        raise InvalidInput(f"weights must be SearchWeights, got {checks.shown(weights)}")
+    checks.number(weights.text, "text weight", 0.0, MAX_WEIGHT)
+    checks.number(weights.vector, "vector weight", 0.0, MAX_WEIGHT)
+    return weights

@@ -5,7 +5,9 @@
         server.fail_next(2)          # the next two embed requests answer 500
         server.stall(5.0)            # embed requests hang for 5 s (recover() lets them go)
         server.refuse()              # the port stops listening: connections are refused
+        server.poison("marker")      # a request with an input holding "marker" answers 400
         server.recover()             # healthy again, on the same port
+        server.installed = []        # no model pulled: /api/tags and /api/show say so
 
 Each switch replaces the previous one. The switches affect `POST /api/embed` only, except
 `refuse()`, which takes the whole server off the network. The server speaks HTTP/1.1 with
@@ -30,6 +32,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from devstream.memory.ollama import ollama_name
 from devstream.testing.vectors import DEFAULT_DIMENSION, deterministic_embedding
 
 DEFAULT_MODEL = "embeddinggemma"
@@ -44,7 +47,11 @@ _JOIN_TIMEOUT_S = 5.0
 # Idle keep-alive connections are closed after this long.
 _IDLE_TIMEOUT_S = 60.0
 
-Mode = Literal["healthy", "stall", "fail", "rate_limit", "garbage", "wrong_dimension", "fail_next"]
+Mode = Literal[
+    "healthy", "stall", "fail", "rate_limit", "garbage", "wrong_dimension", "fail_next", "poison"
+]
+# What Ollama 0.12 answers for an input longer than the model's context.
+CONTEXT_LENGTH_ERROR = "the input length exceeds the context length"
 
 _Self = TypeVar("_Self", bound="FakeOllama")
 
@@ -72,6 +79,8 @@ class _Behaviour:
     seconds: float = 0.0
     retry_after: int = 1
     dimension: int = 0
+    marker: str = ""  # poison: inputs holding it are refused
+    message: str = ""
     # Set to let stalled requests go; each stall() gets its own, so a later stall starts afresh.
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -257,6 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path == "/api/embed":
             self._reply(self.server.fake._answer_embed(body))
+        elif path == "/api/show":
+            self._reply(self.server.fake._answer_show(body))
         elif path in ("/", "/api/version", "/api/tags"):
             self._reply(_method_not_allowed("GET"))
         else:
@@ -321,6 +332,7 @@ class FakeOllama:
         self.host = loopback_host(host)
         self.model = model
         self.dimension = dimension
+        self.installed = [model]  # the models pulled, as `ollama pull` names them
         self._port = port
         self._state = threading.Lock()  # behaviour and counters; held only briefly
         self._lifecycle = threading.Lock()  # start, stop, refuse and recover, one at a time
@@ -427,6 +439,20 @@ class FakeOllama:
             raise ValueError(f"retry_after must not be negative, not {retry_after}")
         self._switch(_Behaviour("rate_limit", retry_after=retry_after))
 
+    def poison(
+        self,
+        marker: str,
+        status: int = HTTPStatus.BAD_REQUEST,
+        message: str = CONTEXT_LENGTH_ERROR,
+    ) -> None:
+        """Embed requests with an input that holds `marker` answer `status` with `message`,
+        as Ollama refuses one input it cannot embed; the others are answered as usual."""
+        if not marker:
+            raise ValueError("the poison marker must not be empty")
+        self._switch(
+            _Behaviour("poison", status=_error_status(status), marker=marker, message=message)
+        )
+
     def garbage(self) -> None:
         """Embed requests answer 200 with a body that is not JSON (GARBAGE_BODY)."""
         self._switch(_Behaviour("garbage"))
@@ -474,19 +500,34 @@ class FakeOllama:
     # Internals
 
     def _tags(self) -> dict[str, Any]:
-        """What `GET /api/tags` answers: the configured model as the one installed."""
+        """What `GET /api/tags` answers: the installed models, each with its tag."""
         return {
             "models": [
                 {
-                    "name": self.model,
-                    "model": self.model,
+                    "name": name,
+                    "model": name,
                     "modified_at": "1970-01-01T00:00:00Z",
                     "size": 0,
                     "digest": "0" * 64,
                     "details": {"format": "gguf", "family": "fake"},
                 }
+                for name in map(ollama_name, self.installed)
             ]
         }
+
+    def _answer_show(self, body: bytes) -> _Reply:
+        """`POST /api/show`: the model's details, or 404 when it is not installed."""
+        try:
+            request = json.loads(body)
+        except ValueError as exc:
+            return _error_reply(HTTPStatus.BAD_REQUEST, f"invalid JSON: {exc}")
+        name = request.get("model") if isinstance(request, dict) else None
+        if not isinstance(name, str) or not name:
+            return _error_reply(HTTPStatus.BAD_REQUEST, "model is required")
+        if ollama_name(name) not in map(ollama_name, self.installed):
+            return _error_reply(HTTPStatus.NOT_FOUND, f"model '{name}' not found")
+        details = {"format": "gguf", "family": "fake", "embedding_length": self.dimension}
+        return _json_reply(HTTPStatus.OK, {"details": details, "model_info": {}})
 
     def _answer_embed(self, body: bytes) -> _Reply:
         """The reply to an embed request with `body`, as the current switches make it."""
@@ -521,6 +562,8 @@ class FakeOllama:
         if isinstance(parsed, str):
             return _error_reply(HTTPStatus.BAD_REQUEST, parsed)
         model, inputs = parsed
+        if behaviour.mode == "poison" and any(behaviour.marker in text for text in inputs):
+            return _error_reply(behaviour.status, behaviour.message)
         dimension = behaviour.dimension if behaviour.mode == "wrong_dimension" else self.dimension
         embeddings = [deterministic_embedding(text, dimension) for text in inputs]
         with self._state:
