@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 from pathlib import Path
 
 import nox
@@ -89,6 +91,11 @@ def run_pytest(session: nox.Session, *args: str, loop: str, coverage: bool = Tru
         # not to any one session's share.
         args = (*args, f"--cov={installed_package_dir(session)}", "--cov-report=")
         args = (*args, "--cov-fail-under=0")
+    # One Hypothesis seed for the session's workers, printed so that a failure can be rerun:
+    # HYPOTHESIS_SEED=<seed> nox -s <session>.
+    seed = os.environ.get("HYPOTHESIS_SEED") or str(secrets.randbelow(2**32))
+    session.log(f"hypothesis seed {seed} (rerun with HYPOTHESIS_SEED={seed})")
+    args = (*args, f"--hypothesis-seed={seed}")
     # nox's default success_codes=[0] is kept on purpose: pytest's exit code 5
     # (no tests collected) fails the session.
     session.run("pytest", *args, *session.posargs, env=env)

@@ -6,7 +6,8 @@ but cannot be had is a usage error, never a silent fallback to another loop.
 
 Hypothesis runs the "dev" profile, or "ci" (more examples) when the CI variable is set.
 Neither has a deadline, so no test depends on the machine's speed, and a failure prints
-the blob that reproduces it (`@reproduce_failure`).
+the blob that reproduces it (`@reproduce_failure`). nox passes each session one printed
+`--hypothesis-seed` (HYPOTHESIS_SEED=<seed> reruns it).
 """
 
 from __future__ import annotations

@@ -5,10 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    MultipleResults,
+    RuleBasedStateMachine,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
 
 from devstream import DevStream, Settings
 from devstream.db import memory_store, task_store
@@ -17,15 +31,19 @@ from devstream.db.records import MicroTask, Phase, Plan
 from devstream.errors import (
     ConstraintViolation,
     DependencyCycle,
+    DevStreamError,
     IllegalTransition,
     InvalidInput,
     NotFound,
     TaskBlocked,
 )
 from devstream.memory.context import approximate_tokens
+from devstream.tasks.states import PLAN_FLOW
 from devstream.tasks.workflow import Artifact
 from devstream.testing import FakeOllama
-from tests.integration.conftest import after_cooldown
+from devstream.vocabulary import DONE, OPEN_PLANS
+from tests.conftest import loop_factory, requested_loop
+from tests.integration.conftest import MigratedSchema, after_cooldown
 
 
 @dataclass
@@ -623,3 +641,264 @@ async def test_workflow_metrics_and_store_figures(
     assert store["task_durations_s"]["count"] == 2  # type: ignore[index]
     assert store["context"]["injections"] == 2  # type: ignore[index]
     assert store["memories"]["by_content_type"]["error"] == 1  # type: ignore[index]
+
+
+# --- stored text reads back as it was given --------------------------------------------------
+
+# Any text SQLite and UTF-8 hold exactly: every code point but NUL and lone surrogates.
+_STORABLE = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    # Each example runs in a savepoint of the seam that is rolled back after it.
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    title=_STORABLE.map(lambda value: value[:200]).filter(lambda value: bool(value.strip())),
+    body=_STORABLE.filter(lambda value: bool(value.strip())),
+    output=_STORABLE.filter(lambda value: bool(value.strip())),
+)
+async def test_stored_text_reads_back_exactly(
+    integration_devstream: DevStream, title: str, body: str, output: str
+) -> None:
+    """Titles are stored stripped (and must then still be non-blank); everything else as
+    given, byte for byte: descriptions, memory content, a task's output and error."""
+    ds = integration_devstream
+    seam = ds.pool.seam
+    assert seam is not None
+    async with seam.rolled_back():
+        plan = await ds.tasks.create_plan(title, body)
+        phase = await ds.tasks.add_phase(plan.id, title)
+        task = await ds.tasks.add_task(phase.id, title, body)
+        first = await ds.tasks.add_task(phase.id, "the second task", body)
+        await ds.workflow.start_task(task.id)
+        done = await ds.workflow.complete_task(task.id, output)
+        await ds.workflow.start_task(first.id)
+        failed = await ds.workflow.fail_task(first.id, output)
+        stored = await ds.memory.store(body, "context")
+
+        read = await ds.tasks.progress(plan.id)
+        assert (read.plan.title, read.plan.description) == (title.strip(), body)
+        assert [p.phase.name for p in read.phases] == [title.strip()]
+        again = await ds.tasks.task(task.id)
+        assert (again.title, again.description) == (title.strip(), body)
+        captured = [await ds.memory.get(m.entry.id) for m in done.memories + failed.memories]
+        assert [(m.content_type, m.content) for m in captured] == [
+            ("output", output),
+            ("error", output),
+        ]
+        assert (await ds.memory.get(stored.entry.id)).content == body
+
+
+# --- plans, phases, tasks, dependencies and retries against a plain model ----------------------
+
+T = TypeVar("T")
+
+
+@dataclass
+class _ModelTask:
+    plan: int
+    status: str = "pending"
+    retries: int = 0
+    waits_on: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _Model:
+    """What the rules say the store holds, in plain Python."""
+
+    plans: dict[int, str] = field(default_factory=dict)
+    phases: dict[int, int] = field(default_factory=dict)  # phase -> plan
+    tasks: dict[int, _ModelTask] = field(default_factory=dict)
+
+    def open(self, plan: int) -> bool:
+        return self.plans[plan] in OPEN_PLANS
+
+    def ready(self) -> set[int]:
+        return {
+            i
+            for i, t in self.tasks.items()
+            if t.status == "pending"
+            and self.open(t.plan)
+            and all(self.tasks[d].status == "completed" for d in t.waits_on)
+        }
+
+    def reaches(self, start: int, goal: int) -> bool:
+        seen, stack = set(), [start]
+        while stack:
+            node = stack.pop()
+            if node == goal:
+                return True
+            if node not in seen:
+                seen.add(node)
+                stack.extend(self.tasks[node].waits_on)
+        return False
+
+
+class _TaskRules(RuleBasedStateMachine):
+    """Rules drive the real services (on a private loop, each run in a savepoint of the
+    seam); after every rule the store must hold what the model holds."""
+
+    ds: DevStream
+    loop: asyncio.AbstractEventLoop
+    plans = Bundle("plans")
+    phases = Bundle("phases")
+    tasks = Bundle("tasks")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = _Model()
+        self.phase_tasks: dict[int, list[int]] = {}
+        seam = self.ds.pool.seam
+        assert seam is not None
+        self._savepoint = seam.rolled_back()
+        self._run(self._savepoint.__aenter__())
+
+    def teardown(self) -> None:
+        self._run(self._savepoint.__aexit__(None, None, None))
+
+    def _run(self, work: Awaitable[T]) -> T:
+        return self.loop.run_until_complete(work)
+
+    def _attempt(self, allowed: bool, work: Awaitable[T]) -> T | None:
+        """Run `work`: it must succeed exactly when the model allows it, else be refused
+        with a typed error."""
+        done: T | None = None
+        refusal: DevStreamError | None = None
+        try:
+            done = self._run(work)
+        except DevStreamError as refused:
+            refusal = refused
+        assert (refusal is None) == allowed, f"model allows it: {allowed}; store: {refusal}"
+        return done
+
+    @rule(target=plans)
+    def create_plan(self) -> int:
+        plan = self._run(self.ds.tasks.create_plan("a plan"))
+        self.model.plans[plan.id] = "draft"
+        return plan.id
+
+    @rule(target=phases, plan=plans)
+    def add_phase(self, plan: int) -> MultipleResults[int]:
+        phase = self._attempt(self.model.open(plan), self.ds.tasks.add_phase(plan, "a phase"))
+        if phase is None:
+            return multiple()
+        self.model.phases[phase.id] = plan
+        return multiple(phase.id)
+
+    @rule(target=tasks, phase=phases)
+    def add_task(self, phase: int) -> MultipleResults[int]:
+        plan = self.model.phases[phase]
+        task = self._attempt(self.model.open(plan), self.ds.tasks.add_task(phase, "a task"))
+        if task is None:
+            return multiple()
+        self.model.tasks[task.id] = _ModelTask(plan)
+        self.phase_tasks.setdefault(phase, []).append(task.id)
+        return multiple(task.id)
+
+    @rule(task=tasks, prerequisite=tasks)
+    def depend(self, task: int, prerequisite: int) -> None:
+        mine, theirs = self.model.tasks[task], self.model.tasks[prerequisite]
+        allowed = (
+            mine.status == "pending"
+            and self.model.open(mine.plan)
+            and mine.plan == theirs.plan
+            and prerequisite not in mine.waits_on
+            and not self.model.reaches(prerequisite, task)
+        )
+        if self._attempt(allowed, self.ds.tasks.add_dependency(task, prerequisite)):
+            mine.waits_on.add(prerequisite)
+
+    @rule(task=tasks)
+    def start(self, task: int) -> None:
+        state = self.model.tasks[task]
+        if self._attempt(task in self.model.ready(), self.ds.workflow.start_task(task)):
+            state.status = "active"
+            if self.model.plans[state.plan] == "draft":
+                self.model.plans[state.plan] = "active"
+
+    @rule(task=tasks, outcome=st.sampled_from(["completed", "failed", "skipped", "retry"]))
+    def finish(self, task: int, outcome: str) -> None:
+        state = self.model.tasks[task]
+        before = {"completed": ("active",), "failed": ("active",), "skipped": ("pending", "active")}
+        work: dict[str, Callable[[], Awaitable[object]]] = {
+            "completed": lambda: self.ds.workflow.complete_task(task, "done"),
+            "failed": lambda: self.ds.workflow.fail_task(task, "it broke"),
+            "skipped": lambda: self.ds.tasks.skip(task),
+            "retry": lambda: self.ds.tasks.retry(task),
+        }
+        allowed = self.model.open(state.plan) and state.status in before.get(outcome, ("failed",))
+        if self._attempt(allowed, work[outcome]()) is not None:
+            state.status, state.retries = (
+                ("pending", state.retries + 1) if outcome == "retry" else (outcome, state.retries)
+            )
+
+    @rule(plan=plans, status=st.sampled_from(list(PLAN_FLOW)))
+    def set_plan_status(self, plan: int, status: str) -> None:
+        allowed = status in PLAN_FLOW[self.model.plans[plan]] and (
+            status != "completed" or self._completable(plan)
+        )
+        if self._attempt(allowed, self.ds.tasks.set_plan_status(plan, status)):
+            self.model.plans[plan] = status
+
+    def _completable(self, plan: int) -> bool:
+        phases = [p for p, owner in self.model.phases.items() if owner == plan]
+        return bool(phases) and all(
+            self.phase_tasks.get(p)
+            and all(self.model.tasks[t].status in DONE for t in self.phase_tasks[p])
+            for p in phases
+        )
+
+    @invariant()
+    def the_store_holds_what_the_model_holds(self) -> None:
+        stored = self._run(self.ds.tasks.tasks())
+        assert {t.id: (t.status, t.retry_count) for t in stored} == {
+            i: (t.status, t.retries) for i, t in self.model.tasks.items()
+        }
+        plans = self._run(self.ds.tasks.plans())
+        assert {p.id: p.status for p in plans} == self.model.plans
+        assert {t.id for t in self._run(self.ds.tasks.ready())} == self.model.ready()
+
+
+async def test_plans_and_tasks_follow_a_plain_model_rule_by_rule(
+    integration_database_schema: MigratedSchema,
+    tmp_path: Path,
+    pytestconfig: pytest.Config,
+) -> None:
+    """Hypothesis's rule-based state machine over the real services; it runs in a thread
+    with a loop of its own (rules are synchronous), on a private copy of the schema."""
+    path = tmp_path / "rules.db"
+    path.write_bytes(integration_database_schema.template.read_bytes())
+
+    def machine() -> None:
+        loop = loop_factory(requested_loop(pytestconfig))()
+
+        async def opened() -> tuple[DevStream, Any]:
+            ds_context = DevStream.open(Settings(db=str(path)), migrate_schema=False)
+            ds = await ds_context.__aenter__()
+            isolated = ds.pool.isolated()
+            await isolated.__aenter__()
+            return ds, (ds_context, isolated)
+
+        try:
+            ds, (ds_context, isolated) = loop.run_until_complete(opened())
+            _TaskRules.ds, _TaskRules.loop = ds, loop
+            try:
+                run_state_machine_as_test(
+                    _TaskRules,
+                    settings=settings(
+                        max_examples=15,
+                        stateful_step_count=25,
+                        deadline=None,
+                        suppress_health_check=[HealthCheck.too_slow],
+                    ),
+                )
+            finally:
+                loop.run_until_complete(isolated.__aexit__(None, None, None))
+                loop.run_until_complete(ds_context.__aexit__(None, None, None))
+        finally:
+            loop.close()
+
+    await asyncio.to_thread(machine)

@@ -90,16 +90,16 @@ class Repository(Generic[RecordT]):
         with self._metrics.timed(f"repo.{self.kind}.update"):
             async with self._pool.write_transaction() as conn:
                 updated = await self.update_in(conn, id, values)
-        if updated is None:
-            raise NotFound(self.kind, id)
+                if updated is None:  # raised inside: the refusal rolls back
+                    raise NotFound(self.kind, id)
         return updated
 
     async def delete(self, id: int) -> None:
         with self._metrics.timed(f"repo.{self.kind}.delete"):
             async with self._pool.write_transaction() as conn:
                 result = await conn.execute(delete(self.table).where(self.table.c.id == id))
-        if result.rowcount == 0:
-            raise NotFound(self.kind, id)
+                if result.rowcount == 0:
+                    raise NotFound(self.kind, id)
 
     def _prepare(self, values: dict[str, Any]) -> dict[str, Any]:
         """Hook for values derived from others before an insert."""
@@ -195,9 +195,8 @@ class DependencyRepository:
     async def delete(self, task_id: int, depends_on_id: int) -> None:
         with self._metrics.timed("repo.dependency.delete"):
             async with self._pool.write_transaction() as conn:
-                deleted = await self.delete_in(conn, task_id, depends_on_id)
-        if not deleted:
-            raise NotFound(self.kind, (task_id, depends_on_id))
+                if not await self.delete_in(conn, task_id, depends_on_id):
+                    raise NotFound(self.kind, (task_id, depends_on_id))
 
     async def delete_in(self, conn: AsyncConnection, task_id: int, depends_on_id: int) -> bool:
         """Whether there was such an edge to delete."""

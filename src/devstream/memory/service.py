@@ -260,8 +260,8 @@ class MemoryService:
         async with self._pool.write_transaction() as conn:
             await store.touch(conn, [entry_id])
             entry = await store.get(conn, entry_id)
-        if entry is None:
-            raise NotFound("memory", entry_id)
+            if entry is None:  # raised inside: the refusal rolls back
+                raise NotFound("memory", entry_id)
         return entry
 
     async def entries(
@@ -315,16 +315,15 @@ class MemoryService:
             values.update(prepared.row(vector, self.embedder))
         async with self._pool.write_transaction() as conn:
             entry = await store.update_entry(conn, entry_id, values)
-        if entry is None:
-            raise NotFound("memory", entry_id)
+            if entry is None:
+                raise NotFound("memory", entry_id)
         return entry
 
     async def delete(self, entry_id: int) -> None:
         checks.identifier(entry_id, "entry_id")
         async with self._pool.write_transaction() as conn:
-            deleted = await store.delete_entry(conn, entry_id)
-        if not deleted:
-            raise NotFound("memory", entry_id)
+            if not await store.delete_entry(conn, entry_id):
+                raise NotFound("memory", entry_id)
 
     async def _read(self, entry_id: int) -> MemoryEntry:
         async with self._pool.read_transaction() as conn:

@@ -114,8 +114,8 @@ class TaskService:
             if guard is not None:
                 await guard(conn)
             updated = await repository.update_in(conn, key, values)
-        if updated is None:
-            raise NotFound(repository.kind, key)
+            if updated is None:  # raised inside: the refusal rolls back
+                raise NotFound(repository.kind, key)
         return updated
 
     async def add_phase(self, plan_id: int, name: str, *, position: int | None = None) -> Phase:
