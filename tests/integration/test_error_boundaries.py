@@ -276,6 +276,7 @@ _METHODS = sorted(hostile.calls(hostile.World(1, 1, 1, 1, 1)))
     max_examples=60,
     deadline=None,
     # The seam's savepoint undoes each example's writes: the fixture's store is reused safely.
+    # Each example builds a plan, tasks and a memory in a real database: slow by design.
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())

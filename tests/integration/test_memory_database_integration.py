@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pytest_httpx import HTTPXMock
 
 from devstream import DevStream, Settings
@@ -204,6 +206,33 @@ async def test_search_filters_and_similarity_threshold(
 
     strict = await memory.search(query, limit=20, min_similarity=0.99)
     assert strict.hits == []
+
+
+@pytest.mark.usefixtures("integration_memory_entries")  # not an argument: its repr is huge
+@settings(
+    max_examples=40,
+    deadline=None,
+    # Searches only: the fixture's entries are the same for every example.
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    threshold=st.floats(min_value=-1.0, max_value=1.0),
+    query=st.sampled_from(["writer readers WAL", "sqlite connect timeout", "triggers delete"]),
+)
+async def test_a_threshold_applies_to_raw_similarity(
+    integration_devstream: DevStream, threshold: float, query: str
+) -> None:
+    """Every hit has at least the threshold's cosine similarity, reported as it is (an entry
+    without a vector of this model cannot be judged and stays); every hit of the same search
+    without a threshold that has it is still found."""
+    memory = integration_devstream.memory
+    everything = (await memory.search(query, limit=50)).hits
+    kept = (await memory.search(query, limit=50, min_similarity=threshold)).hits
+    similarity = {hit.entry.id: hit.similarity for hit in everything}
+    assert all(h.similarity is None or h.similarity >= threshold for h in kept)
+    assert all(similarity.get(h.entry.id, h.similarity) == h.similarity for h in kept)
+    passing = {i for i, s in similarity.items() if s is not None and s >= threshold}
+    assert {h.entry.id for h in kept} >= passing
 
 
 @pytest.mark.parametrize(

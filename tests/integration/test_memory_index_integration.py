@@ -302,6 +302,8 @@ _TEXT = st.lists(st.one_of(_WORDS, st.text(min_size=1, max_size=8)), min_size=1,
 @settings(
     max_examples=40,
     deadline=None,
+    # Each example empties the table first, so the fixture's store is safely reused; an
+    # example writes and searches a real database, which is slow by Hypothesis's measure.
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(

@@ -892,6 +892,7 @@ async def test_plans_and_tasks_follow_a_plain_model_rule_by_rule(
                         max_examples=15,
                         stateful_step_count=25,
                         deadline=None,
+                        # Every step runs the real services on a database.
                         suppress_health_check=[HealthCheck.too_slow],
                     ),
                 )

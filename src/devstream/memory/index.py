@@ -114,8 +114,9 @@ class MemoryIndex:
         depth = limit if exact else RESCORED * limit
         if len(candidates) > depth:
             candidates = candidates[np.argpartition(scores[candidates], -depth)[-depth:]]
-        similarity = self.vectors.exact(query, candidates)
-        # Without a threshold, a vector candidate must at least point the same way.
+        similarity = self.vectors.exact(query, candidates).astype(np.float64)
+        # Without a threshold, a vector candidate must at least point the same way. Compared
+        # in float64, as reported: a float32 threshold would round (1e-53 to 0).
         keep = similarity > 0 if min_similarity is None else similarity >= min_similarity
         candidates, similarity = candidates[keep], similarity[keep]
         order = np.lexsort((candidates, -similarity))[:limit]
