@@ -16,6 +16,7 @@ from devstream import DevStream, Settings
 from devstream.db import index_source
 from devstream.db.memory_store import MemoryFilter
 from devstream.memory import cache
+from devstream.memory import index as index_module
 from devstream.memory.follow import CachePolicy, Followed, catch_up
 from devstream.memory.index import MemoryIndex
 from devstream.memory.search import SearchHit, SearchWeights
@@ -351,3 +352,42 @@ async def test_a_rebuild_reads_one_snapshot_even_while_another_process_writes(
     assert index.state.token == before.token
     assert len(index.rows) == len(NOTES)
     assert int(index.text.hits("written")[0].size) == 0
+
+
+async def _by_similarity(ds: DevStream, **options: object) -> dict[float, set[int]]:
+    """A vector-only search's hits, grouped by similarity (order within a tie is free)."""
+    found = await ds.memory.search(
+        "writer holds the lock",
+        limit=20,
+        weights=SearchWeights(text=0.0, vector=1.0),
+        **options,  # type: ignore[arg-type]
+    )
+    ties: dict[float, set[int]] = {}
+    for hit in found.hits:
+        assert hit.similarity is not None
+        ties.setdefault(hit.similarity, set()).add(hit.entry.id)
+    return ties
+
+
+async def test_a_large_store_searches_its_codes_first_and_finds_what_an_exact_scan_finds(
+    integration_devstream: DevStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The int8 first pass, taken from the first row on: the same hits and similarities as
+    scoring every row exactly, thresholds and filters included (which of the last tied hits
+    make the cut is free)."""
+    monkeypatch.setattr(index_module, "CODES_FROM", 0)
+    notes = [
+        NewMemory(f"note {n}: writer {'holds' if n % 3 else 'drops'} lock {n % 7}", kind)
+        for n, kind in enumerate(["learning", "context"] * 150)
+    ]
+    await integration_devstream.memory.store_many(notes)
+    context = MemoryFilter(content_types=frozenset({"context"}))
+    for options in ({}, {"min_similarity": 0.3}, {"filters": context}):
+        fast = await _by_similarity(integration_devstream, **options)
+        exact = await _by_similarity(integration_devstream, exact=True, **options)
+        assert fast, options
+        assert sorted(fast) == sorted(exact)
+        last = min(exact)
+        assert {s: ids for s, ids in fast.items() if s != last} == {
+            s: ids for s, ids in exact.items() if s != last
+        }

@@ -19,7 +19,7 @@ from devstream.db.index_source import IndexRows, Postings
 from devstream.db.memory_store import MemoryFilter
 from devstream.memory.lexical import BasePostings, LexicalIndex, base_postings
 from devstream.memory.rows import Mask, Rows
-from devstream.memory.vectors import RESCORED, Codes, Scores, Vector, VectorIndex
+from devstream.memory.vectors import CODES_FROM, RESCORED, Codes, Scores, Vector, VectorIndex
 
 
 @dataclass(frozen=True)
@@ -104,12 +104,14 @@ class MemoryIndex:
         *,
         exact: bool = False,
     ) -> list[tuple[int, float]]:
-        """(row, similarity) of the best `limit` allowed rows that pass the threshold: the
-        rows best on their codes, re-scored exactly; with `exact`, every row scored exactly."""
+        """(row, similarity) of the best `limit` allowed rows that pass the threshold: on a
+        large store the rows best on their codes, re-scored exactly; on a small one, or with
+        `exact`, every row scored exactly."""
         size = len(allowed)
         if limit <= 0 or size == 0:
             return []
         candidates = np.flatnonzero(allowed & self.rows.has_vector[:size])
+        exact = exact or size < CODES_FROM
         scores = (self.vectors.cosine if exact else self.vectors.approximate)(query, size)
         depth = limit if exact else RESCORED * limit
         if len(candidates) > depth:

@@ -1,12 +1,14 @@
 """The vector index: unit float32 vectors by row, with int8 codes for a fast first pass.
 
-A search scans the int8 codes (a quarter of the bytes, SIMD dot products) for the best
-`RESCORED` times as many rows as it needs, then re-scores those rows exactly on the float32
-vectors: the int8 dot product of two unit vectors is off by far less than the gaps between
-the top candidates, so the exact re-scoring returns the exact ranking in practice (the
-benchmarks measure recall against the full float32 scan). Rows built or loaded from the
-cache form a read-only base, which a cache keeps memory-mapped; later rows are appended.
-Rows without a vector of this model hold zeros and score 0.
+A search of a large store scans the int8 codes (a quarter of the bytes, SIMD dot products)
+for the best `RESCORED` times as many rows as it needs, then re-scores those rows exactly on
+the float32 vectors: the int8 dot product of two unit vectors is off by far less than the
+gaps between the top candidates, so the exact re-scoring returns the exact ranking in
+practice (the benchmarks measure recall against the full float32 scan). A small store is
+scanned in float32 alone, which costs less than loading the SIMD library in a fresh process.
+Rows built or loaded from the cache form a read-only base, which a cache keeps
+memory-mapped; later rows are appended. Rows without a vector of this model hold zeros and
+score 0.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import TypeVar
 
-import numkong
 import numpy as np
 import numpy.typing as npt
 
@@ -32,6 +33,8 @@ VECTOR_DTYPE = "<f4"  # how vectors are stored, in the database and the cache
 CODE_SCALE = 127.0
 # Rows scanned on their codes per row wanted, then re-scored on their float32 vectors.
 RESCORED = 4
+# Stores of this many rows or more are scanned on their codes first.
+CODES_FROM = 1 << 15
 # Rows per block when quantizing: never a second float32 copy of a large matrix.
 _BLOCK = 1 << 15
 # A scan is split across the cores once each gets this many rows: one core alone reads
@@ -136,6 +139,8 @@ class VectorIndex:
 
 def _dots(codes: Codes, query: Codes, out: Scores) -> None:
     """out[0, i] = codes[i] · query; a large matrix is split across the cores."""
+    import numkong  # noqa: PLC0415 - 0.1 s to load: only a search of a large store needs it
+
     parts = min(_CORES, len(codes) // _SPLIT)
     if parts <= 1:
         if len(codes):
