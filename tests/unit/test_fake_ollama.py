@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import ollama
 import pytest
 
 import devstream
@@ -48,7 +49,9 @@ def client(server: FakeOllama) -> Iterator[httpx.Client]:
         yield http
 
 
-def embed(client: httpx.Client, inputs: str | list[str], model: str = "m") -> httpx.Response:
+def embed(
+    client: httpx.Client, inputs: str | list[str], model: str = "embeddinggemma"
+) -> httpx.Response:
     return client.post("/api/embed", json={"model": model, "input": inputs})
 
 
@@ -93,7 +96,51 @@ def test_embeds_a_string(server: FakeOllama, client: httpx.Client) -> None:
     assert response.json() == {
         "model": "embeddinggemma",
         "embeddings": [deterministic_embedding("hello", DIMENSION)],
+        "total_duration": 1_000_000,
+        "load_duration": 0,
+        "prompt_eval_count": 1,
     }
+
+
+def test_a_model_that_is_not_installed_is_refused_as_ollama_refuses_it(
+    server: FakeOllama, client: httpx.Client
+) -> None:
+    refused = embed(client, "hello", model="nomic-embed-text")
+    assert (refused.status_code, refused.json()) == (
+        404,
+        {"error": 'model "nomic-embed-text" not found, try pulling it first'},
+    )
+    assert embed(client, "hello", model="embeddinggemma:latest").status_code == 200
+    server.installed = ["nomic-embed-text"]
+    assert embed(client, "hello", model="nomic-embed-text").status_code == 200
+
+
+def test_dimensions_cut_each_vector_and_keep_it_unit_length(client: httpx.Client) -> None:
+    body = {"model": "embeddinggemma", "input": ["a", "b"], "dimensions": 3}
+    vectors = client.post("/api/embed", json=body).json()["embeddings"]
+    full = deterministic_embedding("a", DIMENSION)
+    assert [len(vector) for vector in vectors] == [3, 3]
+    assert math.isclose(math.hypot(*vectors[0]), 1.0, rel_tol=1e-6)
+    assert np.allclose(vectors[0], np.array(full[:3]) / np.linalg.norm(full[:3]), rtol=1e-6)
+    for dimensions in (0, True, "3", DIMENSION + 1):
+        too_many = client.post("/api/embed", json={**body, "dimensions": dimensions})
+        assert too_many.status_code == 400, dimensions
+
+
+def test_the_official_ollama_client_speaks_to_it(server: FakeOllama) -> None:
+    """The `ollama` package (the protocol's reference client) embeds, lists and shows."""
+    with ollama.Client(host=server.url, timeout=TIMEOUT) as client:
+        answer = client.embed(model="embeddinggemma", input=["hello", "world"])
+        listed = client.list().models
+        shown = client.show("embeddinggemma")
+        with pytest.raises(ollama.ResponseError) as missing:
+            client.embed(model="nomic-embed-text", input="hello")
+    assert answer.embeddings == [deterministic_embedding(t, DIMENSION) for t in ("hello", "world")]
+    assert answer.prompt_eval_count == 2
+    assert [model.model for model in listed] == ["embeddinggemma:latest"]
+    assert shown.details is not None
+    assert missing.value.status_code == 404
+    assert "try pulling it first" in missing.value.error
 
 
 def test_embeds_a_list_in_order(client: httpx.Client) -> None:
@@ -139,7 +186,9 @@ def test_a_poisoned_input_is_refused_and_the_rest_embedded(
     server: FakeOllama, client: httpx.Client
 ) -> None:
     server.poison("TOO LONG")
-    refused = client.post("/api/embed", json={"model": "m", "input": ["fine", "TOO LONG here"]})
+    refused = client.post(
+        "/api/embed", json={"model": "embeddinggemma", "input": ["fine", "TOO LONG here"]}
+    )
     assert (refused.status_code, refused.json()["error"]) == (400, CONTEXT_LENGTH_ERROR)
     assert embed(client, "fine").status_code == 200
     server.poison("bad", status=500, message="llama runner process has terminated")
@@ -164,8 +213,8 @@ def test_unknown_paths_are_404_and_wrong_methods_405(client: httpx.Client) -> No
         (b"", "invalid JSON"),
         (b'["a"]', "JSON object"),
         (b'{"input": "a"}', "model is required"),
-        (b'{"model": "m", "input": 3}', "input must be"),
-        (b'{"model": "m", "input": ["a", 1]}', "input must be"),
+        (b'{"model": "embeddinggemma", "input": 3}', "input must be"),
+        (b'{"model": "embeddinggemma", "input": ["a", 1]}', "input must be"),
     ],
 )
 def test_bad_requests_are_400(client: httpx.Client, body: bytes, message: str) -> None:
@@ -175,7 +224,9 @@ def test_bad_requests_are_400(client: httpx.Client, body: bytes, message: str) -
 
 
 def test_bodies_need_a_sane_content_length(server: FakeOllama, client: httpx.Client) -> None:
-    chunked = client.post("/api/embed", content=iter([b'{"model": "m", "input": "x"}']))
+    chunked = client.post(
+        "/api/embed", content=iter([b'{"model": "embeddinggemma", "input": "x"}'])
+    )
     assert chunked.status_code == 411
     for length, status in (("abc", 400), ("-1", 400), (str(MAX_BODY_BYTES + 1), 413)):
         with socket.create_connection((server.host, server.port), timeout=5) as raw:
@@ -222,7 +273,7 @@ def test_refuse_then_recover_on_the_same_port(server: FakeOllama, client: httpx.
 def test_stall_outlasts_a_short_client_timeout(server: FakeOllama, client: httpx.Client) -> None:
     server.stall(0.3)
     with pytest.raises(httpx.ReadTimeout):
-        client.post("/api/embed", json={"model": "m", "input": "x"}, timeout=0.1)
+        client.post("/api/embed", json={"model": "embeddinggemma", "input": "x"}, timeout=0.1)
     started = time.monotonic()
     response = embed(client, "y")
     assert time.monotonic() - started >= 0.3
@@ -326,7 +377,7 @@ def test_counts_requests_inputs_and_keeps_the_last_body(
     embed(client, ["d", "e"])
     client.get("/api/version")
     assert (server.embed_requests, server.embedded_inputs) == (2, 3)
-    assert server.last_request == {"model": "m", "input": ["d", "e"]}
+    assert server.last_request == {"model": "embeddinggemma", "input": ["d", "e"]}
     assert json.loads(server.last_request_body or b"") == server.last_request
     client.post("/api/embed", content=b"{oops")
     assert server.last_request is None
@@ -398,7 +449,9 @@ def test_fixtures_plugin(pytester: pytest.Pytester) -> None:
         def test_function_scoped(fake_ollama):
             fake_ollama.fail(503)
             response = httpx.post(
-                fake_ollama.url + "/api/embed", json={"model": "m", "input": "x"}, timeout=5
+                fake_ollama.url + "/api/embed",
+                json={"model": "embeddinggemma", "input": "x"},
+                timeout=5,
             )
             assert response.status_code == 503
             seen.append(fake_ollama)

@@ -32,6 +32,8 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from devstream.memory.ollama import ollama_name
 from devstream.testing.vectors import DEFAULT_DIMENSION, deterministic_embedding
 
@@ -44,6 +46,8 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 GARBAGE_BODY = b'{"model": "garbage", "embeddings": [[0.0625, -0.125, '
 # How long stop() and refuse() wait for request handlers to finish once their sockets are cut.
 _JOIN_TIMEOUT_S = 5.0
+# What an embed answer reports as its total duration, in nanoseconds.
+_FAKE_DURATION_NS = 1_000_000
 # Idle keep-alive connections are closed after this long.
 _IDLE_TIMEOUT_S = 60.0
 
@@ -104,8 +108,15 @@ def _error_reply(status: int, message: str, *headers: tuple[str, str]) -> _Reply
     return _json_reply(status, {"error": message}, *headers)
 
 
-def _embed_inputs(request: Any) -> tuple[str, list[str]] | str:
-    """(model, inputs) of an embed request, or what is wrong with it."""
+@dataclass(frozen=True)
+class _EmbedRequest:
+    model: str
+    inputs: list[str]
+    dimensions: int | None  # truncate each vector to this many values, as Ollama does
+
+
+def _embed_request(request: Any) -> _EmbedRequest | str:
+    """An embed request's model, inputs and dimensions, or what is wrong with it."""
     if not isinstance(request, dict):
         return "request body must be a JSON object"
     model = request.get("model")
@@ -113,10 +124,15 @@ def _embed_inputs(request: Any) -> tuple[str, list[str]] | str:
         return "model is required"
     inputs = request.get("input")
     if isinstance(inputs, str):
-        return model, [inputs]
-    if isinstance(inputs, list) and all(isinstance(item, str) for item in inputs):
-        return model, inputs
-    return "input must be a string or a list of strings"
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not all(isinstance(item, str) for item in inputs):
+        return "input must be a string or a list of strings"
+    dimensions = request.get("dimensions")
+    if dimensions is not None and (
+        not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1
+    ):
+        return "dimensions must be a positive integer"
+    return _EmbedRequest(model, inputs, dimensions)
 
 
 class _Server(ThreadingHTTPServer):
@@ -309,8 +325,10 @@ class FakeOllama:
     """An Ollama embed server on loopback, for tests: real sockets, switchable failures.
 
     `POST /api/embed` answers `{"model": ..., "embeddings": [...]}` with one
-    `deterministic_embedding(text, dimension)` per input; any model name is accepted and echoed.
-    `GET /api/version` and `GET /api/tags` answer as Ollama does. Port 0 picks a free port; once
+    `deterministic_embedding(text, dimension)` per input (cut to `dimensions` when the request
+    asks, and renormalised), with Ollama's `total_duration`, `load_duration` and
+    `prompt_eval_count`; a model not in `installed` gets Ollama's 404. `GET /api/version`,
+    `GET /api/tags` and `POST /api/show` answer as Ollama does. Port 0 picks a free port; once
     chosen, the port stays the server's for its lifetime, across refuse() and recover().
 
     The switches and counters are thread-safe and meant to be used from the test's thread while
@@ -558,17 +576,37 @@ class FakeOllama:
             )
         elif behaviour.mode == "garbage":
             return _Reply(HTTPStatus.OK, GARBAGE_BODY)
-        parsed = _embed_inputs(request) if problem is None else problem
+        parsed = _embed_request(request) if problem is None else problem
         if isinstance(parsed, str):
             return _error_reply(HTTPStatus.BAD_REQUEST, parsed)
-        model, inputs = parsed
+        return self._embeddings(parsed, behaviour)
+
+    def _embeddings(self, parsed: _EmbedRequest, behaviour: _Behaviour) -> _Reply:
+        """The answer to a well-formed embed request."""
+        if ollama_name(parsed.model) not in map(ollama_name, self.installed):
+            message = f'model "{parsed.model}" not found, try pulling it first'
+            return _error_reply(HTTPStatus.NOT_FOUND, message)
+        inputs = parsed.inputs
         if behaviour.mode == "poison" and any(behaviour.marker in text for text in inputs):
             return _error_reply(behaviour.status, behaviour.message)
         dimension = behaviour.dimension if behaviour.mode == "wrong_dimension" else self.dimension
-        embeddings = [deterministic_embedding(text, dimension) for text in inputs]
+        if parsed.dimensions is not None and parsed.dimensions > dimension:
+            return _error_reply(HTTPStatus.BAD_REQUEST, f"dimensions must be at most {dimension}")
+        embeddings = [
+            _cut(deterministic_embedding(text, dimension), parsed.dimensions) for text in inputs
+        ]
         with self._state:
             self._embedded_inputs += len(inputs)
-        return _json_reply(HTTPStatus.OK, {"model": model, "embeddings": embeddings})
+        return _json_reply(
+            HTTPStatus.OK,
+            {
+                "model": parsed.model,
+                "embeddings": embeddings,
+                "total_duration": _FAKE_DURATION_NS,
+                "load_duration": 0,
+                "prompt_eval_count": sum(len(text.split()) for text in inputs),
+            },
+        )
 
     def _switch(self, behaviour: _Behaviour, fail_remaining: int = 0) -> None:
         with self._state:
@@ -603,6 +641,16 @@ class FakeOllama:
         self._release_stalled()
         thread.join(_JOIN_TIMEOUT_S)
         server.join_handlers(_JOIN_TIMEOUT_S)
+
+
+def _cut(vector: list[float], dimensions: int | None) -> list[float]:
+    """The first `dimensions` values at unit length again, as Ollama truncates."""
+    if dimensions is None or dimensions == len(vector):
+        return vector
+    head = np.asarray(vector[:dimensions], dtype=np.float64)
+    norm = float(np.linalg.norm(head))
+    scaled = head / norm if norm > 0 else head
+    return [float(np.float32(value)) for value in scaled]
 
 
 def _error_status(status: int) -> int:
