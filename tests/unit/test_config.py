@@ -61,7 +61,9 @@ def test_database_urls_and_paths(tmp_path: Path) -> None:
         ("colour = 'blue'", "unknown setting 'colour'"),
         ("pool_size = 0", "pool_size must be >= 1"),
         ("busy_timeout_ms = -1", "busy_timeout_ms must be >= 0"),
-        ("pool_timeout_s = 0", "pool_timeout_s must be > 0"),
+        ("pool_timeout_s = 0", "pool_timeout_s must be a finite number > 0"),
+        ("embed_deadline_s = nan", "embed_deadline_s must be a finite number > 0, got nan"),
+        ("ollama_timeout_s = inf", "ollama_timeout_s must be a finite number > 0, got inf"),
         ("pool_size = ", "cannot read config file"),
     ],
 )
