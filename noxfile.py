@@ -163,12 +163,14 @@ def coverage(session: nox.Session) -> None:
 
 @nox.session(python=NEWEST)
 def lint(session: nox.Session) -> None:
-    """Ruff lint and format check; GitHub workflows against their schema and zizmor."""
+    """Ruff lint and format check; GitHub workflows against their schema, actionlint (which
+    knows the actions' runtimes) and zizmor."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", *LINT_PATHS)
     session.run("ruff", "format", "--check", *LINT_PATHS)
     workflows = sorted(str(path.relative_to(ROOT)) for path in ROOT.glob(f"{WORKFLOWS}/*.yml"))
     session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
+    session.run("actionlint", *workflows)
     session.run("zizmor", "--offline", WORKFLOWS)
 
 
