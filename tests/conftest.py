@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 import pytest
 from hypothesis import settings
 
-pytest_plugins = ["pytester", "devstream.testing.fixtures"]
+pytest_plugins = ["pytester", "devstream.testing.fixtures", "tests.leaks"]
 
 LOOP_ENV = "DEVSTREAM_TEST_LOOP"
 LOOPS = ("asyncio", "uvloop")
