@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from typing import Any
 
+import nox
+import noxfile
 import pytest
 
 from ci import gha_matrix
+from tests.support import REPO_ROOT
 
 LISTING: list[dict[str, Any]] = [
     {"session": "lint", "name": "lint", "python": "3.13", "tags": [], "call_spec": {}},
@@ -46,3 +51,22 @@ def test_reads_a_listing_from_stdin(
     assert json.loads(capsys.readouterr().out) == {
         "include": [{"session": "lint", "python": "3.13", "id": "lint"}]
     }
+
+
+def test_the_jobs_are_the_noxfile_table() -> None:
+    """From the noxfile as it is: one job per Python and loop of the parallel session (which
+    runs every category's file), one per other default session, coverage last apart."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "nox", "--list", "--json", "-f", str(REPO_ROOT / "noxfile.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    jobs = {job["session"] for job in gha_matrix.matrix(json.loads(listed.stdout))["include"]}
+    table = {f"parallel-{py}({loop})" for py in noxfile.PYTHONS for loop in noxfile.LOOPS}
+    defaults = nox.options.sessions  # as importing the noxfile set them
+    assert defaults is not None
+    others = set(defaults) - {"parallel", "coverage"}
+    assert jobs == table | others
+    assert all(path.startswith("tests/integration/") for path in noxfile.CATEGORIES.values())
