@@ -12,7 +12,7 @@ from devstream.config import Settings
 from devstream.db import migrate, sqlite
 from devstream.db.pool import ConnectionPool
 from devstream.errors import DevStreamError
-from devstream.memory.ollama import ollama_name
+from devstream.memory.ollama import describe, ollama_name
 
 OLLAMA_PROBE_TIMEOUT_S = 2.0
 
@@ -87,7 +87,7 @@ async def _ollama(settings: Settings) -> Check:
         return Check(
             "ollama",
             False,
-            f"{base} unreachable ({_reason(exc)}): memories are stored pending until it "
+            f"{base} unreachable ({describe(exc)}): memories are stored pending until it "
             "answers, then `devstream memory backfill` embeds them",
         )
     wanted = ollama_name(settings.embed_model)
@@ -108,7 +108,3 @@ async def _get_json(client: httpx.AsyncClient, path: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise TypeError(f"{path} answered {type(body).__name__}, not an object")
     return body
-
-
-def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -25,6 +25,7 @@ import pytest
 import pytest_asyncio
 from pytest_httpx import HTTPXMock
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream import DevStream, Settings
 from devstream.db import generation, migrate
@@ -70,15 +71,18 @@ class MigratedSchema:
     generation: str
 
 
+async def table_names(conn: AsyncConnection) -> list[str]:
+    """Every table, FTS shadow tables included."""
+    query = text("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+    return list(await conn.scalars(query))
+
+
 async def table_row_counts(pool: ConnectionPool) -> dict[str, int]:
-    """Rows in every table, FTS shadow tables included."""
+    """Rows in every table."""
     async with pool.read_transaction() as conn:
-        names = await conn.scalars(
-            text("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        )
         return {
             name: int(await conn.scalar(text(f'SELECT count(*) FROM "{name}"')) or 0)
-            for name in list(names)
+            for name in await table_names(conn)
         }
 
 

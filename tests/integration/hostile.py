@@ -15,6 +15,7 @@ from devstream.db.memory_store import MemoryFilter
 from devstream.memory.search import SearchWeights
 from devstream.memory.service import NewMemory
 from devstream.tasks.workflow import Artifact
+from tests.integration.conftest import table_names
 
 # Values no argument accepts in this form, some that a few accept, and an id of nothing.
 HOSTILE: tuple[object, ...] = (
@@ -173,10 +174,7 @@ def bound(ds: DevStream, method: str) -> Callable[..., Awaitable[object]]:
 async def contents(ds: DevStream) -> dict[str, list[tuple[object, ...]]]:
     """Every row of every table (the full-text index's own tables included)."""
     async with ds.pool.read_transaction() as conn:
-        names = list(
-            await conn.scalars(text("SELECT name FROM sqlite_master WHERE type = 'table'"))
-        )
         return {
             name: sorted(map(tuple, await conn.execute(text(f'SELECT * FROM "{name}"'))), key=repr)
-            for name in names
+            for name in await table_names(conn)
         }

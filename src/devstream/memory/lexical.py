@@ -222,9 +222,9 @@ def _idf(phrase_rows: RowIds, rows: Rows) -> float | None:
 
 def _counts_at(phrase_rows: RowIds, counts: Counts, wanted: RowIds) -> Counts:
     """How often the phrase occurs in each wanted row (0 where it does not)."""
-    at = np.minimum(np.searchsorted(phrase_rows, wanted), max(len(phrase_rows) - 1, 0))
     if len(phrase_rows) == 0:
         return np.zeros(len(wanted), np.int32)
+    at = np.minimum(np.searchsorted(phrase_rows, wanted), len(phrase_rows) - 1)
     found: Counts = np.where(phrase_rows[at] == wanted, counts[at], 0).astype(np.int32)
     return found
 

@@ -36,7 +36,7 @@ from devstream.memory.embedders import Vectors, check_texts
 
 BreakerState = Literal["closed", "open", "half-open"]
 
-__all__ = ["BreakerState", "CircuitBreaker", "OllamaEmbedder", "ollama_name"]
+__all__ = ["BreakerState", "CircuitBreaker", "OllamaEmbedder", "describe", "ollama_name"]
 
 
 def ollama_name(model: str) -> str:
@@ -163,9 +163,8 @@ def _error_text(response: httpx.Response, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, _RetryableStatus):
-        return str(exc)
+def describe(exc: BaseException) -> str:
+    """A transport error as one line: its kind, and its message when it has one."""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
@@ -360,7 +359,7 @@ class OllamaEmbedder:
         except httpx.TransportError as exc:
             raise EmbeddingUnavailable(
                 f"cannot reach embedding server {self.url} after {self.attempts} "
-                f"attempt(s): {_describe(exc)}"
+                f"attempt(s): {describe(exc)}"
             ) from exc
         return response
 
