@@ -13,9 +13,9 @@ from devstream.vocabulary import CONTENT_TYPES
 if TYPE_CHECKING:
     from devstream.app import DevStream
     from devstream.db.records import MemoryEntry
+    from devstream.memory.backfill import EmbedReport
     from devstream.memory.context import AssembledContext
     from devstream.memory.search import SearchResult
-    from devstream.memory.service import EmbedReport
 
 SNIPPET = 72
 
