@@ -29,11 +29,11 @@ def test_the_scan_is_the_integer_dot_product_of_the_codes(rows: int) -> None:
     added = _unit(3, dimension, seed=1)
     index = VectorIndex("m", dimension, base=base)
     index.put(range(rows, rows + 3), [encode(vector) for vector in added])
-    query = np.random.default_rng(2).standard_normal(dimension).astype(np.float32)
+    query = normalise(np.random.default_rng(2).standard_normal(dimension))[0]
 
     scores = index.approximate(query, rows + 3)
 
-    code = quantize(normalise(query))[0].astype(np.int64)
+    code = quantize(query[np.newaxis])[0].astype(np.int64)
     expected = np.concatenate([quantize(base), quantize(added)]).astype(np.int64) @ code
     assert scores.tolist() == expected.astype(np.float32).tolist()
 
@@ -42,15 +42,17 @@ def test_exact_scores_are_the_float32_cosine_of_base_and_appended_rows() -> None
     base, added = _unit(20, 16), _unit(5, 16, seed=1)
     index = VectorIndex("m", 16, base=base)
     index.put(range(20, 25), [encode(vector * 3.0) for vector in added[:4]] + [None])
-    query = np.random.default_rng(3).standard_normal(16).astype(np.float32)
+    unit = normalise(np.random.default_rng(3).standard_normal(16))[0]
     rows = np.array([24, 3, 21, 0], dtype=np.int64)
 
-    scores = index.exact(query, rows)
+    scores = index.exact(unit, rows)
 
-    unit = normalise(query)[0]
     assert scores[0] == 0.0  # no vector of this model
     assert scores[1:] == pytest.approx([base[3] @ unit, added[1] @ unit, base[0] @ unit])
-    assert index.cosine(query, 25)[rows].tolist() == pytest.approx(scores.tolist())
+    assert index.cosine(unit, 25)[rows].tolist() == pytest.approx(scores.tolist())
+    assert index.exact(unit, rows[[1, 3]]).tolist() == pytest.approx(
+        [base[3] @ unit, base[0] @ unit]
+    )
 
 
 def test_the_first_pass_keeps_the_exact_nearest_rows() -> None:
@@ -59,8 +61,8 @@ def test_the_first_pass_keeps_the_exact_nearest_rows() -> None:
     matrix = _unit(5_000, 64)
     index = VectorIndex("m", 64, base=matrix)
     for seed in range(20):
-        query = np.random.default_rng(100 + seed).standard_normal(64).astype(np.float32)
-        best = set(np.argsort(-(matrix @ normalise(query)[0]))[:10].tolist())
+        query = normalise(np.random.default_rng(100 + seed).standard_normal(64))[0]
+        best = set(np.argsort(-(matrix @ query))[:10].tolist())
         rough = index.approximate(query, len(matrix))
         first_pass = set(np.argsort(-rough)[: vectors.RESCORED * 10].tolist())
         assert best <= first_pass, seed

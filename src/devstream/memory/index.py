@@ -97,26 +97,26 @@ class MemoryIndex:
 
     def nearest(
         self,
-        query: Vector,
+        unit: Vector,
         limit: int,
         allowed: Mask,
         min_similarity: float | None,
         *,
         exact: bool = False,
     ) -> list[tuple[int, float]]:
-        """(row, similarity) of the best `limit` allowed rows that pass the threshold: on a
-        large store the rows best on their codes, re-scored exactly; on a small one, or with
-        `exact`, every row scored exactly."""
+        """(row, similarity) to the unit query of the best `limit` allowed rows that pass the
+        threshold: on a large store the rows best on their codes, re-scored exactly; on a
+        small one, or with `exact`, every row scored exactly."""
         size = len(allowed)
         if limit <= 0 or size == 0:
             return []
         candidates = np.flatnonzero(allowed & self.rows.has_vector[:size])
         exact = exact or size < CODES_FROM
-        scores = (self.vectors.cosine if exact else self.vectors.approximate)(query, size)
+        scores = (self.vectors.cosine if exact else self.vectors.approximate)(unit, size)
         depth = limit if exact else RESCORED * limit
         if len(candidates) > depth:
             candidates = candidates[np.argpartition(scores[candidates], -depth)[-depth:]]
-        similarity = self.vectors.exact(query, candidates).astype(np.float64)
+        similarity = self.vectors.exact(unit, candidates).astype(np.float64)
         # Without a threshold, a vector candidate must at least point the same way. Compared
         # in float64, as reported: a float32 threshold would round (1e-53 to 0).
         keep = similarity > 0 if min_similarity is None else similarity >= min_similarity
@@ -124,9 +124,9 @@ class MemoryIndex:
         order = np.lexsort((candidates, -similarity))[:limit]
         return [(int(candidates[i]), float(similarity[i])) for i in order]
 
-    def similarity(self, query: Vector, rows: Sequence[int]) -> Scores:
+    def similarity(self, unit: Vector, rows: Sequence[int]) -> Scores:
         """The query's exact cosine similarity to the given rows."""
-        return self.vectors.exact(query, np.asarray(rows, dtype=np.int64))
+        return self.vectors.exact(unit, np.asarray(rows, dtype=np.int64))
 
     def entry_ids(self, rows: Sequence[int]) -> list[int]:
         ids = self.rows.ids

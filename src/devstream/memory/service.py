@@ -39,7 +39,7 @@ from devstream.memory.index import MemoryIndex
 from devstream.memory.keywords import extract_keywords
 from devstream.memory.lexical import Hits, phrase_hits
 from devstream.memory.search import SearchHit, SearchResult, SearchWeights, fuse
-from devstream.memory.vectors import Vector, encode
+from devstream.memory.vectors import Vector, encode, normalise
 from devstream.metrics import MetricsRegistry
 
 # How many candidates each side of a hybrid search contributes to the fusion.
@@ -398,7 +398,7 @@ class MemoryService:
     async def _query_vector(self, query: str) -> tuple[Vector | None, str | None]:
         try:
             with self.metrics.timed("memory.embed"):
-                return (await self.embedder.embed([query]))[0], None
+                return normalise(await self.embedder.embed([query]))[0], None
         except EmbeddingError as exc:
             self.metrics.increment("memory.embed_failures")
             return None, f"answered from full-text only: {exc}"
@@ -496,7 +496,7 @@ Key = tuple[str, Scope]
 class _Query:
     text: str
     phrases: list[Phrase]
-    vector: Vector | None  # None: embedding failed, full text only
+    vector: Vector | None  # the query's, unit length; None: embedding failed, full text only
     filters: MemoryFilter
     threshold: float | None  # minimum cosine similarity
     weights: SearchWeights

@@ -5,7 +5,7 @@ for the best `RESCORED` times as many rows as it needs, then re-scores those row
 the float32 vectors: the int8 dot product of two unit vectors is off by far less than the
 gaps between the top candidates, so the exact re-scoring returns the exact ranking in
 practice (the benchmarks measure recall against the full float32 scan). A small store is
-scanned in float32 alone, which costs less than loading the SIMD library in a fresh process.
+scanned in float32 alone.
 Rows built or loaded from the cache form a read-only base, which a cache keeps
 memory-mapped; later rows are appended. Rows without a vector of this model hold zeros and
 score 0.
@@ -33,8 +33,11 @@ VECTOR_DTYPE = "<f4"  # how vectors are stored, in the database and the cache
 CODE_SCALE = 127.0
 # Rows scanned on their codes per row wanted, then re-scored on their float32 vectors.
 RESCORED = 4
-# Stores of this many rows or more are scanned on their codes first.
-CODES_FROM = 1 << 15
+# Stores of this many rows or more are scanned on their codes first. Below it the float32
+# matrix is small enough for the CPU's caches, and scanning it costs no more than scanning
+# the codes and re-scoring (0.25 against 0.31 ms at 4,096 rows here; 0.97 against 0.46 ms
+# at 10,000).
+CODES_FROM = 1 << 13
 # Rows per block when quantizing: never a second float32 copy of a large matrix.
 _BLOCK = 1 << 15
 # A scan is split across the cores once each gets this many rows: one core alone reads
@@ -108,28 +111,30 @@ class VectorIndex:
         """The int8 codes of rows [0, size), as `matrix` gives their vectors."""
         return _joined(self.base_codes, self._added_codes, size)
 
-    def cosine(self, query: Vector, size: int) -> Scores:
+    # A query is passed as a unit vector (`normalise(vector)[0]`), normalised once per search.
+
+    def cosine(self, unit: Vector, size: int) -> Scores:
         """The query's exact cosine similarity to rows [0, size)."""
-        unit = normalise(query)[0]
         out = np.empty(size, dtype=np.float32)
         base = len(self.base)
         np.matmul(self.base, unit, out=out[:base])
         np.matmul(self._added[: size - base], unit, out=out[base:])
         return out
 
-    def approximate(self, query: Vector, size: int) -> Scores:
+    def approximate(self, unit: Vector, size: int) -> Scores:
         """The query's cosine similarity to rows [0, size), times CODE_SCALE², from codes."""
-        code = quantize(normalise(query))
+        code = quantize(unit[np.newaxis])
         out = np.empty((1, size), dtype=np.float32)
         base = len(self.base)
         _dots(self.base_codes, code, out[:, :base])
         _dots(self._added_codes[: size - base], code, out[:, base:])
         return out.reshape(size)
 
-    def exact(self, query: Vector, rows: npt.NDArray[np.int64]) -> Scores:
+    def exact(self, unit: Vector, rows: npt.NDArray[np.int64]) -> Scores:
         """The query's exact cosine similarity to the given rows."""
-        unit = normalise(query)[0]
         base = len(self.base)
+        if len(rows) == 0 or rows.max() < base:  # the common case: no mask to apply
+            return self.base[rows] @ unit
         in_base = rows < base
         out = np.empty(len(rows), dtype=np.float32)
         out[in_base] = self.base[rows[in_base]] @ unit

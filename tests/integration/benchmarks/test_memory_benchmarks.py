@@ -192,7 +192,7 @@ async def _fused_over_full_rankings(ds: DevStream, query: str, query_vector: Vec
         lexical = await store.full_text(conn, match, MemoryFilter(), everything) if match else []
     index = ds.memory.index
     size = index.rows.size
-    sims = index.vectors.cosine(query_vector, size)
+    sims = index.vectors.cosine(normalise(query_vector)[0], size)
     order = np.argsort(-sims, kind="stable")
     vector = [int(index.rows.ids[row]) for row in order if sims[row] > 0 and index.alive[row]]
     scores = fuse([(1.0, [i for i, _ in lexical]), (1.0, vector)])
