@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from alembic import command
@@ -265,6 +268,51 @@ async def test_driver_queries_see_the_callers_transaction_and_type_their_results
     async with integration_query_manager.pool.read_statement() as conn:
         with pytest.raises(StorageError, match="no such table: missing_table"):
             await broken.all(conn)
+
+
+class _LockedOnLoop:
+    """A driver connection on which a statement run on the event loop's thread would have to
+    wait for a lock (SQLite reports it at once under busy_timeout 0); the driver's thread runs
+    it. Records the thread of every statement."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+        self.loop_thread = threading.get_ident()
+        self.queries: list[bool] = []  # per statement other than a PRAGMA: on the loop's thread?
+
+    def execute(self, sql: str, *parameters: Any) -> sqlite3.Cursor:
+        on_loop = threading.get_ident() == self.loop_thread
+        if not sql.startswith("PRAGMA"):
+            self.queries.append(on_loop)
+            if on_loop:
+                raise sqlite3.OperationalError("database is locked")
+        return self.real.execute(sql, *parameters)
+
+
+async def test_a_driver_query_runs_on_the_loop_and_one_that_would_wait_on_the_drivers_thread(
+    integration_query_manager: QueryManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = await integration_query_manager.plans.create(title="read twice")
+    plans = schema.intervention_plans
+    query = DriverQuery(select(plans).where(plans.c.id == bindparam("id")))
+    async with integration_query_manager.pool.read_statement() as conn:
+        pooled = conn.sync_connection.connection  # type: ignore[union-attr]
+        driver = cast("OneTripConnection", pooled.driver_connection)
+        real = driver._conn
+        threads_before = threading.active_count()
+        ((busy_timeout,),) = real.execute("PRAGMA busy_timeout").fetchall()
+        (row,) = await query.all(conn, id=plan.id)
+        assert Plan(*row) == plan
+        assert threading.active_count() == threads_before
+
+        locked = _LockedOnLoop(real)
+        monkeypatch.setattr(driver, "_connection", locked)
+        (row,) = await query.all(conn, id=plan.id)
+        monkeypatch.undo()
+    assert Plan(*row) == plan
+    assert locked.queries == [True, False]  # tried on the loop, then run on the driver's thread
+    assert busy_timeout > 0
+    assert real.execute("PRAGMA busy_timeout").fetchall() == [(busy_timeout,)]
 
 
 async def _stamp(path: Path, revision: str) -> None:
