@@ -25,6 +25,7 @@ from devstream import DevStream, Settings
 from devstream.db import memory_store as store
 from devstream.db.memory_store import MemoryFilter
 from devstream.db.schema import memory_entries
+from devstream.db.tokenizer import query_phrases
 from devstream.memory.fulltext import match_expression
 from devstream.memory.search import fuse
 from devstream.memory.service import CANDIDATES, NewMemory
@@ -204,6 +205,25 @@ def _recall(found: dict[str, list[int]], reference: dict[str, list[int]]) -> flo
     return statistics.mean(shares)
 
 
+def _side_timings(ds: DevStream, queries: list[str], vectors: Vector) -> dict[str, list[float]]:
+    """Each side of the fast path on its own, per query, as a search calls it: the full-text
+    side (posting lookups and BM25) and the vector side (first pass and re-scoring)."""
+    index = ds.memory.index
+    timings: dict[str, list[float]] = {"text": [], "vector": []}
+    allowed = index.mask(MemoryFilter())
+    for query, vector in zip(queries, vectors, strict=True):
+        phrases = query_phrases(query)
+        assert all(len(p.terms) == 1 for p in phrases), "corpus queries are single words"
+        unit = normalise(vector)[0]
+        started = time.perf_counter()
+        index.text.search([index.text.hits(p.terms[0]) for p in phrases], CANDIDATES, allowed)
+        timings["text"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        index.nearest(unit, CANDIDATES, allowed, None)
+        timings["vector"].append(time.perf_counter() - started)
+    return timings
+
+
 @pytest.mark.parametrize("size", [1_000, 10_000, 100_000], ids=["1k", "10k", "100k"])
 def test_hybrid_search(
     benchmark: BenchmarkFixture, corpora: Callable[[int], Path], run: Run, size: int
@@ -234,6 +254,7 @@ def test_hybrid_search(
                 sims = matrix @ normalise(vector)[0]
                 np.argpartition(sims, -TOP)[-TOP:]
                 brute[-1].append(time.perf_counter() - started)
+        sides = [_side_timings(ds, queries, vectors) for _ in range(ROUNDS)]
         naive = []
         for query, vector in zip(queries[: NAIVE_QUERIES[size]], vectors, strict=False):
             started = time.perf_counter()
@@ -250,6 +271,8 @@ def test_hybrid_search(
         return {
             "fast": fast,
             "brute": brute,
+            "text side": [side["text"] for side in sides],
+            "vector side": [side["vector"] for side in sides],
             "naive": naive,
             "recall": _recall(fast_ids, exact),
             "recall_full": _recall(fast_ids, full),
@@ -277,6 +300,16 @@ def test_hybrid_search(
     )
     record(f"{label}: DevStream p95", min(_ms(samples, 95) for samples in figures["fast"]), "ms")
     record(f"{label}: numpy brute-force top-10 p50", brute_p50, "ms")
+    text_p50, vector_p50 = _best_p50_ms(figures["text side"]), _best_p50_ms(figures["vector side"])
+    record(f"{label}: full-text side p50", text_p50, "ms")
+    record(f"{label}: vector side p50", vector_p50, "ms")
+    record(
+        f"{label}: full-text side / vector side",
+        text_p50 / vector_p50,
+        "x",
+        "<= 1x",
+        text_p50 <= vector_p50,
+    )
     record(f"{label}: naive p50 ({len(figures['naive'])} queries)", naive_p50, "ms")
     record(
         f"{label}: naive / DevStream",
