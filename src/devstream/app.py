@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from devstream.memory.embedders import Embedder
     from devstream.memory.index import MemoryIndex
     from devstream.memory.service import MemoryService
-    from devstream.tasks.workflow import Workflow
+    from devstream.workflow import Workflow
 
 
 class DevStream:
@@ -64,7 +64,7 @@ class DevStream:
 
     @cached_property
     def workflow(self) -> Workflow:
-        from devstream.tasks.workflow import Workflow  # noqa: PLC0415
+        from devstream.workflow import Workflow  # noqa: PLC0415
 
         return Workflow(self.tasks, self.memory, self.pool, self.metrics)
 

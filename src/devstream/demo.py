@@ -15,7 +15,7 @@ from typing import Any
 from devstream.app import DevStream
 from devstream.config import Settings
 from devstream.memory.service import NewMemory
-from devstream.tasks.workflow import Artifact
+from devstream.workflow import Artifact
 
 BUDGET = 400  # tokens of context per task: small, so packing shows
 

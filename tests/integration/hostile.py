@@ -14,7 +14,7 @@ from devstream import DevStream
 from devstream.db.memory_store import MemoryFilter
 from devstream.memory.search import SearchWeights
 from devstream.memory.service import NewMemory
-from devstream.tasks.workflow import Artifact
+from devstream.workflow import Artifact
 from tests.integration.conftest import table_names
 
 # Values no argument accepts in this form, some that a few accept, and an id of nothing.
@@ -76,6 +76,7 @@ def calls(w: World) -> dict[str, dict[str, object]]:
         "tasks.retry": {"task_id": w.task},
         "tasks.skip": {"task_id": w.task},
         "workflow.start_task": {"task_id": w.task, "budget": 500, "per_type_cap": None},
+        "workflow.context_for": {"task_id": w.task, "budget": 500, "per_type_cap": None},
         "workflow.complete_task": {
             "task_id": w.task,
             "output": "done",

@@ -17,7 +17,7 @@ from devstream import DevStream
 from devstream.db import task_store
 from devstream.db.memory_store import MemoryFilter
 from devstream.memory.context import assemble
-from devstream.tasks.workflow import Artifact
+from devstream.workflow import Artifact
 from tests.support import devstream_cli
 
 DEMO_SECTIONS = ("plan", "tasks_run", "context_injected", "memories_captured", "search", "metrics")

@@ -21,7 +21,7 @@ from devstream.db.pool import ConnectionPool
 from devstream.db.records import MemoryEntry, MicroTask, Plan
 from devstream.db.types import utcnow
 from devstream.errors import DimensionMismatch, InvalidInput, NotFound
-from devstream.memory.context import approximate_tokens, assemble, assemble_for_task
+from devstream.memory.context import approximate_tokens, assemble
 from devstream.memory.index import MemoryIndex
 from devstream.memory.ollama import OllamaEmbedder
 from devstream.memory.search import SearchWeights
@@ -763,10 +763,10 @@ async def test_context_for_a_task_prefers_its_plan(
         "decision",
         plan_id=other_plan.id,
     )
-    context = await assemble_for_task(memory, ds.queries, integration_sample_task.id, 1_000)
+    context = await ds.workflow.context_for(integration_sample_task.id, 1_000)
     assert context.memory_ids[:2] == [ours.entry.id, theirs.entry.id]
     with pytest.raises(NotFound):
-        await assemble_for_task(memory, ds.queries, 424242, 1_000)
+        await ds.workflow.context_for(424242, 1_000)
 
 
 # --- a memory the server cannot embed ----------------------------------------------------------

@@ -39,7 +39,7 @@ from devstream.errors import (
 )
 from devstream.memory.context import approximate_tokens
 from devstream.tasks.states import PLAN_FLOW
-from devstream.tasks.workflow import Artifact
+from devstream.workflow import Artifact
 from devstream.testing import FakeOllama
 from devstream.vocabulary import DONE, OPEN_PLANS
 from tests.conftest import loop_factory, requested_loop

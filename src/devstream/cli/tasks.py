@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from devstream.app import DevStream
     from devstream.db.records import MicroTask, Plan
     from devstream.tasks.progress import PlanProgress
-    from devstream.tasks.workflow import FinishedTask, StartedTask
+    from devstream.workflow import FinishedTask, StartedTask
 
 priority_option = click.option(
     "--priority",
@@ -297,7 +297,7 @@ def task_complete(
     decisions: tuple[str, ...],
 ) -> None:
     """Complete an active task, capturing what it produced as memories."""
-    from devstream.tasks.workflow import Artifact  # noqa: PLC0415
+    from devstream.workflow import Artifact  # noqa: PLC0415
 
     artifacts = [Artifact(_read(path), "code") for path in code_files]
     artifacts += [Artifact(text, "decision") for text in decisions]

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from devstream.db.memory_store import MemoryFilter
-from devstream.db.queries import QueryManager
-from devstream.db.records import MicroTask
 from devstream.errors import InvalidInput
 from devstream.memory.search import SearchHit
 from devstream.memory.service import MemoryService
@@ -115,30 +113,3 @@ async def _ranked(
         hits += [hit for hit in result.hits if hit.entry.id not in seen]
         seen.update(hit.entry.id for hit in result.hits)
     return hits, degraded
-
-
-async def assemble_for_task(
-    memory: MemoryService,
-    queries: QueryManager,
-    task_id: int,
-    budget: int,
-    *,
-    per_type_cap: int | None = None,
-    count_tokens: TokenCounter = approximate_tokens,
-) -> AssembledContext:
-    """The context for a task: its title and description as the query, its plan first."""
-    task = await queries.tasks.get(task_id)
-    phase = await queries.phases.get(task.phase_id)
-    return await assemble(
-        memory,
-        task_query(task),
-        budget,
-        plan_id=phase.plan_id,
-        per_type_cap=per_type_cap,
-        count_tokens=count_tokens,
-    )
-
-
-def task_query(task: MicroTask) -> str:
-    """What a task's context is searched with."""
-    return f"{task.title}\n{task.description}"

@@ -203,7 +203,7 @@ class TaskService:
         }
 
         async def guard(conn: AsyncConnection) -> None:
-            located = await self._locate(conn, task_id)
+            located = await self.locate(conn, task_id)
             checks.plan_open(located.plan_id, located.plan_status)
 
         return await self._edit(self._queries.tasks, task_id, values, rules, guard=guard)
@@ -232,7 +232,7 @@ class TaskService:
         checks.identifier(task_id, "task_id")
         checks.identifier(depends_on_id, "depends_on_id")
         async with self._write() as conn:
-            _check_dependencies_changeable(await self._locate(conn, task_id))
+            _check_dependencies_changeable(await self.locate(conn, task_id))
             if not await self._queries.dependencies.delete_in(conn, task_id, depends_on_id):
                 raise NotFound("dependency", (task_id, depends_on_id))
 
@@ -242,8 +242,8 @@ class TaskService:
 
     async def _depend(self, conn: AsyncConnection, task_id: int, depends_on_id: int) -> Dependency:
         task, prerequisite = (
-            await self._locate(conn, task_id),
-            await self._locate(conn, depends_on_id),
+            await self.locate(conn, task_id),
+            await self.locate(conn, depends_on_id),
         )
         _check_dependencies_changeable(task)
         if task.plan_id != prerequisite.plan_id:
@@ -286,7 +286,7 @@ class TaskService:
 
     async def claim(self, conn: AsyncConnection, task_id: int, to: str) -> store.Located:
         """Inside a transaction: the task, checked that it may move to `to` now."""
-        located = await self._locate(conn, task_id)
+        located = await self.locate(conn, task_id)
         check(TASK_FLOW, "task", task_id, located.task.status, to)
         checks.plan_open(located.plan_id, located.plan_status)
         return located
@@ -310,7 +310,8 @@ class TaskService:
         plan = await self._plan(conn, phase.plan_id)
         checks.plan_open(plan.id, plan.status)
 
-    async def _locate(self, conn: AsyncConnection, task_id: int) -> store.Located:
+    async def locate(self, conn: AsyncConnection, task_id: int) -> store.Located:
+        """Inside a transaction: the task with its phase's plan."""
         located = await store.locate(conn, task_id)
         if located is None:
             raise NotFound("task", task_id)

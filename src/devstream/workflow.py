@@ -1,5 +1,7 @@
 """The memory-aware workflow: start a task with context from memory, capture what it produced.
 
+It composes the task and memory services, which know nothing of each other.
+
 - `start_task`: the context is assembled first (reads only), then one transaction claims the
   task, records the injection and counts the memories' retrievals - a caller that loses a
   race to claim the task leaves no trace.
@@ -21,13 +23,7 @@ from devstream.db.pool import ConnectionPool
 from devstream.db.records import ContextInjection, MicroTask
 from devstream.db.types import utcnow
 from devstream.errors import InvalidInput, TaskBlocked
-from devstream.memory.context import (
-    AssembledContext,
-    TokenCounter,
-    approximate_tokens,
-    assemble,
-    task_query,
-)
+from devstream.memory.context import AssembledContext, TokenCounter, approximate_tokens, assemble
 from devstream.memory.service import MemoryService, NewMemory, StoreResult
 from devstream.metrics import MetricsRegistry
 from devstream.tasks.service import TaskService, finished
@@ -83,20 +79,11 @@ class Workflow:
     ) -> StartedTask:
         """Claim a ready task and inject the memories most relevant to it."""
         checks.identifier(task_id, "task_id")
-        checks.whole(budget, "budget (tokens)", 1)
-        if per_type_cap is not None:
-            checks.whole(per_type_cap, "per_type_cap (tokens)", 1)
+        _check_budget(budget, per_type_cap)
         with self.metrics.timed("workflow.start"):
             located = await self._claimable(task_id, "active")  # before the costlier search
-            context = await assemble(
-                self.memory,
-                task_query(located.task),
-                budget,
-                plan_id=located.plan_id,
-                per_type_cap=per_type_cap,
-                count_tokens=count_tokens,
-                count_retrievals=False,  # counted below, with the claim
-            )
+            # Retrievals are counted below, with the claim.
+            context = await self._context(located, budget, per_type_cap, count_tokens, False)
             async with self._pool.write_transaction() as conn:
                 claimed = await self.tasks.claim(conn, task_id, "active")
                 await _check_unblocked(conn, task_id)
@@ -111,6 +98,22 @@ class Workflow:
         self.metrics.increment("context.injections")
         self.metrics.increment("context.tokens_injected", context.tokens_used)
         return StartedTask(task, context, injection)
+
+    async def context_for(
+        self,
+        task_id: int,
+        budget: int = CONTEXT_BUDGET,
+        *,
+        per_type_cap: int | None = None,
+        count_tokens: TokenCounter = approximate_tokens,
+    ) -> AssembledContext:
+        """The context starting the task would inject now, without starting it (the
+        memories' retrievals are counted)."""
+        checks.identifier(task_id, "task_id")
+        _check_budget(budget, per_type_cap)
+        async with self._pool.read_transaction() as conn:
+            located = await self.tasks.locate(conn, task_id)
+        return await self._context(located, budget, per_type_cap, count_tokens, True)
 
     async def complete_task(
         self, task_id: int, output: str | None = None, artifacts: Sequence[Artifact] = ()
@@ -163,6 +166,26 @@ class Workflow:
             self.metrics.observe("task.duration", done.duration_s)
         return FinishedTask(done, memories)
 
+    async def _context(
+        self,
+        located: task_store.Located,
+        budget: int,
+        per_type_cap: int | None,
+        count_tokens: TokenCounter,
+        count_retrievals: bool,
+    ) -> AssembledContext:
+        """A task's context: its title and description as the query, its plan's memories
+        first."""
+        return await assemble(
+            self.memory,
+            task_query(located.task),
+            budget,
+            plan_id=located.plan_id,
+            per_type_cap=per_type_cap,
+            count_tokens=count_tokens,
+            count_retrievals=count_retrievals,
+        )
+
     async def _claimable(self, task_id: int, to: str) -> task_store.Located:
         """The task, if it may move to `to` now (checked again when it does)."""
         async with self._pool.read_transaction() as conn:
@@ -170,6 +193,17 @@ class Workflow:
             if to == "active":
                 await _check_unblocked(conn, task_id)
         return located
+
+
+def task_query(task: MicroTask) -> str:
+    """What a task's context is searched with."""
+    return f"{task.title}\n{task.description}"
+
+
+def _check_budget(budget: int, per_type_cap: int | None) -> None:
+    checks.whole(budget, "budget (tokens)", 1)
+    if per_type_cap is not None:
+        checks.whole(per_type_cap, "per_type_cap (tokens)", 1)
 
 
 def _check_artifacts(artifacts: object) -> None:
