@@ -14,6 +14,7 @@ from typing import Any
 import platformdirs
 
 from devstream.errors import ConfigError
+from devstream.vocabulary import EMBED_DIMENSION, EMBED_MODEL
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,8 +45,8 @@ class Settings:
 
     db: str = ""
     ollama_url: str | None = None
-    embed_model: str = "embeddinggemma"
-    embed_dimension: int = 768
+    embed_model: str = EMBED_MODEL
+    embed_dimension: int = EMBED_DIMENSION
     ollama_timeout_s: float = 30.0
     embed_deadline_s: float = 30.0  # one action's embedding, retries included
     max_memory_chars: int = 100_000

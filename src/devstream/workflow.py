@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream import checks
-from devstream.db import memory_store, task_store
+from devstream.db import task_store
 from devstream.db.pool import ConnectionPool
 from devstream.db.records import ContextInjection, MicroTask
 from devstream.db.types import utcnow
@@ -93,7 +93,7 @@ class Workflow:
                 injection = await task_store.record_injection(
                     conn, task_id, context.memory_ids, context.tokens_used
                 )
-                await memory_store.touch(conn, context.memory_ids)
+                await self.memory.count_retrievals_in(conn, context.memory_ids)
         self.tasks.count(claimed, "active")
         self.metrics.increment("context.injections")
         self.metrics.increment("context.tokens_injected", context.tokens_used)

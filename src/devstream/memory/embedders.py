@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from devstream.db.tokenizer import scrub, word_lists
+from devstream.vocabulary import EMBED_DIMENSION
 
 Vectors = npt.NDArray[np.float32]
 
@@ -80,7 +81,9 @@ class HashingEmbedder:
     download and no server, which makes it the fallback and the embedder tests use.
     """
 
-    def __init__(self, dimension: int = 768, model: str = "devstream-hashing-v2") -> None:
+    def __init__(
+        self, dimension: int = EMBED_DIMENSION, model: str = "devstream-hashing-v2"
+    ) -> None:
         if dimension < 1:
             raise ValueError(f"dimension must be positive, got {dimension}")
         self.dimension = dimension

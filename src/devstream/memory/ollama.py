@@ -33,6 +33,7 @@ from devstream.errors import (
     EmbeddingUnavailable,
 )
 from devstream.memory.embedders import Vectors, check_texts
+from devstream.vocabulary import EMBED_DIMENSION, EMBED_MODEL
 
 BreakerState = Literal["closed", "open", "half-open"]
 
@@ -191,8 +192,8 @@ class OllamaEmbedder:
     def __init__(
         self,
         base_url: str,
-        model: str = "embeddinggemma",
-        dimension: int = 768,
+        model: str = EMBED_MODEL,
+        dimension: int = EMBED_DIMENSION,
         *,
         timeout_s: float = 30.0,
         deadline_s: float = 30.0,

@@ -235,7 +235,7 @@ class MemoryService:
         """The entry, counting the retrieval."""
         checks.identifier(entry_id, "entry_id")
         async with self._pool.write_transaction() as conn:
-            await store.touch(conn, [entry_id])
+            await self.count_retrievals_in(conn, [entry_id])
             entry = await store.get(conn, entry_id)
             if entry is None:  # raised inside: the refusal rolls back
                 raise NotFound("memory", entry_id)
@@ -466,7 +466,11 @@ class MemoryService:
         """Count a retrieval of each entry (a `get`, or being injected into a context)."""
         entry_ids = checks.identifiers(entry_ids, "entry_ids")
         async with self._pool.write_transaction() as conn:
-            await store.touch(conn, entry_ids)
+            await self.count_retrievals_in(conn, entry_ids)
+
+    async def count_retrievals_in(self, conn: AsyncConnection, entry_ids: Sequence[int]) -> None:
+        """Inside the caller's write transaction: count a retrieval of each entry."""
+        await store.touch(conn, entry_ids)
 
     # --- embedding later ---------------------------------------------------------------
 

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from devstream.testing.ollama import DEFAULT_MODEL, FakeOllama, loopback_host
-from devstream.testing.vectors import DEFAULT_DIMENSION
+from devstream.testing.ollama import FakeOllama, loopback_host
+from devstream.vocabulary import EMBED_DIMENSION, EMBED_MODEL
 
 
 def _port(text: str) -> int:
@@ -52,11 +52,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dimension",
         type=_dimension,
-        default=DEFAULT_DIMENSION,
+        default=EMBED_DIMENSION,
         help="values per embedding (default: %(default)s)",
     )
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help="model listed by /api/tags (default: %(default)s)"
+        "--model", default=EMBED_MODEL, help="model listed by /api/tags (default: %(default)s)"
     )
     return parser
 

@@ -35,9 +35,9 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from devstream.memory.ollama import ollama_name
-from devstream.testing.vectors import DEFAULT_DIMENSION, deterministic_embedding
+from devstream.testing.vectors import deterministic_embedding
+from devstream.vocabulary import EMBED_DIMENSION, EMBED_MODEL
 
-DEFAULT_MODEL = "embeddinggemma"
 FAKE_VERSION = "0.0.0-fake"
 # Upper bound of stall(): a forgotten stall must not hold a test run for long.
 MAX_STALL_S = 300.0
@@ -340,8 +340,8 @@ class FakeOllama:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        model: str = DEFAULT_MODEL,
-        dimension: int = DEFAULT_DIMENSION,
+        model: str = EMBED_MODEL,
+        dimension: int = EMBED_DIMENSION,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, not {port}")

@@ -6,10 +6,10 @@ import hashlib
 
 import numpy as np
 
-DEFAULT_DIMENSION = 768
+from devstream.vocabulary import EMBED_DIMENSION
 
 
-def deterministic_embedding(text: str, dimension: int = DEFAULT_DIMENSION) -> list[float]:
+def deterministic_embedding(text: str, dimension: int = EMBED_DIMENSION) -> list[float]:
     """A unit-length vector that depends only on `text` and `dimension`.
 
     The text's UTF-8 bytes (lone surrogates allowed) are hashed with BLAKE2b, the digest seeds
