@@ -18,12 +18,11 @@ from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
 from devstream.metrics import MetricsRegistry, resource_usage
 from devstream.stats import store_figures
-from devstream.tasks.service import TaskService
+from devstream.tasks import TaskService
 
 if TYPE_CHECKING:
-    from devstream.memory.embedders import Embedder
-    from devstream.memory.index import MemoryIndex
-    from devstream.memory.service import MemoryService
+    from devstream.db.migrate import SchemaStatus
+    from devstream.memory import Embedder, MemoryIndex, MemoryService
     from devstream.workflow import Workflow
 
 
@@ -53,7 +52,7 @@ class DevStream:
 
     @cached_property
     def memory(self) -> MemoryService:
-        from devstream.memory.service import MemoryService  # noqa: PLC0415
+        from devstream.memory import MemoryService  # noqa: PLC0415
 
         embedder = self._embedder or embedder_for(self.settings)
         memory = MemoryService(
@@ -99,6 +98,12 @@ class DevStream:
         if "memory" in self.__dict__:
             await self.memory.embedder.aclose()
 
+    async def schema_status(self) -> SchemaStatus:
+        """Where the store's schema stands against this version's migrations."""
+        from devstream.db import migrate  # noqa: PLC0415
+
+        return await migrate.status(self.pool)
+
     def stats(self) -> dict[str, object]:
         """This process's metrics: counters, latencies and gauges."""
         return self.metrics.snapshot()
@@ -121,7 +126,7 @@ def embedder_for(settings: Settings) -> Embedder:
             timeout_s=settings.ollama_timeout_s,
             deadline_s=settings.embed_deadline_s,
         )
-    from devstream.memory.embedders import HashingEmbedder  # noqa: PLC0415
+    from devstream.memory import HashingEmbedder  # noqa: PLC0415
 
     return HashingEmbedder(settings.embed_dimension)
 

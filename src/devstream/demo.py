@@ -14,7 +14,7 @@ from typing import Any
 
 from devstream.app import DevStream
 from devstream.config import Settings
-from devstream.memory.service import NewMemory
+from devstream.memory import NewMemory
 from devstream.workflow import Artifact
 
 BUDGET = 400  # tokens of context per task: small, so packing shows

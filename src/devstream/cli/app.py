@@ -44,9 +44,7 @@ def cli(
 @pass_output
 def init(out: Output) -> None:
     """Create the database, or migrate it to this version's schema."""
-    from devstream.db import migrate  # noqa: PLC0415
-
-    state = with_store(out, lambda ds: migrate.status(ds.pool))
+    state = with_store(out, lambda ds: ds.schema_status())
     url = out.settings.database_url
     out.emit({"database": url, "schema": state.current}, f"ready: {url} (schema {state.current})")
 

@@ -12,10 +12,7 @@ from devstream.vocabulary import CONTENT_TYPES
 
 if TYPE_CHECKING:
     from devstream.app import DevStream
-    from devstream.db.records import MemoryEntry
-    from devstream.memory.backfill import EmbedReport
-    from devstream.memory.context import AssembledContext
-    from devstream.memory.search import SearchResult
+    from devstream.memory import AssembledContext, EmbedReport, MemoryEntry, SearchResult
 
 SNIPPET = 72
 
@@ -93,7 +90,7 @@ def search(
     min_similarity: float | None,
 ) -> None:
     """Hybrid full-text + vector search."""
-    from devstream.db.memory_store import MemoryFilter  # noqa: PLC0415
+    from devstream.memory import MemoryFilter  # noqa: PLC0415
 
     filters = MemoryFilter(frozenset(content_types), plan_id=plan_id, task_id=task_id)
     result = with_store(
@@ -247,7 +244,7 @@ def context(
     out: Output, query: str, budget: int, plan_id: int | None, per_type_cap: int | None
 ) -> None:
     """Assemble the most relevant memories for QUERY within a token budget."""
-    from devstream.memory.context import assemble  # noqa: PLC0415
+    from devstream.memory import assemble  # noqa: PLC0415
 
     assembled: AssembledContext = with_store(
         out,

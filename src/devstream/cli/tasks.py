@@ -21,8 +21,7 @@ from devstream.vocabulary import (
 
 if TYPE_CHECKING:
     from devstream.app import DevStream
-    from devstream.db.records import MicroTask, Plan
-    from devstream.tasks.progress import PlanProgress
+    from devstream.tasks import MicroTask, Plan, PlanProgress
     from devstream.workflow import FinishedTask, StartedTask
 
 priority_option = click.option(
