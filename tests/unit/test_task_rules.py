@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from devstream.errors import IllegalTransition
 from devstream.tasks.graph import cycle_through
 from devstream.tasks.states import PLAN_FLOW, TASK_FLOW, check
+from devstream.vocabulary import PLAN_STATUSES, TASK_STATUSES
 
 
 def test_a_new_edge_closing_a_cycle_is_named_from_the_task_back_to_itself() -> None:
@@ -55,3 +58,15 @@ def test_plan_flow_ends_in_archived_or_cancelled() -> None:
     assert PLAN_FLOW["completed"] == ("archived",)
     with pytest.raises(IllegalTransition, match="none: it is final"):
         check(PLAN_FLOW, "plan", 2, "cancelled", "active")
+
+
+@pytest.mark.parametrize(
+    ("flow", "statuses"),
+    [(PLAN_FLOW, PLAN_STATUSES), (TASK_FLOW, TASK_STATUSES)],
+    ids=["plan", "task"],
+)
+def test_each_flow_covers_exactly_the_statuses_the_schema_allows(
+    flow: Mapping[str, tuple[str, ...]], statuses: tuple[str, ...]
+) -> None:
+    assert sorted(flow) == sorted(statuses)
+    assert {status for targets in flow.values() for status in targets} <= set(statuses)

@@ -23,15 +23,17 @@ from sqlalchemy import (
 )
 
 from devstream.db.types import UTCDateTime, utcnow
-
-# The vocabulary is re-exported (`X as X`) for callers that import it from here.
-from devstream.vocabulary import CONTENT_TYPES as CONTENT_TYPES  # noqa: PLC0414
-from devstream.vocabulary import EMBEDDING_STATUSES as EMBEDDING_STATUSES  # noqa: PLC0414
-from devstream.vocabulary import MAX_PRIORITY, MAX_TITLE, MIN_PRIORITY
-from devstream.vocabulary import MAX_TASK_MINUTES as MAX_TASK_MINUTES  # noqa: PLC0414
-from devstream.vocabulary import PHASE_STATUSES as PHASE_STATUSES  # noqa: PLC0414
-from devstream.vocabulary import PLAN_STATUSES as PLAN_STATUSES  # noqa: PLC0414
-from devstream.vocabulary import TASK_STATUSES as TASK_STATUSES  # noqa: PLC0414
+from devstream.vocabulary import (
+    CONTENT_TYPES,
+    EMBEDDING_STATUSES,
+    MAX_PRIORITY,
+    MAX_TASK_MINUTES,
+    MAX_TITLE,
+    MIN_PRIORITY,
+    PHASE_STATUSES,
+    PLAN_STATUSES,
+    TASK_STATUSES,
+)
 
 # Full-text index objects living beside the tables; schema comparison ignores them.
 FTS_TABLE = "memory_fts"

@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from devstream.db.index_source import IndexRows
 from devstream.db.memory_store import MemoryFilter
-from devstream.db.schema import CONTENT_TYPES, EMBEDDING_STATUSES
+from devstream.vocabulary import CONTENT_TYPES, EMBEDDING_STATUSES
 
 Mask = npt.NDArray[np.bool_]
 RowIds = npt.NDArray[np.int64]

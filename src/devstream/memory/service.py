@@ -27,7 +27,6 @@ from devstream.db.memory_store import MemoryFilter, Scope
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import content_hash
 from devstream.db.records import MemoryEntry
-from devstream.db.schema import CONTENT_TYPES, EMBEDDING_STATUSES
 from devstream.db.tokenizer import Phrase, query_phrases
 from devstream.errors import EmbeddingError, InvalidInput, NotFound
 from devstream.memory import cache
@@ -41,6 +40,7 @@ from devstream.memory.lexical import Hits, phrase_hits
 from devstream.memory.search import SearchHit, SearchResult, SearchWeights, fuse
 from devstream.memory.vectors import Vector, encode, normalise
 from devstream.metrics import MetricsRegistry
+from devstream.vocabulary import CONTENT_TYPES, EMBEDDING_STATUSES
 
 # How many candidates each side of a hybrid search contributes to the fusion.
 CANDIDATES = 50
