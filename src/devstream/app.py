@@ -46,7 +46,7 @@ class DevStream:
         self.metrics.register_gauge(
             "resources", lambda: {**resource_usage(), "open_connections": pool.open_connections()}
         )
-        self.tasks = TaskService(self.queries, self.metrics, pool.write_transaction)
+        self.tasks = TaskService(self.queries, self.metrics)
         self._embedder = embedder
         self._memory_index = memory_index
 

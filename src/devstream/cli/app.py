@@ -16,7 +16,8 @@ import click
 from devstream.cli.demo import demo
 from devstream.cli.memory import context, memory
 from devstream.cli.output import Output, pass_output, run_async, with_store
-from devstream.cli.tasks import phase, plan, stats, task
+from devstream.cli.stats import stats
+from devstream.cli.tasks import phase, plan, task
 from devstream.config import load_settings
 from devstream.errors import DevStreamError
 

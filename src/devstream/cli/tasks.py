@@ -1,8 +1,7 @@
-"""`devstream plan|phase|task ...` and `devstream stats`: the work from the shell."""
+"""`devstream plan|phase|task ...`: the work from the shell."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -395,31 +394,3 @@ def _emit_finished(out: Output, done: FinishedTask) -> None:
 
 def _took(task: MicroTask) -> str:
     return "" if task.duration_s is None else f" after {task.duration_s:.1f}s"
-
-
-# --- stats ------------------------------------------------------------------------------
-
-
-@click.command("stats")
-@pass_output
-def stats(out: Output) -> None:
-    """Work done, durations, transitions, context injected, memories; this process's metrics."""
-    report = with_store(out, lambda ds: ds.report())
-    out.emit(report, stats_text(report))
-
-
-def stats_text(report: dict[str, Any]) -> str:
-    """The report as indented sections: one line per figure."""
-    lines: list[str] = []
-
-    def walk(value: Any, depth: int) -> None:
-        for key, item in value.items():
-            if isinstance(item, dict):
-                lines.append(f"{'  ' * depth}{key}:" + ("" if item else " none"))
-                walk(item, depth + 1)
-            else:
-                shown = f"{item:,.3f}" if isinstance(item, float) else json.dumps(item)
-                lines.append(f"{'  ' * depth}{key}: {shown}")
-
-    walk(report, 0)
-    return "\n".join(lines)

@@ -11,7 +11,6 @@ store-generation token).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
@@ -28,16 +27,14 @@ from devstream.tasks.graph import cycle_through
 from devstream.tasks.progress import PlanProgress, progress_of
 from devstream.tasks.states import PLAN_FLOW, TASK_FLOW, check
 
-Writer = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 Guard = Callable[[AsyncConnection], Awaitable[object]]  # raises when an edit is not allowed
 
 
 class TaskService:
-    def __init__(self, queries: QueryManager, metrics: MetricsRegistry, write: Writer) -> None:
+    def __init__(self, queries: QueryManager, metrics: MetricsRegistry) -> None:
         self._queries = queries
         self._pool = queries.pool
         self.metrics = metrics
-        self._write = write
 
     # --- plans and phases ------------------------------------------------------------
 
@@ -45,7 +42,7 @@ class TaskService:
         checks.title_of("plan")(title)
         checks.description(description)
         checks.priority(priority)
-        async with self._write() as conn:
+        async with self._pool.write_transaction() as conn:
             values = {"title": title.strip(), "description": description, "priority": priority}
             return await self._queries.plans.insert_in(conn, values)
 
@@ -60,7 +57,7 @@ class TaskService:
         completed only when every phase is."""
         checks.identifier(plan_id, "plan_id")
         checks.one_of(status, "plan status", tuple(PLAN_FLOW))
-        async with self._write() as conn:
+        async with self._pool.write_transaction() as conn:
             plan = await self._plan(conn, plan_id)
             check(PLAN_FLOW, "plan", plan_id, plan.status, status)
             if status == "completed":
@@ -110,7 +107,7 @@ class TaskService:
         for name, value in values.items():
             rules[name](value)
         values = {k: v.strip() if k in ("title", "name") else v for k, v in values.items()}
-        async with self._write() as conn:
+        async with self._pool.write_transaction() as conn:
             if guard is not None:
                 await guard(conn)
             updated = await repository.update_in(conn, key, values)
@@ -124,7 +121,7 @@ class TaskService:
         checks.title_of("phase")(name)
         if position is not None:
             checks.position(position)
-        async with self._write() as conn:
+        async with self._pool.write_transaction() as conn:
             plan = await self._plan(conn, plan_id)
             checks.plan_open(plan.id, plan.status)
             if position is None:
@@ -157,7 +154,7 @@ class TaskService:
         checks.priority(priority)
         checks.estimate(estimated_minutes)
         prerequisites = checks.identifiers(depends_on, "depends_on")
-        async with self._write() as conn:
+        async with self._pool.write_transaction() as conn:
             await self._open_phase(conn, phase_id)
             values = {
                 "phase_id": phase_id,
@@ -224,14 +221,14 @@ class TaskService:
         plans and when it would close a cycle (the error names it)."""
         checks.identifier(task_id, "task_id")
         checks.identifier(depends_on_id, "depends_on_id")
-        async with self._write() as conn:
+        async with self._pool.write_transaction() as conn:
             return await self._depend(conn, task_id, depends_on_id)
 
     async def remove_dependency(self, task_id: int, depends_on_id: int) -> None:
         """`task_id` no longer waits for `depends_on_id` (a pending task of an open plan)."""
         checks.identifier(task_id, "task_id")
         checks.identifier(depends_on_id, "depends_on_id")
-        async with self._write() as conn:
+        async with self._pool.write_transaction() as conn:
             _check_dependencies_changeable(await self.locate(conn, task_id))
             if not await self._queries.dependencies.delete_in(conn, task_id, depends_on_id):
                 raise NotFound("dependency", (task_id, depends_on_id))
@@ -262,7 +259,7 @@ class TaskService:
         """A failed task back to pending, its retry count raised and its last run cleared
         (the task events keep every run)."""
         checks.identifier(task_id, "task_id")
-        async with self._write() as conn:
+        async with self._pool.write_transaction() as conn:
             located = await self.claim(conn, task_id, "pending")
             retried = await self.move(
                 conn,
@@ -278,7 +275,7 @@ class TaskService:
 
     async def skip(self, task_id: int) -> MicroTask:
         checks.identifier(task_id, "task_id")
-        async with self._write() as conn:
+        async with self._pool.write_transaction() as conn:
             located = await self.claim(conn, task_id, "skipped")
             skipped = await self.move(conn, located, "skipped", **finished(located.task))
         self.count(located, "skipped")
