@@ -20,12 +20,14 @@ from devstream.workflow import Artifact
 BUDGET = 400  # tokens of context per task: small, so packing shows
 
 EARLIER_MEMORIES = [
-    ("decision", "Search results are cached per query for 60 seconds; writes invalidate"),
-    ("learning", "An LRU cache of 10k entries kept search latency flat under load"),
-    ("documentation", "The cache key is the normalised query text plus its filters"),
-    ("error", "Stale results appeared when the cache ignored the store generation token"),
-    ("code", "def cache_key(query, filters):\n    return (' '.join(query.split()), filters)"),
-    ("context", "Searches are read-heavy: about 50 reads for every write"),
+    NewMemory("Search results are cached per query for 60 seconds; writes invalidate", "decision"),
+    NewMemory("An LRU cache of 10k entries kept search latency flat under load", "learning"),
+    NewMemory("The cache key is the normalised query text plus its filters", "documentation"),
+    NewMemory("Stale results appeared when the cache ignored the store generation token", "error"),
+    NewMemory(
+        "def cache_key(query, filters):\n    return (' '.join(query.split()), filters)", "code"
+    ),
+    NewMemory("Searches are read-heavy: about 50 reads for every write", "context"),
 ]
 
 
@@ -36,7 +38,7 @@ class Step:
     description: str
     output: str
     after: tuple[str, ...] = ()
-    artifact: tuple[str, str] | None = None  # (content type, content)
+    artifact: Artifact | None = None
     fails_first: str | None = None  # the error of a first, failed attempt
 
 
@@ -46,7 +48,9 @@ PLAN = [
         "Choose the cache policy",
         "LRU or time-based expiry for search results",
         "LRU with a 10k-entry bound; entries expire when the store generation changes",
-        artifact=("decision", "Invalidate cached searches on every store generation change"),
+        artifact=Artifact(
+            "Invalidate cached searches on every store generation change", "decision"
+        ),
     ),
     Step(
         "Design",
@@ -61,7 +65,7 @@ PLAN = [
         "Cache in front of hybrid search",
         "SearchCache wraps search(); hit rate 82% on the replayed log",
         after=("Define the cache key",),
-        artifact=("code", "class SearchCache:\n    def __init__(self, size=10_000): ..."),
+        artifact=Artifact("class SearchCache:\n    def __init__(self, size=10_000): ...", "code"),
         fails_first="Cached results survived a write: the generation token was not checked",
     ),
     Step(
@@ -84,7 +88,7 @@ PLAN = [
         "A write must never leave a stale cached result",
         "Rolled-back and foreign writes both invalidate; 12 tests",
         after=("Expose cache metrics", "Benchmark cached search"),
-        artifact=("learning", "Invalidate on the generation token, never on a timer alone"),
+        artifact=Artifact("Invalidate on the generation token, never on a timer alone", "learning"),
     ),
 ]
 
@@ -93,7 +97,7 @@ SEARCH_QUERY = "cache invalidation generation token"
 
 async def tour(ds: DevStream) -> dict[str, Any]:
     """Run the whole tour on `ds` (an empty store) and describe what happened."""
-    await ds.memory.store_many([NewMemory(text, kind) for kind, text in EARLIER_MEMORIES])
+    await ds.memory.store_many(EARLIER_MEMORIES)
     plan = await ds.tasks.create_plan(
         "Add a search cache", "Cache hybrid search results safely", priority=8
     )
@@ -173,7 +177,7 @@ async def _run_all(
             finished = await ds.workflow.fail_task(task.id, step.fails_first)
             await ds.tasks.retry(task.id)
         else:
-            artifacts = [Artifact(step.artifact[1], step.artifact[0])] if step.artifact else []
+            artifacts = [step.artifact] if step.artifact else []
             finished = await ds.workflow.complete_task(task.id, step.output, artifacts)
         runs.append(
             {

@@ -30,8 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db.records import MemoryEntry
-from devstream.db.schema import FTS_TABLE, memory_changes, store_state
-from devstream.db.schema import memory_entries as m
+from devstream.db.schema import FTS_TABLE, memory_changes, memory_entries, store_state
 from devstream.db.sqlite import DriverQuery
 from devstream.db.types import utcnow
 
@@ -55,19 +54,19 @@ class MemoryFilter:
         """The WHERE conditions on memory_entries."""
         found: list[ColumnElement[bool]] = []
         if self.content_types:
-            found.append(m.c.content_type.in_(sorted(self.content_types)))
+            found.append(memory_entries.c.content_type.in_(sorted(self.content_types)))
         for link, value in (
-            (m.c.plan_id, self.plan_id),
-            (m.c.phase_id, self.phase_id),
-            (m.c.task_id, self.task_id),
-            (m.c.embedding_status, self.embedding_status),
+            (memory_entries.c.plan_id, self.plan_id),
+            (memory_entries.c.phase_id, self.phase_id),
+            (memory_entries.c.task_id, self.task_id),
+            (memory_entries.c.embedding_status, self.embedding_status),
         ):
             if value is not None:
                 found.append(link == value)
         if self.created_after is not None:
-            found.append(m.c.created_at >= self.created_after)
+            found.append(memory_entries.c.created_at >= self.created_after)
         if self.created_before is not None:
-            found.append(m.c.created_at < self.created_before)
+            found.append(memory_entries.c.created_at < self.created_before)
         return found
 
 
@@ -94,17 +93,22 @@ async def by_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> list[Memory
 
 
 # Built once: every store runs these, and building a statement costs more than running it.
-_BY_HASHES = select(m).where(m.c.content_hash.in_(bindparam("hashes", expanding=True)))
-_INSERT = m.insert().returning(*m.c)
-_BY_IDS = select(m).where(m.c.id.in_(bindparam("ids", expanding=True)))
+_BY_HASHES = select(memory_entries).where(
+    memory_entries.c.content_hash.in_(bindparam("hashes", expanding=True))
+)
+_INSERT = memory_entries.insert().returning(*memory_entries.c)
+_BY_IDS = select(memory_entries).where(memory_entries.c.id.in_(bindparam("ids", expanding=True)))
 # One row per entry found, or a single row of NULLs when none is: where the store stands (its
 # token and newest change) always comes back. Ids go in as one JSON array, so the
 # statement's text never changes.
 _NEWEST_CHANGE = select(func.coalesce(func.max(memory_changes.c.seq), 0)).scalar_subquery()
 _BY_IDS_WITH_STATE = DriverQuery(
-    select(store_state.c.generation, _NEWEST_CHANGE, *m.c).select_from(
+    select(store_state.c.generation, _NEWEST_CHANGE, *memory_entries.c).select_from(
         store_state.outerjoin(
-            m, m.c.id.in_(select(column("value")).select_from(func.json_each(bindparam("ids"))))
+            memory_entries,
+            memory_entries.c.id.in_(
+                select(column("value")).select_from(func.json_each(bindparam("ids")))
+            ),
         )
     )
 )
@@ -119,20 +123,26 @@ async def insert(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> lis
 
 
 async def get(conn: AsyncConnection, entry_id: int) -> MemoryEntry | None:
-    row = (await conn.execute(select(m).where(m.c.id == entry_id))).first()
+    row = (
+        await conn.execute(select(memory_entries).where(memory_entries.c.id == entry_id))
+    ).first()
     return None if row is None else _record(row)
 
 
 async def update_entry(
     conn: AsyncConnection, entry_id: int, values: dict[str, Any]
 ) -> MemoryEntry | None:
-    statement = update(m).where(m.c.id == entry_id).values(**values, updated_at=utcnow())
-    row = (await conn.execute(statement.returning(*m.c))).first()
+    statement = (
+        update(memory_entries)
+        .where(memory_entries.c.id == entry_id)
+        .values(**values, updated_at=utcnow())
+    )
+    row = (await conn.execute(statement.returning(*memory_entries.c))).first()
     return None if row is None else _record(row)
 
 
 async def delete_entry(conn: AsyncConnection, entry_id: int) -> bool:
-    result = await conn.execute(delete(m).where(m.c.id == entry_id))
+    result = await conn.execute(delete(memory_entries).where(memory_entries.c.id == entry_id))
     return bool(result.rowcount)
 
 
@@ -140,14 +150,22 @@ async def touch(conn: AsyncConnection, ids: Sequence[int]) -> None:
     """Count a retrieval of each entry."""
     if ids:
         await conn.execute(
-            update(m).where(m.c.id.in_(ids)).values(access_count=m.c.access_count + 1)
+            update(memory_entries)
+            .where(memory_entries.c.id.in_(ids))
+            .values(access_count=memory_entries.c.access_count + 1)
         )
 
 
 async def list_entries(
     conn: AsyncConnection, filters: MemoryFilter, *, limit: int | None, offset: int
 ) -> list[MemoryEntry]:
-    query = select(m).where(*filters.clauses()).order_by(m.c.id).limit(limit).offset(offset)
+    query = (
+        select(memory_entries)
+        .where(*filters.clauses())
+        .order_by(memory_entries.c.id)
+        .limit(limit)
+        .offset(offset)
+    )
     return [_record(row) for row in await conn.execute(query)]
 
 
@@ -173,7 +191,7 @@ async def full_text(
     rank: ColumnElement[float] = literal_column("bm25(memory_fts)")
     query = (
         select(_fts.c.rowid, rank)
-        .select_from(_fts.join(m, m.c.id == _fts.c.rowid))
+        .select_from(_fts.join(memory_entries, memory_entries.c.id == _fts.c.rowid))
         .where(literal_column(FTS_TABLE).op("MATCH")(match), *filters.clauses())
         .order_by(rank)
         .limit(limit)
@@ -182,11 +200,15 @@ async def full_text(
 
 
 def _needs_embedding(model: str, dimension: int, *, other_models: bool) -> ColumnElement[bool]:
-    pending = m.c.embedding_status == "pending"  # a failed one waits for --retry-failed
+    pending = (
+        memory_entries.c.embedding_status == "pending"
+    )  # a failed one waits for --retry-failed
     if not other_models:
         return pending
-    foreign = or_(m.c.embedding_model != model, m.c.embedding_dim != dimension)
-    return or_(pending, and_(m.c.embedding_status == "embedded", foreign))
+    foreign = or_(
+        memory_entries.c.embedding_model != model, memory_entries.c.embedding_dim != dimension
+    )
+    return or_(pending, and_(memory_entries.c.embedding_status == "embedded", foreign))
 
 
 async def awaiting_embedding(
@@ -200,9 +222,12 @@ async def awaiting_embedding(
 ) -> list[tuple[int, str]]:
     """(id, content) of entries to embed: pending ones, plus other models' when asked."""
     query = (
-        select(m.c.id, m.c.content)
-        .where(_needs_embedding(model, dimension, other_models=other_models), m.c.id > after_id)
-        .order_by(m.c.id)
+        select(memory_entries.c.id, memory_entries.c.content)
+        .where(
+            _needs_embedding(model, dimension, other_models=other_models),
+            memory_entries.c.id > after_id,
+        )
+        .order_by(memory_entries.c.id)
         .limit(limit)
     )
     return [(row.id, row.content) for row in await conn.execute(query)]
@@ -223,8 +248,8 @@ async def set_embeddings(
     if not blobs:
         return
     statement = (
-        update(m)
-        .where(m.c.id == bindparam("entry_id"))
+        update(memory_entries)
+        .where(memory_entries.c.id == bindparam("entry_id"))
         .values(
             embedding=bindparam("blob"),
             embedding_model=model,
@@ -245,14 +270,16 @@ async def record_failures(conn: AsyncConnection, reasons: dict[int, str], limit:
     `limit` failed attempts an entry is marked failed."""
     if not reasons:
         return
-    attempts = m.c.embedding_attempts + 1
+    attempts = memory_entries.c.embedding_attempts + 1
     statement = (
-        update(m)
-        .where(m.c.id == bindparam("entry_id"))
+        update(memory_entries)
+        .where(memory_entries.c.id == bindparam("entry_id"))
         .values(
             embedding_attempts=attempts,
             embedding_error=bindparam("reason"),
-            embedding_status=case((attempts >= limit, "failed"), else_=m.c.embedding_status),
+            embedding_status=case(
+                (attempts >= limit, "failed"), else_=memory_entries.c.embedding_status
+            ),
             updated_at=utcnow(),
         )
     )
@@ -263,8 +290,8 @@ async def record_failures(conn: AsyncConnection, reasons: dict[int, str], limit:
 async def retry_failed(conn: AsyncConnection) -> int:
     """Entries marked failed wait to be embedded again, their attempts forgotten."""
     statement = (
-        update(m)
-        .where(m.c.embedding_status == "failed")
+        update(memory_entries)
+        .where(memory_entries.c.embedding_status == "failed")
         .values(embedding_status="pending", embedding_attempts=0, updated_at=utcnow())
     )
     return (await conn.execute(statement)).rowcount
@@ -274,7 +301,7 @@ async def counts(conn: AsyncConnection) -> dict[str, dict[str, int]]:
     """Entries by content type and by embedding status."""
     found: dict[str, dict[str, int]] = {}
     for name in ("content_type", "embedding_status"):
-        column = m.c[name]
+        column = memory_entries.c[name]
         query = select(column, func.count()).group_by(column).order_by(column)
         found[f"by_{name}"] = {row[0]: int(row[1]) for row in await conn.execute(query)}
     return found

@@ -27,13 +27,11 @@ from devstream.db.schema import (
 from devstream.db.types import utcnow
 from devstream.vocabulary import DONE, OPEN_PLANS, RUN_ENDS, WORKED_ON
 
-t, p, ph, dep = micro_tasks, intervention_plans, phases, task_dependencies
-
-_prerequisite = t.alias("prerequisite")
+_prerequisite = micro_tasks.alias("prerequisite")
 # Edges whose prerequisite is not completed: what keeps a task waiting.
 _UNFINISHED = (
-    select(dep.c.task_id, dep.c.depends_on_id)
-    .join(_prerequisite, _prerequisite.c.id == dep.c.depends_on_id)
+    select(task_dependencies.c.task_id, task_dependencies.c.depends_on_id)
+    .join(_prerequisite, _prerequisite.c.id == task_dependencies.c.depends_on_id)
     .where(_prerequisite.c.status != "completed")
     .subquery("unfinished")
 )
@@ -50,15 +48,19 @@ class Located:
 
 async def locate(conn: AsyncConnection, task_id: int) -> Located | None:
     query = (
-        select(t, p.c.id.label("plan_id_"), p.c.status.label("plan_status_"))
-        .join(ph, ph.c.id == t.c.phase_id)
-        .join(p, p.c.id == ph.c.plan_id)
-        .where(t.c.id == task_id)
+        select(
+            micro_tasks,
+            intervention_plans.c.id.label("plan_id_"),
+            intervention_plans.c.status.label("plan_status_"),
+        )
+        .join(phases, phases.c.id == micro_tasks.c.phase_id)
+        .join(intervention_plans, intervention_plans.c.id == phases.c.plan_id)
+        .where(micro_tasks.c.id == task_id)
     )
     row = (await conn.execute(query)).first()
     if row is None:
         return None
-    return Located(MicroTask(*row[: len(t.c)]), row.plan_id_, row.plan_status_)
+    return Located(MicroTask(*row[: len(micro_tasks.c)]), row.plan_id_, row.plan_status_)
 
 
 async def open_dependencies(conn: AsyncConnection, task_id: int) -> list[int]:
@@ -74,10 +76,10 @@ async def change_status(
     """Set a task's status (and other columns), record the event, bring its phase along."""
     now = utcnow()
     statement = (
-        update(t)
-        .where(t.c.id == task.id)
+        update(micro_tasks)
+        .where(micro_tasks.c.id == task.id)
         .values(status=to, updated_at=now, **values)
-        .returning(*t.c)
+        .returning(*micro_tasks.c)
     )
     changed = MicroTask(*(await conn.execute(statement)).one())
     await conn.execute(
@@ -90,20 +92,20 @@ async def change_status(
 async def sync_phase(conn: AsyncConnection, phase_id: int) -> None:
     """A phase is completed when all its tasks are done, active once one has been worked on
     (active, completed or failed), pending before."""
-    tasks = select(t.c.id).where(t.c.phase_id == phase_id)
-    done = exists(tasks) & ~exists(tasks.where(t.c.status.not_in(DONE)))
-    worked_on = exists(tasks.where(t.c.status.in_(WORKED_ON)))
+    tasks = select(micro_tasks.c.id).where(micro_tasks.c.phase_id == phase_id)
+    done = exists(tasks) & ~exists(tasks.where(micro_tasks.c.status.not_in(DONE)))
+    worked_on = exists(tasks.where(micro_tasks.c.status.in_(WORKED_ON)))
     status = case((done, "completed"), (worked_on, "active"), else_="pending")
-    await conn.execute(update(ph).where(ph.c.id == phase_id).values(status=status))
+    await conn.execute(update(phases).where(phases.c.id == phase_id).values(status=status))
 
 
 async def plan_edges(conn: AsyncConnection, plan_id: int) -> list[tuple[int, int]]:
     """Every (task, depends on) edge among the plan's tasks."""
     query = (
-        select(dep.c.task_id, dep.c.depends_on_id)
-        .join(t, t.c.id == dep.c.task_id)
-        .join(ph, ph.c.id == t.c.phase_id)
-        .where(ph.c.plan_id == plan_id)
+        select(task_dependencies.c.task_id, task_dependencies.c.depends_on_id)
+        .join(micro_tasks, micro_tasks.c.id == task_dependencies.c.task_id)
+        .join(phases, phases.c.id == micro_tasks.c.phase_id)
+        .where(phases.c.plan_id == plan_id)
     )
     return [(row[0], row[1]) for row in await conn.execute(query)]
 
@@ -111,17 +113,19 @@ async def plan_edges(conn: AsyncConnection, plan_id: int) -> list[tuple[int, int
 async def ready(conn: AsyncConnection, plan_id: int | None, limit: int | None) -> list[MicroTask]:
     """Pending tasks whose dependencies are all completed: most important first, then in
     phase order and creation order. Only open plans take part."""
-    waiting = exists(select(_UNFINISHED.c.task_id).where(_UNFINISHED.c.task_id == t.c.id))
+    waiting = exists(select(_UNFINISHED.c.task_id).where(_UNFINISHED.c.task_id == micro_tasks.c.id))
     query = (
-        select(t)
-        .join(ph, ph.c.id == t.c.phase_id)
-        .join(p, p.c.id == ph.c.plan_id)
-        .where(t.c.status == "pending", ~waiting, p.c.status.in_(OPEN_PLANS))
-        .order_by(t.c.priority.desc(), ph.c.position, t.c.id)
+        select(micro_tasks)
+        .join(phases, phases.c.id == micro_tasks.c.phase_id)
+        .join(intervention_plans, intervention_plans.c.id == phases.c.plan_id)
+        .where(
+            micro_tasks.c.status == "pending", ~waiting, intervention_plans.c.status.in_(OPEN_PLANS)
+        )
+        .order_by(micro_tasks.c.priority.desc(), phases.c.position, micro_tasks.c.id)
         .limit(limit)
     )
     if plan_id is not None:
-        query = query.where(ph.c.plan_id == plan_id)
+        query = query.where(phases.c.plan_id == plan_id)
     return [MicroTask(*row) for row in await conn.execute(query)]
 
 
@@ -134,9 +138,15 @@ async def tasks(
 ) -> list[MicroTask]:
     """Tasks in phase order, then creation order."""
     query = (
-        select(t).join(ph, ph.c.id == t.c.phase_id).order_by(ph.c.plan_id, ph.c.position, t.c.id)
+        select(micro_tasks)
+        .join(phases, phases.c.id == micro_tasks.c.phase_id)
+        .order_by(phases.c.plan_id, phases.c.position, micro_tasks.c.id)
     )
-    for column, value in ((ph.c.plan_id, plan_id), (t.c.phase_id, phase_id), (t.c.status, status)):
+    for column, value in (
+        (phases.c.plan_id, plan_id),
+        (micro_tasks.c.phase_id, phase_id),
+        (micro_tasks.c.status, status),
+    ):
         if value is not None:
             query = query.where(column == value)
     return [MicroTask(*row) for row in await conn.execute(query)]
@@ -145,20 +155,20 @@ async def tasks(
 async def blocked_ids(conn: AsyncConnection, task_ids: Sequence[int]) -> set[int]:
     """Which of these tasks are pending and wait on a dependency that is not completed."""
     query = (
-        select(t.c.id)
-        .join(_UNFINISHED, _UNFINISHED.c.task_id == t.c.id)
-        .where(t.c.id.in_(task_ids), t.c.status == "pending")
+        select(micro_tasks.c.id)
+        .join(_UNFINISHED, _UNFINISHED.c.task_id == micro_tasks.c.id)
+        .where(micro_tasks.c.id.in_(task_ids), micro_tasks.c.status == "pending")
     )
     return set((await conn.scalars(query)).all())
 
 
 async def phases_of(conn: AsyncConnection, plan_id: int) -> list[Phase]:
-    query = select(ph).where(ph.c.plan_id == plan_id).order_by(ph.c.position)
+    query = select(phases).where(phases.c.plan_id == plan_id).order_by(phases.c.position)
     return [Phase(*row) for row in await conn.execute(query)]
 
 
 async def next_position(conn: AsyncConnection, plan_id: int) -> int:
-    last = await conn.scalar(select(func.max(ph.c.position)).where(ph.c.plan_id == plan_id))
+    last = await conn.scalar(select(func.max(phases.c.position)).where(phases.c.plan_id == plan_id))
     return 0 if last is None else int(last) + 1
 
 
@@ -195,7 +205,7 @@ async def transition_counts(conn: AsyncConnection) -> dict[str, int]:
 async def status_counts(conn: AsyncConnection) -> dict[str, dict[str, int]]:
     """Plans and tasks by status."""
     counts: dict[str, dict[str, int]] = {}
-    for kind, table in (("plans", p), ("tasks", t)):
+    for kind, table in (("plans", intervention_plans), ("tasks", micro_tasks)):
         query = select(table.c.status, func.count()).group_by(table.c.status)
         counts[kind] = {row[0]: int(row[1]) for row in await conn.execute(query)}
     return counts

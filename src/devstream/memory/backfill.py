@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from devstream import checks
-from devstream.db import memory_store as store
+from devstream.db import memory_store
 from devstream.db.pool import ConnectionPool
 from devstream.errors import EmbeddingError, EmbeddingRefused
 from devstream.memory.embedders import Embedder, Vectors
@@ -64,7 +64,7 @@ class Backfiller:
         checks.flag(retry_failed, "retry_failed")
         if retry_failed:
             async with self._pool.write_transaction() as conn:
-                await store.retry_failed(conn)
+                await memory_store.retry_failed(conn)
         return await self._embed_waiting(
             other_models=False, batch_size=batch_size, progress=progress
         )
@@ -78,7 +78,7 @@ class Backfiller:
     async def waiting(self, *, other_models: bool = False) -> int:
         checks.flag(other_models, "other_models")
         async with self._pool.read_transaction() as conn:
-            return await store.count_awaiting(
+            return await memory_store.count_awaiting(
                 conn, self.embedder.model, self.embedder.dimension, other_models=other_models
             )
 
@@ -120,7 +120,7 @@ class Backfiller:
         after_id = 0
         while True:
             async with self._pool.read_transaction() as conn:
-                batch = await store.awaiting_embedding(
+                batch = await memory_store.awaiting_embedding(
                     conn,
                     model,
                     dimension,
@@ -165,10 +165,10 @@ class Backfiller:
         if reasons:
             self.metrics.increment("memory.embed_set_aside", len(reasons))
             async with self._pool.write_transaction() as conn:
-                await store.record_failures(conn, reasons, EMBED_ATTEMPTS)
+                await memory_store.record_failures(conn, reasons, EMBED_ATTEMPTS)
 
     async def _save_vectors(self, vectors: dict[int, Vector]) -> None:
         blobs = {entry_id: encode(vector) for entry_id, vector in vectors.items()}
         async with self._pool.write_transaction() as conn:
             model, dimension = self.embedder.model, self.embedder.dimension
-            await store.set_embeddings(conn, model, dimension, blobs)
+            await memory_store.set_embeddings(conn, model, dimension, blobs)

@@ -20,7 +20,7 @@ from devstream.memory.service import MemoryService
 TokenCounter = Callable[[str], int]
 
 # How many ranked memories are considered before packing.
-CANDIDATES = 50
+CONSIDERED = 50
 SEPARATOR = "\n\n"
 
 
@@ -108,7 +108,7 @@ async def _ranked(
     hits: list[SearchHit] = []
     degraded = False
     for scope in scopes:
-        result = await memory.search(query, limit=CANDIDATES, filters=scope)
+        result = await memory.search(query, limit=CONSIDERED, filters=scope)
         degraded = degraded or result.degraded
         hits += [hit for hit in result.hits if hit.entry.id not in seen]
         seen.update(hit.entry.id for hit in result.hits)

@@ -21,8 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream import checks
 from devstream.config import Settings
-from devstream.db import index_source
-from devstream.db import memory_store as store
+from devstream.db import index_source, memory_store
 from devstream.db.memory_store import MemoryFilter, Scope
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import content_hash
@@ -47,6 +46,7 @@ CANDIDATES = 50
 MAX_WEIGHT = 1_000.0  # of either side in the fusion
 
 WriteStep = Callable[[AsyncConnection], Awaitable[object]]
+Key = tuple[str, Scope]  # what makes two memories the same: content hash and scope
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class MemoryService:
             if any(p.vector is None for p in fresh):
                 # Look for duplicates first, so that they are not embedded again.
                 async with self._pool.read_transaction() as conn:
-                    stored = _by_key(await store.by_hashes(conn, hashes))
+                    stored = _by_key(await memory_store.by_hashes(conn, hashes))
                 fresh = [p for p in fresh if p.key not in stored]
             vectors, warning = await self._vectors_for(fresh)
             async with self._pool.write_transaction() as conn:
@@ -150,9 +150,9 @@ class MemoryService:
         vectors: dict[Key, Vector],
     ) -> tuple[dict[Key, MemoryEntry], dict[Key, MemoryEntry]]:
         """(entries already stored, entries inserted now), by key."""
-        existing = _by_key(await store.by_hashes(conn, hashes))
+        existing = _by_key(await memory_store.by_hashes(conn, hashes))
         rows = [p.row(vectors.get(p.key), self.embedder) for p in fresh if p.key not in existing]
-        return existing, _by_key(await store.insert(conn, rows) if rows else [])
+        return existing, _by_key(await memory_store.insert(conn, rows) if rows else [])
 
     def _prepare(self, items: Sequence[NewMemory]) -> list[_Prepared]:
         """Check every item, then derive what is stored: keywords (unless given, extracted
@@ -236,7 +236,7 @@ class MemoryService:
         checks.identifier(entry_id, "entry_id")
         async with self._pool.write_transaction() as conn:
             await self.count_retrievals_in(conn, [entry_id])
-            entry = await store.get(conn, entry_id)
+            entry = await memory_store.get(conn, entry_id)
             if entry is None:  # raised inside: the refusal rolls back
                 raise NotFound("memory", entry_id)
         return entry
@@ -248,7 +248,7 @@ class MemoryService:
         checks.limit(limit)
         checks.whole(offset, "offset", 0)
         async with self._pool.read_transaction() as conn:
-            return await store.list_entries(
+            return await memory_store.list_entries(
                 conn, filters or MemoryFilter(), limit=limit, offset=offset
             )
 
@@ -291,7 +291,7 @@ class MemoryService:
             vector = vectors.get(prepared.key)
             values.update(prepared.row(vector, self.embedder))
         async with self._pool.write_transaction() as conn:
-            entry = await store.update_entry(conn, entry_id, values)
+            entry = await memory_store.update_entry(conn, entry_id, values)
             if entry is None:
                 raise NotFound("memory", entry_id)
         return entry
@@ -299,12 +299,12 @@ class MemoryService:
     async def delete(self, entry_id: int) -> None:
         checks.identifier(entry_id, "entry_id")
         async with self._pool.write_transaction() as conn:
-            if not await store.delete_entry(conn, entry_id):
+            if not await memory_store.delete_entry(conn, entry_id):
                 raise NotFound("memory", entry_id)
 
     async def _read(self, entry_id: int) -> MemoryEntry:
         async with self._pool.read_transaction() as conn:
-            entry = await store.get(conn, entry_id)
+            entry = await memory_store.get(conn, entry_id)
         if entry is None:
             raise NotFound("memory", entry_id)
         return entry
@@ -376,7 +376,7 @@ class MemoryService:
             return None
         found, scores, best = await self._rank(asked, None, exact=False)
         async with self._pool.read_statement() as reader:
-            token, seq, entries = await store.fetch_with_state(reader, best)
+            token, seq, entries = await memory_store.fetch_with_state(reader, best)
         if (token, seq) != (state.token, state.seq):
             return None
         return found, scores, best, entries
@@ -384,7 +384,7 @@ class MemoryService:
     async def _answer(self, asked: _Query, conn: AsyncConnection, *, exact: bool) -> _Answer:
         """Rank and fetch in the caller's snapshot, which the indexes are at."""
         found, scores, best = await self._rank(asked, conn, exact=exact)
-        return found, scores, best, await store.fetch(conn, best)
+        return found, scores, best, await memory_store.fetch(conn, best)
 
     async def _rank(
         self, asked: _Query, conn: AsyncConnection | None, *, exact: bool
@@ -416,7 +416,7 @@ class MemoryService:
         if exact:
             assert conn is not None, "an exact search reads FTS5 in its snapshot"
             match = match_expression(asked.text)
-            ranked = await store.full_text(conn, match, filters, CANDIDATES) if match else []
+            ranked = await memory_store.full_text(conn, match, filters, CANDIDATES) if match else []
             text_hits = [(entry_id, -rank) for entry_id, rank in ranked]  # bm25() is negated
             allowed = index.mask(filters)
         else:
@@ -470,7 +470,7 @@ class MemoryService:
 
     async def count_retrievals_in(self, conn: AsyncConnection, entry_ids: Sequence[int]) -> None:
         """Inside the caller's write transaction: count a retrieval of each entry."""
-        await store.touch(conn, entry_ids)
+        await memory_store.touch(conn, entry_ids)
 
     # --- embedding later ---------------------------------------------------------------
 
@@ -491,9 +491,6 @@ class MemoryService:
     async def waiting(self, *, other_models: bool = False) -> int:
         """How many entries wait to be embedded (`other_models`: re-embedded)."""
         return await self._later.waiting(other_models=other_models)
-
-
-Key = tuple[str, Scope]
 
 
 @dataclass(frozen=True)

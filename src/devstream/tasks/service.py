@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream import checks
-from devstream.db import task_store as store
+from devstream.db import task_store
 from devstream.db.queries import QueryManager, RecordT, Repository
 from devstream.db.records import Dependency, MicroTask, Phase, Plan
 from devstream.db.types import utcnow
@@ -125,7 +125,7 @@ class TaskService:
             plan = await self._plan(conn, plan_id)
             checks.plan_open(plan.id, plan.status)
             if position is None:
-                position = await store.next_position(conn, plan_id)
+                position = await task_store.next_position(conn, plan_id)
             values = {"plan_id": plan_id, "name": name.strip(), "position": position}
             return await self._queries.phases.insert_in(conn, values)
 
@@ -166,7 +166,7 @@ class TaskService:
             task = await self._queries.tasks.insert_in(conn, values)
             for prerequisite in dict.fromkeys(prerequisites):  # each once, in the order given
                 await self._depend(conn, task.id, prerequisite)
-            await store.sync_phase(conn, phase_id)  # a done phase has work again
+            await task_store.sync_phase(conn, phase_id)  # a done phase has work again
         return task
 
     async def task(self, task_id: int) -> MicroTask:
@@ -181,13 +181,13 @@ class TaskService:
         if status is not None:
             checks.one_of(status, "task status", tuple(TASK_FLOW))
         async with self._pool.read_transaction() as conn:
-            return await store.tasks(conn, plan_id=plan_id, phase_id=phase_id, status=status)
+            return await task_store.tasks(conn, plan_id=plan_id, phase_id=phase_id, status=status)
 
     async def blocked(self, task_ids: Sequence[int]) -> set[int]:
         """Which of these tasks are pending behind an unfinished dependency."""
         ids = checks.identifiers(task_ids, "task_ids")
         async with self._pool.read_transaction() as conn:
-            return await store.blocked_ids(conn, ids)
+            return await task_store.blocked_ids(conn, ids)
 
     async def update_task(self, task_id: int, **values: Any) -> MicroTask:
         """Change title, description, priority or estimate of a task of an open plan (status
@@ -212,7 +212,7 @@ class TaskService:
         checks.optional_identifier(plan_id, "plan_id")
         checks.limit(limit)
         async with self._pool.read_transaction() as conn:
-            return await store.ready(conn, plan_id, limit)
+            return await task_store.ready(conn, plan_id, limit)
 
     # --- dependencies ----------------------------------------------------------------
 
@@ -248,7 +248,9 @@ class TaskService:
                 f"task {task_id} (plan {task.plan_id}) cannot depend on task {depends_on_id} "
                 f"of another plan ({prerequisite.plan_id})"
             )
-        cycle = cycle_through(await store.plan_edges(conn, task.plan_id), task_id, depends_on_id)
+        cycle = cycle_through(
+            await task_store.plan_edges(conn, task.plan_id), task_id, depends_on_id
+        )
         if cycle is not None:
             raise DependencyCycle(cycle)
         return await self._queries.dependencies.insert_in(conn, task_id, depends_on_id)
@@ -281,7 +283,7 @@ class TaskService:
         self.count(located, "skipped")
         return skipped
 
-    async def claim(self, conn: AsyncConnection, task_id: int, to: str) -> store.Located:
+    async def claim(self, conn: AsyncConnection, task_id: int, to: str) -> task_store.Located:
         """Inside a transaction: the task, checked that it may move to `to` now."""
         located = await self.locate(conn, task_id)
         check(TASK_FLOW, "task", task_id, located.task.status, to)
@@ -289,14 +291,14 @@ class TaskService:
         return located
 
     async def move(
-        self, conn: AsyncConnection, located: store.Located, to: str, **values: Any
+        self, conn: AsyncConnection, located: task_store.Located, to: str, **values: Any
     ) -> MicroTask:
         """Inside the claiming transaction: make the change; starting activates the plan."""
         if to == "active" and located.plan_status == "draft":
             await self._set_plan_status(conn, located.plan_id, "active")
-        return await store.change_status(conn, located.task, to, **values)
+        return await task_store.change_status(conn, located.task, to, **values)
 
-    def count(self, located: store.Located, to: str) -> None:
+    def count(self, located: task_store.Located, to: str) -> None:
         """Count a transition, once its transaction has committed."""
         self.metrics.increment(f"task.transitions.{located.task.status}->{to}")
 
@@ -307,9 +309,9 @@ class TaskService:
         plan = await self._plan(conn, phase.plan_id)
         checks.plan_open(plan.id, plan.status)
 
-    async def locate(self, conn: AsyncConnection, task_id: int) -> store.Located:
+    async def locate(self, conn: AsyncConnection, task_id: int) -> task_store.Located:
         """Inside a transaction: the task with its phase's plan."""
-        located = await store.locate(conn, task_id)
+        located = await task_store.locate(conn, task_id)
         if located is None:
             raise NotFound("task", task_id)
         return located
@@ -326,7 +328,7 @@ class TaskService:
         return plan
 
 
-def _check_dependencies_changeable(task: store.Located) -> None:
+def _check_dependencies_changeable(task: task_store.Located) -> None:
     if task.task.status != "pending":
         raise InvalidInput(
             f"task {task.task.id} is {task.task.status}; only a pending task's "
@@ -343,7 +345,7 @@ def finished(task: MicroTask) -> dict[str, datetime | float | None]:
 
 
 async def _progress(conn: AsyncConnection, plan: Plan) -> PlanProgress:
-    phases = await store.phases_of(conn, plan.id)
-    tasks = await store.tasks(conn, plan_id=plan.id)
-    blocked = await store.blocked_ids(conn, [task.id for task in tasks])
+    phases = await task_store.phases_of(conn, plan.id)
+    tasks = await task_store.tasks(conn, plan_id=plan.id)
+    blocked = await task_store.blocked_ids(conn, [task.id for task in tasks])
     return progress_of(plan, phases, tasks, blocked)
