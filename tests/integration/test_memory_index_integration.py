@@ -58,7 +58,7 @@ async def second_process(integration_real_database: DevStream) -> AsyncIterator[
 
 def _cached(ds: DevStream, min_rows: int = 0) -> DevStream:
     """Let the store's cache be written from `min_rows` entries on (tests hold few)."""
-    ds.memory.cache = CachePolicy(cache.path_for(_path(ds)), min_rows=min_rows)
+    ds.memory.searcher.cache = CachePolicy(cache.path_for(_path(ds)), min_rows=min_rows)
     return ds
 
 
@@ -232,7 +232,7 @@ async def test_no_cache_where_it_cannot_be_written(integration_real_database: De
     ds = integration_real_database
     blocked = _path(ds).with_name("not-a-folder")
     blocked.write_text("a file where the cache's folder would be")
-    ds.memory.cache = CachePolicy(blocked / "devstream.db-index", min_rows=0)
+    ds.memory.searcher.cache = CachePolicy(blocked / "devstream.db-index", min_rows=0)
     await ds.memory.store_many([NewMemory(note, "learning") for note in NOTES])
     assert len(await _ids(ds, "writer", weights=TEXT_ONLY)) == 2
     assert (await ds.memory.catch_up()) == Followed()

@@ -1,13 +1,45 @@
-"""Hybrid search results and their fusion: weighted Reciprocal Rank Fusion over ranked lists."""
+"""Hybrid search: full-text and vector rankings of the in-process indexes, fused by weighted
+Reciprocal Rank Fusion, and answered for one committed state of the store.
+
+A search first ranks on the indexes as they are and fetches the winners together with where
+the store stands, in one statement: if the indexes were current the answer holds. Otherwise
+(another process wrote, or this one did) it catches the indexes up to its own snapshot and
+ranks again there, so every answer reflects every commit finished before the search began.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from devstream import checks
+from devstream.db import index_source, memory_store
+from devstream.db.memory_store import MemoryFilter
+from devstream.db.pool import ConnectionPool
 from devstream.db.records import MemoryEntry
+from devstream.db.tokenizer import Phrase, query_phrases
+from devstream.errors import EmbeddingError, InvalidInput
+from devstream.memory import cache
+from devstream.memory.embedders import Embedder
+from devstream.memory.follow import CachePolicy, Followed, catch_up
+from devstream.memory.fulltext import match_expression
+from devstream.memory.index import MemoryIndex
+from devstream.memory.lexical import Hits, phrase_hits
+from devstream.memory.vectors import Vector, normalise
+from devstream.metrics import MetricsRegistry
+from devstream.vocabulary import CONTENT_TYPES, EMBEDDING_STATUSES
 
 RRF_K = 60
+# How many candidates each side of a hybrid search contributes to the fusion.
+CANDIDATES = 50
+MAX_WEIGHT = 1_000.0  # of either side in the fusion
 
 
 @dataclass(frozen=True)
@@ -35,6 +67,219 @@ class SearchResult:
     reason: str | None = None
 
 
+class Searcher:
+    """The in-process indexes of one store, how they follow it, and the searches on them."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        metrics: MetricsRegistry,
+        embedder: Embedder,
+        index: MemoryIndex,
+        database: Path | None,
+    ) -> None:
+        vectors = index.vectors
+        if (vectors.model, vectors.dimension) != (embedder.model, embedder.dimension):
+            raise ValueError("the memory index must be of the embedder's model and dimension")
+        self._pool = pool
+        self.metrics = metrics
+        self.embedder = embedder
+        self.index = index
+        self.cache = CachePolicy(None if database is None else cache.path_for(database))
+        # Catch-ups and the searches that rank right after one take turns.
+        self._following = asyncio.Lock()
+        # This process's write transactions begun before the index last caught up: after
+        # one of its own writes a search goes straight to catching up (only a hint: the
+        # fast path checks where the store stands either way).
+        self._writes_seen = -1
+
+    async def search(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        filters: MemoryFilter | None = None,
+        min_similarity: float | None = None,
+        weights: SearchWeights | None = None,
+        exact: bool = False,
+    ) -> SearchResult:
+        """Hybrid search: full-text and vector rankings fused by weighted RRF (k=60).
+
+        The full-text side comes from the in-process index, or with `exact` from SQLite's
+        FTS5 itself (slower on large stores, and the reference the fast path is held to).
+        """
+        checks.query(query)
+        checks.whole(limit, "limit", 1)
+        filters, weights = checked_filter(filters), _checked_weights(weights)
+        if min_similarity is not None:
+            checks.number(min_similarity, "min_similarity", -1.0, 1.0)
+        checks.flag(exact, "exact")
+        with self.metrics.timed("memory.search"):
+            query_vector, reason = await self._query_vector(query)
+            phrases = query_phrases(query)
+            asked = _Query(query, phrases, query_vector, filters, min_similarity, weights, limit)
+            answer = None
+            own_write = self._pool.stats.writes != self._writes_seen
+            if not exact and not asked.long_phrases and not own_write:
+                answer = await self._answer_if_current(asked)
+            if answer is None:
+                async with self._following, self._pool.read_transaction() as conn:
+                    await self._catch_up(conn)
+                    answer = await self._answer(asked, conn, exact=exact)
+        if reason is not None:
+            self.metrics.increment("memory.search.degraded")
+        found, scores, best, entries = answer
+        text_scores = dict(found.text)
+        hits = [
+            SearchHit(entries[i], scores[i], found.similarity.get(i), text_scores.get(i))
+            for i in best
+        ]
+        return SearchResult(query, hits, degraded=reason is not None, reason=reason)
+
+    async def catch_up(self) -> Followed:
+        """Bring the in-process indexes to the store's latest committed state."""
+        async with self._following, self._pool.read_transaction() as conn:
+            return await self._catch_up(conn)
+
+    async def _catch_up(self, conn: AsyncConnection) -> Followed:
+        self._writes_seen = self._pool.stats.writes
+        with self.metrics.timed("memory.index.follow"):
+            peer = self._pool.read_transaction if self._pool.concurrent_reads else None
+            followed = await catch_up(self.index, conn, self.cache, peer)
+        if followed.rebuilt or followed.from_cache:
+            self.metrics.increment("memory.index.loads")
+        return followed
+
+    async def _answer_if_current(self, asked: _Query) -> _Answer | None:
+        """Rank on the indexes as they are, then fetch the winners together with where the
+        store stands in one statement: the answer holds if the indexes were current."""
+        state = self.index.state
+        if state is None:
+            return None
+        found, scores, best = await self._rank(asked, None, exact=False)
+        async with self._pool.read_statement() as reader:
+            token, seq, entries = await memory_store.fetch_with_state(reader, best)
+        if (token, seq) != (state.token, state.seq):
+            return None
+        return found, scores, best, entries
+
+    async def _answer(self, asked: _Query, conn: AsyncConnection, *, exact: bool) -> _Answer:
+        """Rank and fetch in the caller's snapshot, which the indexes are at."""
+        found, scores, best = await self._rank(asked, conn, exact=exact)
+        return found, scores, best, await memory_store.fetch(conn, best)
+
+    async def _rank(
+        self, asked: _Query, conn: AsyncConnection | None, *, exact: bool
+    ) -> tuple[_Candidates, dict[int, float], list[int]]:
+        found = await self._candidates(asked, conn, exact=exact)
+        weights = asked.weights
+        scores = fuse([(weights.text, found.text_ids), (weights.vector, found.vector_ids)])
+        best = sorted(scores, key=lambda i: (-scores[i], i))[: asked.limit]
+        return found, scores, best
+
+    async def _query_vector(self, query: str) -> tuple[Vector | None, str | None]:
+        try:
+            with self.metrics.timed("memory.embed"):
+                return normalise(await self.embedder.embed([query]))[0], None
+        except EmbeddingError as exc:
+            self.metrics.increment("memory.embed_failures")
+            return None, f"answered from full-text only: {exc}"
+
+    async def _candidates(
+        self, asked: _Query, conn: AsyncConnection | None, *, exact: bool
+    ) -> _Candidates:
+        """Each side's best CANDIDATES, and the similarity of every one that has a vector.
+
+        Reads come first; once the indexes are consulted nothing awaits, so they cannot
+        move under one ranking. With `exact` the full-text side comes from FTS5 itself;
+        phrases of several terms are matched on FTS5's positions, read in `conn`.
+        """
+        index, filters, threshold = self.index, asked.filters, asked.threshold
+        if exact:
+            assert conn is not None, "an exact search reads FTS5 in its snapshot"
+            match = match_expression(asked.text)
+            ranked = await memory_store.full_text(conn, match, filters, CANDIDATES) if match else []
+            text_hits = [(entry_id, -rank) for entry_id, rank in ranked]  # bm25() is negated
+            allowed = index.mask(filters)
+        else:
+            long = await self._phrase_hits(asked.long_phrases, conn)
+            allowed = index.mask(filters)
+            hits = [
+                long[p.terms] if p.terms in long else index.text.hits(p.terms[0])
+                for p in asked.phrases
+            ]
+            text_rows = index.text.search(hits, CANDIDATES, allowed)
+            ids = index.entry_ids([row for row, _ in text_rows])
+            text_hits = [(i, score) for i, (_, score) in zip(ids, text_rows, strict=True)]
+        if asked.vector is None:
+            return _Candidates(text_hits, [], {})
+        vector_rows = index.nearest(asked.vector, CANDIDATES, allowed, threshold, exact=exact)
+        ids = index.entry_ids([row for row, _ in vector_rows])
+        vector_hits = [(i, sim) for i, (_, sim) in zip(ids, vector_rows, strict=True)]
+        sims = dict(vector_hits)
+        live, has_vector = index.rows.live, index.rows.has_vector
+        judged = [i for i, _ in text_hits if i not in sims and i in live and has_vector[live[i]]]
+        found = index.similarity(asked.vector, [live[i] for i in judged])
+        sims.update(zip(judged, found.tolist(), strict=True))
+        if threshold is not None:
+            # The threshold applies to similarity: text matches without enough of it drop out
+            # (entries with no vector of this model cannot be judged, so they stay).
+            text_hits = [(i, r) for i, r in text_hits if sims.get(i, math.inf) >= threshold]
+        return _Candidates(text_hits, vector_hits, sims)
+
+    async def _phrase_hits(
+        self, phrases: Sequence[Phrase], conn: AsyncConnection | None
+    ) -> dict[tuple[str, ...], Hits]:
+        """Rows holding each phrase of several terms, from FTS5's positions in `conn`."""
+        if not phrases:
+            return {}
+        assert conn is not None, "phrases are matched in a snapshot the indexes are at"
+        terms = sorted({term for phrase in phrases for term in phrase.terms})
+        arrays = {
+            term: np.fromstring(await index_source.positions(conn, term), np.int64, sep=",")
+            for term in terms
+        }
+        return {
+            p.terms: phrase_hits([arrays[term] for term in p.terms], self.index.rows)
+            for p in phrases
+        }
+
+
+@dataclass(frozen=True)
+class _Query:
+    text: str
+    phrases: list[Phrase]
+    vector: Vector | None  # the query's, unit length; None: embedding failed, full text only
+    filters: MemoryFilter
+    threshold: float | None  # minimum cosine similarity
+    weights: SearchWeights
+    limit: int
+
+    @property
+    def long_phrases(self) -> list[Phrase]:
+        """Phrases of several terms: FTS5's positions tell where they occur."""
+        return [phrase for phrase in self.phrases if len(phrase.terms) > 1]
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    text: list[tuple[int, float]]  # (id, bm25 score), best first
+    vector: list[tuple[int, float]]  # (id, cosine similarity), best first
+    similarity: dict[int, float]
+
+    @property
+    def text_ids(self) -> list[int]:
+        return [entry_id for entry_id, _ in self.text]
+
+    @property
+    def vector_ids(self) -> list[int]:
+        return [entry_id for entry_id, _ in self.vector]
+
+
+# The candidates, fused scores, winners best first, and the winners' entries.
+_Answer = tuple[_Candidates, dict[int, float], list[int], dict[int, MemoryEntry]]
+
+
 def fuse(ranked: Iterable[tuple[float, Sequence[int]]], k: int = RRF_K) -> dict[int, float]:
     """Weighted RRF: each list adds weight / (k + rank) to the ids it ranks (rank from 1).
 
@@ -47,3 +292,31 @@ def fuse(ranked: Iterable[tuple[float, Sequence[int]]], k: int = RRF_K) -> dict[
         for rank, entry_id in enumerate(ids, start=1):
             scores[entry_id] = scores.get(entry_id, 0.0) + weight / (k + rank)
     return scores
+
+
+def checked_filter(filters: object) -> MemoryFilter:
+    if filters is None:
+        return MemoryFilter()
+    if not isinstance(filters, MemoryFilter):
+        raise InvalidInput(f"filters must be a MemoryFilter, got {checks.shown(filters)}")
+    for content_type in checks.listed(filters.content_types, "content_types", "content types"):
+        checks.one_of(content_type, "content type", CONTENT_TYPES)
+    for name in ("plan_id", "phase_id", "task_id"):
+        checks.optional_identifier(getattr(filters, name), name)
+    for name in ("created_after", "created_before"):
+        moment = getattr(filters, name)
+        if moment is not None and not isinstance(moment, datetime):
+            raise InvalidInput(f"{name} must be a datetime, got {checks.shown(moment)}")
+    if filters.embedding_status is not None:
+        checks.one_of(filters.embedding_status, "embedding status", EMBEDDING_STATUSES)
+    return filters
+
+
+def _checked_weights(weights: object) -> SearchWeights:
+    if weights is None:
+        return SearchWeights()
+    if not isinstance(weights, SearchWeights):
+        raise InvalidInput(f"weights must be SearchWeights, got {checks.shown(weights)}")
+    checks.number(weights.text, "text weight", 0.0, MAX_WEIGHT)
+    checks.number(weights.vector, "vector weight", 0.0, MAX_WEIGHT)
+    return weights

@@ -27,8 +27,8 @@ from devstream.db.memory_store import MemoryFilter
 from devstream.db.schema import memory_entries
 from devstream.db.tokenizer import query_phrases
 from devstream.memory.fulltext import match_expression
-from devstream.memory.search import fuse
-from devstream.memory.service import CANDIDATES, NewMemory
+from devstream.memory.search import CANDIDATES, fuse
+from devstream.memory.service import NewMemory
 from devstream.memory.vectors import Vector, normalise
 from tests.integration.benchmarks.conftest import median_s, record
 from tests.integration.benchmarks.corpus import QUERY_COUNT, Corpus
