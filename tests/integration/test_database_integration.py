@@ -28,6 +28,7 @@ from sqlalchemy import (
 
 from devstream import DevStream, Settings
 from devstream.db import migrate, schema
+from devstream.db.memory_store import content_hash
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
 from devstream.db.records import MicroTask, Phase, Plan
@@ -448,6 +449,29 @@ async def test_repositories_refuse_unknown_and_managed_fields(
     with pytest.raises(InvalidInput, match="unknown plan field"):
         await plans.list(colour="blue")
     assert await plans.count() == 1
+
+
+async def test_memory_rows_written_through_the_query_manager_follow_the_services_rules(
+    integration_devstream: DevStream,
+) -> None:
+    """One write path for memory rows: new content gets its own hash and loses the vector of
+    the old, whichever layer writes it, and the service deduplicates against either's rows."""
+    ds = integration_devstream
+    stored = (await ds.memory.store("the first text", "context")).entry
+    assert stored.embedding_status == "embedded"
+
+    changed = await ds.queries.memories.update(stored.id, content="a second text")
+
+    assert changed.content_hash == content_hash("a second text")
+    assert (changed.embedding, changed.embedding_model, changed.embedding_status) == (
+        None,
+        None,
+        "pending",
+    )
+    made = await ds.queries.memories.create(content="made by hand", content_type="context")
+    assert (made.content_hash, made.embedding_status) == (content_hash("made by hand"), "pending")
+    again = await ds.memory.store("made by hand", "context")
+    assert (again.created, again.entry.id) == (False, made.id)
 
 
 async def test_memory_entries_get_a_content_hash_and_stay_searchable(

@@ -6,6 +6,7 @@ SQL about memories lives here, in SQLAlchemy Core.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -114,10 +115,37 @@ _BY_IDS_WITH_STATE = DriverQuery(
 )
 
 
+def content_hash(content: str) -> str:
+    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# What a row holds about its vector: new content without a vector of its own has none.
+_NO_VECTOR: dict[str, Any] = {
+    "embedding": None,
+    "embedding_model": None,
+    "embedding_dim": None,
+    "embedding_status": "pending",
+    "embedding_attempts": 0,
+    "embedding_error": None,
+}
+
+
+def _consistent(values: dict[str, Any]) -> dict[str, Any]:
+    """The values with what new content implies: its own hash, and no vector of the old."""
+    if "content" not in values:
+        return values
+    implied: dict[str, Any] = {"content_hash": content_hash(values["content"])}
+    if "embedding" not in values:
+        implied |= _NO_VECTOR
+    return implied | values
+
+
 async def insert(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> list[MemoryEntry]:
-    """Insert entries; returns them, in no particular order."""
+    """Insert entries; returns them, in no particular order. Every write of a memory row
+    goes through here or `update_entry`, which keep the hash and the vector consistent
+    with the content."""
     now = utcnow()
-    rows = [{"created_at": now, "updated_at": now, **value} for value in values]
+    rows = [{"created_at": now, "updated_at": now, **_consistent(value)} for value in values]
     result = await conn.execute(_INSERT, rows)
     return [_record(row) for row in result]
 
@@ -135,7 +163,7 @@ async def update_entry(
     statement = (
         update(memory_entries)
         .where(memory_entries.c.id == entry_id)
-        .values(**values, updated_at=utcnow())
+        .values(**_consistent(values), updated_at=utcnow())
     )
     row = (await conn.execute(statement.returning(*memory_entries.c))).first()
     return None if row is None else _record(row)

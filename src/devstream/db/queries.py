@@ -6,15 +6,15 @@ and out, unknown fields refused, missing rows reported, every operation timed.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import Row, Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from devstream.db import records, schema
+from devstream.db import memory_store, records, schema
 from devstream.db.pool import ConnectionPool
+from devstream.db.records import MemoryEntry
 from devstream.errors import InvalidInput, NotFound
 from devstream.metrics import MetricsRegistry
 
@@ -143,19 +143,21 @@ class TaskRepository(Repository[records.MicroTask]):
 
 
 class MemoryRepository(Repository[records.MemoryEntry]):
+    """Memory rows are written as the memory service writes them (`memory_store`): new
+    content gets its hash and loses a vector that described the old."""
+
     kind = "memory"
     table = schema.memory_entries
     record = records.MemoryEntry
 
-    def _prepare(self, values: dict[str, Any]) -> dict[str, Any]:
-        content = values.get("content")
-        if isinstance(content, str) and "content_hash" not in values:
-            values["content_hash"] = content_hash(content)
-        return values
+    async def insert_in(self, conn: AsyncConnection, values: dict[str, Any]) -> MemoryEntry:
+        (entry,) = await memory_store.insert(conn, [values])
+        return entry
 
-
-def content_hash(content: str) -> str:
-    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+    async def update_in(
+        self, conn: AsyncConnection, id: int, values: dict[str, Any]
+    ) -> MemoryEntry | None:
+        return await memory_store.update_entry(conn, id, values)
 
 
 class DependencyRepository:

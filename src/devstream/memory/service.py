@@ -19,9 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from devstream import checks
 from devstream.config import Settings
 from devstream.db import memory_store
-from devstream.db.memory_store import MemoryFilter, Scope
+from devstream.db.memory_store import MemoryFilter, Scope, content_hash
 from devstream.db.pool import ConnectionPool
-from devstream.db.queries import content_hash
 from devstream.db.records import MemoryEntry
 from devstream.errors import EmbeddingError, InvalidInput, NotFound
 from devstream.memory.backfill import Backfiller, EmbedReport, Progress
