@@ -26,6 +26,7 @@ LOOP_ENV = "DEVSTREAM_TEST_LOOP"
 LOOPS = ("asyncio", "uvloop")
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+_LOOP_KEY = pytest.StashKey[tuple[str, LoopFactory]]()  # the loop this run uses
 
 settings.register_profile(
     "dev", max_examples=100, deadline=None, derandomize=False, print_blob=True
@@ -67,9 +68,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if name not in LOOPS:
         raise pytest.UsageError(f"unknown --loop {name!r}; choose one of {', '.join(LOOPS)}")
     config.stash[_LOOP_KEY] = (name, loop_factory(name))
-
-
-_LOOP_KEY = pytest.StashKey[tuple[str, LoopFactory]]()
 
 
 def requested_loop(config: pytest.Config) -> str:

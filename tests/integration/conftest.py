@@ -37,7 +37,11 @@ from devstream.memory.index import MemoryIndex
 from devstream.memory.ollama import CircuitBreaker, OllamaEmbedder
 from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama, deterministic_embedding
+from devstream.vocabulary import EMBED_DIMENSION
 from tests.support import ManualClock
+
+_INTEGRATION = Path(__file__).parent
+_BENCH = _INTEGRATION / "benchmarks"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,10 +59,6 @@ def _test_body(item: pytest.Item) -> object:
     function = getattr(item, "function", None)
     hypothesis = getattr(function, "hypothesis", None)
     return function if hypothesis is None else hypothesis.inner_test
-
-
-_INTEGRATION = Path(__file__).parent
-_BENCH = _INTEGRATION / "benchmarks"
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,7 @@ async def integration_sample_task(
 # --- memory -------------------------------------------------------------------------------
 
 OLLAMA_URL = "http://localhost:11434"
-OLLAMA_DIMENSION = 768
+OLLAMA_DIMENSION = EMBED_DIMENSION  # the default model's
 
 
 @pytest.fixture(scope="session")
