@@ -164,7 +164,7 @@ def coverage(session: nox.Session) -> None:
 @nox.session(python=NEWEST)
 def lint(session: nox.Session) -> None:
     """Ruff lint and format check; GitHub workflows against their schema, actionlint (which
-    knows the actions' runtimes) and zizmor."""
+    knows the actions' runtimes) and zizmor; the layer contracts (import-linter)."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", *LINT_PATHS)
     session.run("ruff", "format", "--check", *LINT_PATHS)
@@ -172,6 +172,7 @@ def lint(session: nox.Session) -> None:
     session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
     session.run("actionlint", *workflows)
     session.run("zizmor", "--offline", WORKFLOWS)
+    session.run("lint-imports", "--no-logo", "--no-cache", env={"PYTHONPATH": "src"})
 
 
 @nox.session(python=OLDEST)
