@@ -39,9 +39,9 @@ from devstream.errors import (
 )
 from devstream.memory.context import approximate_tokens
 from devstream.tasks.states import PLAN_FLOW
-from devstream.workflow import Artifact
 from devstream.testing import FakeOllama
 from devstream.vocabulary import DONE, OPEN_PLANS
+from devstream.workflow import Artifact
 from tests.conftest import loop_factory, requested_loop
 from tests.integration.conftest import MigratedSchema, after_cooldown
 
