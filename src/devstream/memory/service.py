@@ -23,12 +23,11 @@ from devstream.db.memory_store import MemoryFilter, Scope, content_hash
 from devstream.db.pool import ConnectionPool
 from devstream.db.records import MemoryEntry
 from devstream.errors import EmbeddingError, InvalidInput, NotFound
-from devstream.memory.backfill import Backfiller, EmbedReport, Progress
+from devstream.memory.backfill import Backfiller
 from devstream.memory.embedders import Embedder
-from devstream.memory.follow import Followed
 from devstream.memory.index import MemoryIndex
 from devstream.memory.keywords import extract_keywords
-from devstream.memory.search import Searcher, SearchResult, SearchWeights, checked_filter
+from devstream.memory.search import Searcher, checked_filter
 from devstream.memory.vectors import Vector, encode
 from devstream.metrics import MetricsRegistry
 from devstream.vocabulary import CONTENT_TYPES
@@ -73,10 +72,16 @@ class MemoryService:
         self._pool = pool
         self.metrics = metrics
         self.embedder = embedder
-        self._later = Backfiller(pool, metrics, embedder)
         self._max_chars = settings.max_memory_chars
         index = index if index is not None else MemoryIndex(embedder.model, embedder.dimension)
         self.searcher = Searcher(pool, metrics, embedder, index, settings.sqlite_path)
+        backfiller = Backfiller(pool, metrics, embedder)
+        # Searching and embedding later are theirs; the service offers their methods as its own.
+        self.search = self.searcher.search
+        self.catch_up = self.searcher.catch_up
+        self.backfill = backfiller.backfill
+        self.reembed = backfiller.reembed
+        self.waiting = backfiller.waiting
 
     @property
     def index(self) -> MemoryIndex:
@@ -292,32 +297,6 @@ class MemoryService:
             raise NotFound("memory", entry_id)
         return entry
 
-    # --- search ----------------------------------------------------------------------
-
-    async def search(
-        self,
-        query: str,
-        *,
-        limit: int = 10,
-        filters: MemoryFilter | None = None,
-        min_similarity: float | None = None,
-        weights: SearchWeights | None = None,
-        exact: bool = False,
-    ) -> SearchResult:
-        """Hybrid search: full-text and vector rankings fused by weighted RRF (see Searcher)."""
-        return await self.searcher.search(
-            query,
-            limit=limit,
-            filters=filters,
-            min_similarity=min_similarity,
-            weights=weights,
-            exact=exact,
-        )
-
-    async def catch_up(self) -> Followed:
-        """Bring the in-process indexes to the store's latest committed state."""
-        return await self.searcher.catch_up()
-
     async def count_retrievals(self, entry_ids: Sequence[int]) -> None:
         """Count a retrieval of each entry (a `get`, or being injected into a context)."""
         entry_ids = checks.identifiers(entry_ids, "entry_ids")
@@ -327,26 +306,6 @@ class MemoryService:
     async def count_retrievals_in(self, conn: AsyncConnection, entry_ids: Sequence[int]) -> None:
         """Inside the caller's write transaction: count a retrieval of each entry."""
         await memory_store.touch(conn, entry_ids)
-
-    # --- embedding later ---------------------------------------------------------------
-
-    async def backfill(
-        self,
-        batch_size: int = 64,
-        progress: Progress | None = None,
-        *,
-        retry_failed: bool = False,
-    ) -> EmbedReport:
-        """Embed the entries stored as pending (with `retry_failed`, those marked failed too)."""
-        return await self._later.backfill(batch_size, progress, retry_failed=retry_failed)
-
-    async def reembed(self, batch_size: int = 64, progress: Progress | None = None) -> EmbedReport:
-        """Embed pending entries and those embedded by another model or dimension."""
-        return await self._later.reembed(batch_size, progress)
-
-    async def waiting(self, *, other_models: bool = False) -> int:
-        """How many entries wait to be embedded (`other_models`: re-embedded)."""
-        return await self._later.waiting(other_models=other_models)
 
 
 @dataclass(frozen=True)
