@@ -14,9 +14,12 @@ from pathlib import Path
 
 import nox
 
+ROOT = Path(__file__).parent.resolve()
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+
 # The matrix ---------------------------------------------------------------------------------
 
-PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+PYTHONS = nox.project.python_versions(PYPROJECT)  # from its classifiers, as ci/test reads them
 LOOPS = ["asyncio", "uvloop"]
 CATEGORIES = {
     "database": "tests/integration/test_database_integration.py",
@@ -39,8 +42,6 @@ nox.options.error_on_missing_interpreters = True
 nox.options.download_python = "never"
 nox.options.sessions = ["lint", "typecheck", "unit", "parallel", "coverage"]
 
-ROOT = Path(__file__).parent.resolve()
-PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 COVERAGE_DIR = ROOT / ".coverage-data"
 LINT_PATHS = ["src", "tests", "noxfile.py", "ci"]
 WORKFLOWS = ".github/workflows"

@@ -37,3 +37,9 @@ async def test_the_aiosqlite_internals_the_driver_layer_uses_are_there() -> None
         assert connection.read_without_waiting("SELECT 2", ()) == [(2,)]
     finally:
         await connection.close()
+
+
+def test_the_oldest_python_is_the_one_mypy_checks_and_the_package_requires() -> None:
+    assert sorted(noxfile.PYTHONS, key=lambda v: tuple(map(int, v.split(".")))) == noxfile.PYTHONS
+    assert noxfile.PYPROJECT["tool"]["mypy"]["python_version"] == noxfile.OLDEST
+    assert noxfile.PYPROJECT["project"]["requires-python"] == f">={noxfile.OLDEST}"
