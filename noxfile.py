@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -30,6 +31,25 @@ CATEGORIES = {
     "error_boundaries": "tests/integration/test_error_boundaries.py",
 }
 
+# Mutation testing: the error-handling modules, each with the pytest arguments of the tests
+# that exercise it (a run stops at its first failure). Left out: the multi-process, the
+# pytester and the hostile-argument sweep tests, slow and aimed at other code.
+MUTATED = {
+    "src/devstream/db/pool.py": [
+        "tests/integration/test_database_integration.py",
+        "tests/integration/test_error_boundaries.py",
+        *("-m", "not multiprocess"),
+        *("-k", "not pollution_guard and not hostile_values and not any_values"),
+    ],
+    "src/devstream/memory/backfill.py": [
+        "tests/integration/test_memory_database_integration.py",
+        *("-k", "backfill or reembed or refuse"),
+    ],
+    "src/devstream/memory/ollama.py": ["tests/unit/test_ollama.py"],
+    "src/devstream/tasks/states.py": ["tests/unit/test_task_rules.py"],
+}
+MUTATION_THRESHOLD = 80.0  # killed, in % of the mutants that ran; a timeout is not a kill
+
 OLDEST = PYTHONS[0]  # typecheck: matches `python_version` in [tool.mypy]
 NEWEST = PYTHONS[-1]  # lint, unit
 REPORT_PYTHON = "3.12"  # coverage, benchmark
@@ -43,6 +63,9 @@ nox.options.download_python = "never"
 nox.options.sessions = ["lint", "typecheck", "unit", "parallel", "coverage"]
 
 COVERAGE_DIR = ROOT / ".coverage-data"
+BENCHMARK_RESULT = ROOT / ".benchmarks" / "figures.json"  # the latest run; its plot beside it
+BENCHMARK_BASELINE = ROOT / "ci" / "benchmark-baseline.json"
+FLAKY_DIR = ROOT / ".flaky"  # the flaky session's reports, one folder per loop
 LINT_PATHS = ["src", "tests", "noxfile.py", "ci"]
 WORKFLOWS = ".github/workflows"
 
@@ -78,6 +101,14 @@ def installed_package_dir(session: nox.Session) -> str:
     return str(output).strip()
 
 
+def hypothesis_seed(session: nox.Session) -> str:
+    """One Hypothesis seed for the session's workers, printed so that a failure can be rerun:
+    HYPOTHESIS_SEED=<seed> nox -s <session>."""
+    seed = os.environ.get("HYPOTHESIS_SEED") or str(secrets.randbelow(2**32))
+    session.log(f"hypothesis seed {seed} (rerun with HYPOTHESIS_SEED={seed})")
+    return seed
+
+
 def run_pytest(session: nox.Session, *args: str, loop: str, coverage: bool = True) -> None:
     """Install the test environment and run pytest on `loop`, collecting coverage data."""
     install(session, "test")
@@ -92,11 +123,7 @@ def run_pytest(session: nox.Session, *args: str, loop: str, coverage: bool = Tru
         # not to any one session's share.
         args = (*args, f"--cov={installed_package_dir(session)}", "--cov-report=")
         args = (*args, "--cov-fail-under=0")
-    # One Hypothesis seed for the session's workers, printed so that a failure can be rerun:
-    # HYPOTHESIS_SEED=<seed> nox -s <session>.
-    seed = os.environ.get("HYPOTHESIS_SEED") or str(secrets.randbelow(2**32))
-    session.log(f"hypothesis seed {seed} (rerun with HYPOTHESIS_SEED={seed})")
-    args = (*args, f"--hypothesis-seed={seed}")
+    args = (*args, f"--hypothesis-seed={hypothesis_seed(session)}")
     # nox's default success_codes=[0] is kept on purpose: pytest's exit code 5
     # (no tests collected) fails the session.
     session.run("pytest", *args, *session.posargs, env=env)
@@ -121,6 +148,21 @@ def parallel(session: nox.Session, loop: str) -> None:
 
 
 @nox.session(python=NEWEST)
+@nox.parametrize("loop", tagged(*LOOPS))
+def flaky(session: nox.Session, loop: str) -> None:
+    """The integration suite N times in random orders under xdist while CPU burners keep
+    every core busy, then each timing-sensitive test 100 times more; the pass rate per test
+    (`-- --runs N --repeat N --repeated EXPR`, see ci/flaky.py). Not a default session."""
+    install(session, "test")
+    report_dir = FLAKY_DIR / loop
+    seed = f"--hypothesis-seed={hypothesis_seed(session)}"
+    env = {"DEVSTREAM_TEST_LOOP": loop}
+    session.run(
+        "python", "-m", "ci.flaky", f"--report-dir={report_dir}", seed, *session.posargs, env=env
+    )
+
+
+@nox.session(python=NEWEST)
 def unit(session: nox.Session) -> None:
     """Unit tests."""
     run_pytest(session, "tests/unit", loop="asyncio")
@@ -128,7 +170,12 @@ def unit(session: nox.Session) -> None:
 
 @nox.session(python=REPORT_PYTHON)
 def benchmark(session: nox.Session) -> None:
-    """Benchmarks on uvloop, without xdist or coverage."""
+    """Benchmarks on uvloop, without xdist or coverage, then compared with the committed
+    baseline as ratios to the run's calibration (ci/benchcheck.py): a slowdown beyond 1.3x
+    fails. The figures (JSON) and a plot (PNG) are written to .benchmarks/."""
+    # A run that records no figures must not be judged by an older file.
+    BENCHMARK_RESULT.unlink(missing_ok=True)
+    session.env["DEVSTREAM_BENCHMARK_JSON"] = str(BENCHMARK_RESULT)
     run_pytest(
         session,
         "tests/integration/",
@@ -138,6 +185,9 @@ def benchmark(session: nox.Session) -> None:
         loop="uvloop",
         coverage=False,
     )
+    plot = BENCHMARK_RESULT.with_suffix(".png")
+    check = ["--baseline", str(BENCHMARK_BASELINE), "--plot", str(plot)]
+    session.run("python", "-m", "ci.benchcheck", str(BENCHMARK_RESULT), *check)
 
 
 @nox.session(python=REPORT_PYTHON)
@@ -157,6 +207,18 @@ def coverage(session: nox.Session) -> None:
     session.run("coverage", "html", "--fail-under=0")
     session.run("coverage", "xml", "--fail-under=0")
     session.run("coverage", "report")
+
+
+@nox.session(python=REPORT_PYTHON)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing (cosmic-ray) of the error-handling code in MUTATED: fails when fewer
+    than MUTATION_THRESHOLD % of the mutants are killed. Not a default session."""
+    # Every mutant runs pytest in a fresh process that writes no bytecode: compiled once
+    # here, the dependencies load fast.
+    session.env["UV_COMPILE_BYTECODE"] = "1"
+    install(session, "mutation")
+    args = ["--plan", json.dumps(MUTATED), f"--threshold={MUTATION_THRESHOLD:g}"]
+    session.run("python", "-m", "ci.mutation", *args)
 
 
 # Static checks ------------------------------------------------------------------------------

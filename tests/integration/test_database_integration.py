@@ -51,6 +51,7 @@ from tests.support import REPO_ROOT, devstream_cli, repo_pythonpath
 # --- connection pool under load ---------------------------------------------------------
 
 
+@pytest.mark.clock
 async def test_pool_serves_hundreds_of_concurrent_mixed_operations(
     integration_real_database: DevStream,
 ) -> None:
@@ -81,18 +82,119 @@ async def test_pool_serves_hundreds_of_concurrent_mixed_operations(
     assert ds.stats()["gauges"]["pool"] == stats.as_dict()  # type: ignore[index]
 
 
+@pytest.mark.clock
 async def test_pool_timeout_is_a_typed_error(integration_real_database: DevStream) -> None:
     path = integration_real_database.settings.sqlite_path
     pool = ConnectionPool.create(Settings(db=str(path), pool_size=1, pool_timeout_s=0.05))
     try:
+        assert pool.stats.as_dict() == {  # a fresh pool has counted nothing
+            "size": 1.0,
+            **dict.fromkeys(["in_use", "peak_in_use", "waits", "wait_time_s"], 0.0),
+            **dict.fromkeys(["writer_waits", "reads", "writes", "timeouts"], 0.0),
+        }
+        assert not pool.concurrent_reads  # one connection: a second read would wait for it
         async with pool.read_transaction():
-            with pytest.raises(PoolTimeout, match=r"no database connection free after 0\.05s"):
-                async with pool.read_transaction():
-                    pass
-        assert pool.stats.timeouts == 1
-        assert pool.stats.in_use == 0
+            for _ in range(2):
+                with pytest.raises(PoolTimeout, match=r"no database connection free after 0\.05s"):
+                    async with pool.read_transaction():
+                        pass
+        assert (pool.stats.timeouts, pool.stats.waits, pool.stats.in_use) == (2, 2, 0)
+        # Those that gave up wait no more: a later read finds the connection free.
+        async with pool.read_transaction():
+            pass
+        assert (pool.stats.reads, pool.stats.waits, pool.stats.peak_in_use) == (4, 2, 1)
+        # The two timed-out waits of 0.05 s, and little else.
+        assert 0.1 <= pool.stats.wait_time_s < 2.0
     finally:
         await pool.close()
+
+
+async def test_every_caller_queued_for_a_connection_is_counted_once(
+    integration_real_database: DevStream,
+) -> None:
+    path = integration_real_database.settings.sqlite_path
+    pool = ConnectionPool.create(Settings(db=str(path), pool_size=2))
+    try:
+        assert pool.concurrent_reads
+        async with pool.read_statement() as conn:  # one statement, no transaction: a read
+            assert await conn.scalar(text("SELECT 1")) == 1
+        assert (pool.stats.reads, pool.stats.waits) == (1, 0)
+
+        async def read() -> None:
+            async with pool.read_transaction():
+                pass
+
+        async with pool.read_transaction():
+            async with pool.read_transaction():
+                queued = [asyncio.create_task(read()) for _ in range(2)]
+                await asyncio.sleep(0)  # both reach the pool and queue
+                assert pool.stats.waits == 2
+            assert pool.open_connections() == 2  # in use and idle alike
+            await asyncio.gather(*queued)
+        assert (pool.stats.reads, pool.stats.waits, pool.stats.in_use) == (5, 2, 0)
+    finally:
+        await pool.close()
+
+
+async def test_a_writer_waits_for_the_one_before_it_and_is_counted(
+    integration_real_database: DevStream,
+) -> None:
+    pool = integration_real_database.pool
+    assert pool.concurrent_reads  # five connections, no seam
+    waiting_before = pool.stats.writer_waits
+
+    async def write() -> None:
+        async with pool.write_transaction():
+            pass
+
+    async with pool.write_transaction():
+        second = asyncio.create_task(write())
+        await asyncio.sleep(0)  # the second writer reaches the lock and queues
+        assert pool.stats.writer_waits == waiting_before + 1
+    await second
+    await write()  # alone: no wait
+    assert pool.stats.writer_waits == waiting_before + 1
+
+
+def other_writer_can_begin(path: Path) -> bool:
+    """Whether another connection (another process, as far as SQLite knows) can take the
+    write lock now, without waiting."""
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "database is locked" not in str(exc):
+            raise
+        return False
+    else:
+        other.rollback()
+        return True
+    finally:
+        other.close()
+
+
+async def test_a_write_transaction_takes_the_write_lock_as_it_begins(
+    integration_real_database: DevStream,
+) -> None:
+    """BEGIN IMMEDIATE, before any write: a writer waits on busy_timeout at its start instead
+    of failing when it upgrades a read lock halfway. The isolation seam's transaction too."""
+    pool, path = integration_real_database.pool, integration_real_database.settings.sqlite_path
+    assert path is not None
+    async with pool.read_transaction() as conn:
+        await conn.scalar(text("SELECT count(*) FROM intervention_plans"))
+        assert other_writer_can_begin(path)
+    async with pool.write_transaction(bump_generation=False):
+        assert not other_writer_can_begin(path)
+    async with pool.isolated():
+        assert not other_writer_can_begin(path)
+    assert other_writer_can_begin(path)
+
+
+async def test_a_database_in_folders_not_made_yet_gets_them(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "folders" / "devstream.db"
+    pool = ConnectionPool.create(Settings(db=str(path)))
+    await pool.close()
+    assert path.parent.is_dir()
 
 
 # --- transaction rollback and consistency -----------------------------------------------
@@ -502,6 +604,7 @@ async def test_memory_entries_get_a_content_hash_and_stay_searchable(
 # --- metrics ----------------------------------------------------------------------------
 
 
+@pytest.mark.clock
 async def test_operations_are_timed_and_failures_counted(
     integration_devstream: DevStream, integration_sample_plan: Plan
 ) -> None:
@@ -588,6 +691,7 @@ class TestIsolation:
 async def test_seam_serialises_concurrent_callers(
     integration_query_manager: QueryManager,
 ) -> None:
+    assert not integration_query_manager.pool.concurrent_reads  # one connection under the seam
     plans = integration_query_manager.plans
     created = await asyncio.gather(*(plans.create(title=f"c{n}") for n in range(20)))
     listed = await asyncio.gather(*(plans.list() for _ in range(5)))
@@ -649,6 +753,7 @@ async def test_writes_a_plan(integration_query_manager):
 
 @pytest.mark.xdist_group("isolation")
 @pytest.mark.parametrize("rollback", [True, False], ids=["with-rollback", "rollback-off"])
+@pytest.mark.subprocess
 async def test_pollution_guard_fires_only_without_rollback(
     pytester: pytest.Pytester,
     pytestconfig: pytest.Config,
@@ -746,6 +851,7 @@ async def test_cli_doctor_reports_an_unusable_database(
         assert path.read_bytes() == original  # nothing was written over it
 
 
+@pytest.mark.socket
 async def test_cli_doctor_checks_the_embedding_server_and_its_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_ollama: FakeOllama
 ) -> None:
@@ -854,6 +960,7 @@ async def test_cli_reports_bad_settings_and_its_version(
     )
 
 
+@pytest.mark.subprocess
 async def test_console_script_never_prints_a_traceback(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,

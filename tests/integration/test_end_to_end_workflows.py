@@ -269,6 +269,7 @@ def _fresh_home_env(home: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.subprocess
 async def test_the_demo_runs_in_a_fresh_home_offline(tmp_path: Path) -> None:
     # Even with an Ollama URL configured, the demo stays offline.
     env = {**_fresh_home_env(tmp_path), "DEVSTREAM_OLLAMA_URL": "http://127.0.0.1:9"}

@@ -103,6 +103,8 @@ async def test_a_full_disk_is_typed_loses_nothing_and_work_resumes(
 # --- a crash mid-write -------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
+@pytest.mark.clock
 async def test_a_writer_killed_mid_write_loses_only_what_it_had_not_committed(
     integration_real_database: DevStream,
 ) -> None:
@@ -144,6 +146,7 @@ async def test_a_writer_killed_mid_write_loses_only_what_it_had_not_committed(
 # --- a locked database ------------------------------------------------------------------------
 
 
+@pytest.mark.clock
 async def test_a_long_held_lock_is_a_typed_error_and_writes_resume(
     integration_database_schema: MigratedSchema, tmp_path: Path
 ) -> None:
@@ -190,6 +193,8 @@ async def test_a_batch_the_database_refuses_halfway_leaves_nothing(
 # --- the embedding server stalls during task execution -------------------------------------------
 
 
+@pytest.mark.socket
+@pytest.mark.clock
 async def test_a_stalled_embedder_during_a_task_degrades_and_recovers(
     integration_devstream: DevStream, fake_ollama: FakeOllama
 ) -> None:

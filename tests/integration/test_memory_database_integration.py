@@ -181,6 +181,7 @@ async def test_keyword_vector_and_hybrid_search(
     assert not hybrid.degraded
 
 
+@pytest.mark.clock
 async def test_search_filters_and_similarity_threshold(
     integration_devstream: DevStream,
     integration_memory_entries: list[MemoryEntry],
@@ -436,6 +437,25 @@ async def test_another_model_is_never_compared_until_reembedded(
     assert after.hits[0].entry.id == integration_memory_entries[0].id
 
 
+async def test_reembed_goes_64_entries_at_a_time_by_default(
+    integration_connection_pool: ConnectionPool,
+    integration_config: Settings,
+    integration_devstream: DevStream,
+    integration_mock_ollama_responses: str,
+) -> None:
+    notes = [NewMemory(f"reembed note {n}", "context") for n in range(65)]
+    await integration_devstream.memory.store_many(notes)
+    ds = ollama_devstream(
+        integration_connection_pool, integration_config, integration_mock_ollama_responses
+    )
+    progress: list[tuple[int, int]] = []
+    report = await ds.memory.reembed(progress=lambda done, total: progress.append((done, total)))
+    assert (report.embedded, report.remaining) == (65, 0)
+    assert progress == [(64, 65), (65, 65)]
+    await ds.memory.embedder.aclose()
+
+
+@pytest.mark.socket
 async def test_outage_degrades_then_backfill_recovers(
     integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
 ) -> None:
@@ -465,6 +485,7 @@ async def test_outage_degrades_then_backfill_recovers(
     assert await ds.memory.waiting() == 0
 
 
+@pytest.mark.socket
 async def test_wrong_dimension_is_a_typed_error_not_a_corrupt_index(
     integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
 ) -> None:
@@ -524,6 +545,7 @@ async def test_cli_memory_round_trip(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
 
 
+@pytest.mark.socket
 async def test_cli_says_degraded_when_ollama_is_down(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_ollama: FakeOllama
 ) -> None:
@@ -565,6 +587,7 @@ async def test_cli_hostile_queries_answer_or_fail_in_one_line(
 # --- every failure mode of the embedding server, over real sockets ------------------------
 
 
+@pytest.mark.socket
 async def test_a_transient_failure_is_retried(
     integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
 ) -> None:
@@ -590,6 +613,8 @@ async def test_a_transient_failure_is_retried(
     ],
     ids=["5xx", "429", "garbage", "stall", "refused"],
 )
+@pytest.mark.socket
+@pytest.mark.clock
 async def test_failures_store_pending_and_the_breaker_stops_calling(
     integration_connection_pool: ConnectionPool,
     integration_config: Settings,
@@ -626,6 +651,8 @@ async def test_failures_store_pending_and_the_breaker_stops_calling(
     await embedder.aclose()
 
 
+@pytest.mark.subprocess
+@pytest.mark.socket
 async def test_fake_ollama_runs_as_a_module_and_doctor_sees_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -720,6 +747,7 @@ async def test_many_candidates_metrics_and_bad_arguments(integration_devstream: 
         _ = mismatched.memory  # built on first use
 
 
+@pytest.mark.socket
 async def test_a_client_error_is_not_retried_and_leaves_the_breaker_closed(
     integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
 ) -> None:
@@ -772,6 +800,9 @@ async def test_context_for_a_task_prefers_its_plan(
 # --- a memory the server cannot embed ----------------------------------------------------------
 
 
+HALVING_BOUND_S = 20.0
+
+
 async def _pending(ds: DevStream, fake: FakeOllama, texts: list[str]) -> list[int]:
     """Store `texts` while the server is down: every one waits to be embedded."""
     fake.refuse()
@@ -787,6 +818,7 @@ async def _pending(ds: DevStream, fake: FakeOllama, texts: list[str]) -> list[in
     [(400, CONTEXT_LENGTH_ERROR), (500, "llama runner process has terminated")],
     ids=["too-long", "server-error-for-it-alone"],
 )
+@pytest.mark.socket
 async def test_one_memory_the_server_refuses_never_blocks_the_others(
     integration_ollama_devstream: DevStream, fake_ollama: FakeOllama, status: int, reason: str
 ) -> None:
@@ -796,9 +828,16 @@ async def test_one_memory_the_server_refuses_never_blocks_the_others(
     ids = await _pending(ds, fake_ollama, texts)
     fake_ollama.poison("POISON", status=status, message=reason)
 
-    report = await ds.memory.backfill()  # the default batch size: 64
+    progress: list[tuple[int, int]] = []
+    # The default batch size: 64. Halving that never shrinks a part would go on forever:
+    # the bound, far beyond the second this takes, turns that into a failure.
+    report = await asyncio.wait_for(
+        ds.memory.backfill(progress=lambda done, total: progress.append((done, total))),
+        timeout=HALVING_BOUND_S,
+    )
 
     assert (report.embedded, report.remaining, report.error) == (99, 1, None)
+    assert progress == [(64, 100), (100, 100)]  # the set-aside memory counts as done
     assert list(report.set_aside) == [ids[37]]
     assert reason in report.set_aside[ids[37]]
     # A first probe that the server embeds at all; 2 batches; the refused one halved 6 times
@@ -812,6 +851,30 @@ async def test_one_memory_the_server_refuses_never_blocks_the_others(
     assert len(embedded) == 99
 
 
+@pytest.mark.socket
+async def test_a_refused_batch_splits_its_larger_half_first(
+    integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
+) -> None:
+    """Three memories, the last refused: [a, b] and [P], then P alone is refused."""
+    ds = integration_ollama_devstream
+    ids = await _pending(ds, fake_ollama, ["note a", "note b", "POISON note"])
+    fake_ollama.poison("POISON")
+    report = await asyncio.wait_for(ds.memory.backfill(batch_size=3), timeout=HALVING_BOUND_S)
+    assert (report.embedded, list(report.set_aside)) == (2, [ids[2]])
+    # The probe, [a, b, P] refused, the probe, [a, b], [P] refused, the probe.
+    assert report.requests == 6
+
+
+async def test_a_batch_size_below_one_is_refused(integration_devstream: DevStream) -> None:
+    for embed_later in (
+        integration_devstream.memory.backfill,
+        integration_devstream.memory.reembed,
+    ):
+        with pytest.raises(InvalidInput, match="batch size"):
+            await embed_later(batch_size=0)
+
+
+@pytest.mark.socket
 async def test_a_memory_refused_three_times_is_failed_until_retried(
     integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
 ) -> None:
@@ -837,6 +900,7 @@ async def test_a_memory_refused_three_times_is_failed_until_retried(
     assert embedded.embedding_error is None
 
 
+@pytest.mark.socket
 async def test_a_server_failing_every_input_stops_the_backfill_and_blames_no_memory(
     integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
 ) -> None:
@@ -851,6 +915,8 @@ async def test_a_server_failing_every_input_stops_the_backfill_and_blames_no_mem
     assert (untouched.embedding_attempts, untouched.embedding_error) == (0, None)
 
 
+@pytest.mark.socket
+@pytest.mark.clock
 async def test_one_action_waits_no_longer_than_its_deadline_and_says_it_timed_out(
     integration_connection_pool: ConnectionPool,
     integration_config: Settings,

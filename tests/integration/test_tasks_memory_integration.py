@@ -532,6 +532,7 @@ async def test_a_plan_is_completed_only_with_every_phase_done(
         await tasks.set_plan_status(plan.id, "completed")
 
 
+@pytest.mark.clock
 async def test_retry_clears_the_last_run_and_every_run_is_timed(
     integration_devstream: DevStream, work: Work
 ) -> None:
@@ -579,6 +580,7 @@ async def test_tasks_of_closed_plans_are_never_ready(
 # --- embedding down ---------------------------------------------------------------------------
 
 
+@pytest.mark.socket
 async def test_the_workflow_completes_while_the_embedder_is_down(
     integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
 ) -> None:

@@ -25,11 +25,12 @@ LISTING: list[dict[str, Any]] = [
         "call_spec": {"category": "database", "loop": "uvloop"},
     },
     {"session": "coverage", "name": "coverage", "python": "3.12", "tags": [], "call_spec": {}},
+    {"session": "benchmark", "name": "benchmark", "python": "3.12", "tags": [], "call_spec": {}},
     {"session": "tool", "name": "tool", "python": None, "tags": [], "call_spec": {}},
 ]
 
 
-def test_one_job_per_session_except_coverage() -> None:
+def test_one_job_per_session_except_coverage_and_benchmark() -> None:
     assert gha_matrix.matrix(LISTING) == {
         "include": [
             {"session": "lint", "python": "3.13", "id": "lint"},
@@ -70,3 +71,19 @@ def test_the_jobs_are_the_noxfile_table() -> None:
     others = set(defaults) - {"parallel", "coverage"}
     assert jobs == table | others
     assert all(path.startswith("tests/integration/") for path in noxfile.CATEGORIES.values())
+
+
+def test_the_workflow_runs_no_session_kept_out_of_its_matrix() -> None:
+    """What the workflow's matrix job lists (every session but those EXCLUDED)."""
+    listed = subprocess.run(
+        [sys.executable, "-m", *gha_matrix.NOX_LIST, "-f", str(REPO_ROOT / "noxfile.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    names = {entry["name"] for entry in json.loads(listed.stdout)}
+    jobs = {job["session"] for job in gha_matrix.matrix(json.loads(listed.stdout))["include"]}
+    assert {"integration", "parallel", "unit", "lint", "typecheck"} <= names
+    assert not names & set(gha_matrix.EXCLUDED)
+    assert not any(job.startswith(gha_matrix.EXCLUDED) for job in jobs)

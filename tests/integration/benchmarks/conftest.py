@@ -4,30 +4,41 @@ pytest-benchmark times synchronous callables, so benchmarks run coroutines on a 
 their own (the kind `--loop` chose) against database files of their own, never the shared
 worker database; the pollution guard therefore has nothing to watch here. Every figure is
 collected and printed side by side, with its target and whether it was met, at the end of
-the run. Timings are not asserted (shared machines are noisy); correctness is: counts,
-errors, lost entries.
+the run, and written as JSON to the file that DEVSTREAM_BENCHMARK_JSON names, if set (`nox -s
+benchmark` sets it and compares the file with the baseline: ci/benchcheck.py), together
+with the calibration figure those comparisons divide by. Timings are not asserted (shared
+machines are noisy); correctness is: counts, errors, lost entries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import platform
 import shutil
+import statistics
+import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from ci.benchcheck import CALIBRATION
 from devstream import DevStream, Settings
 from devstream.db import migrate
 from devstream.db.pool import ConnectionPool
 from devstream.memory.service import NewMemory
 from tests.conftest import loop_factory, requested_loop
+from tests.integration.benchmarks.calibration import CHECKSUM, ROUNDS_PER_BENCHMARK, workload
 from tests.integration.benchmarks.corpus import Corpus
 
 T = TypeVar("T")
+
+RESULT_ENV = "DEVSTREAM_BENCHMARK_JSON"
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,7 @@ class Figure:
 
 
 FIGURES: list[Figure] = []
+CALIBRATION_ROUNDS_S: list[float] = []
 
 
 def record(name: str, value: float, unit: str, target: str = "", met: bool | None = None) -> None:
@@ -56,6 +68,8 @@ def median_s(benchmark: BenchmarkFixture) -> float:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not FIGURES:
         return
+    calibration_ms = statistics.median(CALIBRATION_ROUNDS_S) * 1000
+    FIGURES.insert(0, Figure(CALIBRATION, calibration_ms, "ms", "", None))
     terminalreporter.section("DevStream benchmark figures")
     for figure in FIGURES:
         verdict = {True: "met", False: "MISSED", None: "reported"}[figure.met]
@@ -66,11 +80,36 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     missed = [figure.name for figure in FIGURES if figure.met is False]
     met = sum(figure.met is True for figure in FIGURES)
     terminalreporter.write_line(f"targets met: {met}; missed: {len(missed)}")
+    if result := os.environ.get(RESULT_ENV):
+        write_figures(Path(result))
+        terminalreporter.write_line(f"figures written to {result}")
+
+
+def write_figures(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "python": platform.python_version(),
+        "figures": [asdict(figure) for figure in FIGURES],
+    }
+    path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
 
 
 @pytest.fixture(autouse=True)
 def integration_pollution_guard() -> None:
     """Benchmarks use files of their own; the shared worker database is never touched."""
+
+
+@pytest.fixture(autouse=True)
+def calibration_rounds() -> None:
+    """Rounds of the calibration workload before each benchmark. Its figure is the median of
+    them all, so it sees the machine as the whole run did: other work starts and stops
+    during a run, and rounds taken at its start alone once came out 1.6x slower than the
+    rest of that run warranted."""
+    for _ in range(ROUNDS_PER_BENCHMARK):
+        started = time.perf_counter()
+        checksum = workload()
+        CALIBRATION_ROUNDS_S.append(time.perf_counter() - started)
+        assert checksum == CHECKSUM, "the calibration workload changed: refresh the baseline"
 
 
 @pytest.fixture(scope="session")
