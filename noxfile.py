@@ -45,6 +45,7 @@ MUTATED = {
         "tests/integration/test_memory_database_integration.py",
         *("-k", "backfill or reembed or refuse"),
     ],
+    "src/devstream/memory/breaker.py": ["tests/unit/test_ollama.py"],
     "src/devstream/memory/ollama.py": ["tests/unit/test_ollama.py"],
     "src/devstream/tasks/states.py": ["tests/unit/test_task_rules.py"],
 }

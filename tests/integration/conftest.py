@@ -32,9 +32,10 @@ from devstream.db import generation, migrate
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
 from devstream.db.records import MemoryEntry, MicroTask, Phase, Plan
+from devstream.memory.breaker import CircuitBreaker
 from devstream.memory.embedders import HashingEmbedder
 from devstream.memory.index import MemoryIndex
-from devstream.memory.ollama import CircuitBreaker, OllamaEmbedder
+from devstream.memory.ollama import OllamaEmbedder
 from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama, deterministic_embedding
 from devstream.vocabulary import EMBED_DIMENSION

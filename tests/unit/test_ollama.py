@@ -20,14 +20,9 @@ from devstream.errors import (
     EmbeddingRefused,
     EmbeddingUnavailable,
 )
+from devstream.memory.breaker import BreakerState, CircuitBreaker
 from devstream.memory.embedders import Embedder
-from devstream.memory.ollama import (
-    BreakerState,
-    CircuitBreaker,
-    OllamaEmbedder,
-    describe,
-    ollama_name,
-)
+from devstream.memory.ollama import OllamaEmbedder, describe, ollama_name
 from tests.support import ManualClock
 
 BASE_URL = "http://ollama.test:11434"

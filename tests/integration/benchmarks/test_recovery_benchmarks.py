@@ -21,7 +21,8 @@ from sqlalchemy import text
 
 from devstream import DevStream, Settings
 from devstream.db.pool import ConnectionPool
-from devstream.memory.ollama import CircuitBreaker, OllamaEmbedder
+from devstream.memory.breaker import CircuitBreaker
+from devstream.memory.ollama import OllamaEmbedder
 from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama
 from tests.integration.benchmarks.conftest import median_s, record
