@@ -131,12 +131,13 @@ _NO_VECTOR: dict[str, Any] = {
 
 
 def _consistent(values: dict[str, Any]) -> dict[str, Any]:
-    """The values with what new content implies: its own hash, and no vector of the old."""
+    """The values with what new content implies and they do not say: its own hash, and no
+    vector of the old. (The memory service passes both: its rows are hashed once.)"""
     if "content" not in values:
         return values
-    implied: dict[str, Any] = {"content_hash": content_hash(values["content"])}
-    if "embedding" not in values:
-        implied |= _NO_VECTOR
+    implied: dict[str, Any] = {} if "embedding" in values else dict(_NO_VECTOR)
+    if "content_hash" not in values:
+        implied["content_hash"] = content_hash(values["content"])
     return implied | values
 
 
