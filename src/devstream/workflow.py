@@ -82,8 +82,9 @@ class Workflow:
         _check_budget(budget, per_type_cap)
         with self.metrics.timed("workflow.start"):
             located = await self._claimable(task_id, "active")  # before the costlier search
-            # Retrievals are counted below, with the claim.
-            context = await self._context(located, budget, per_type_cap, count_tokens, False)
+            context = await self._context(
+                located, budget, per_type_cap, count_tokens, count_retrievals=False
+            )  # counted below, with the claim
             async with self._pool.write_transaction() as conn:
                 claimed = await self.tasks.claim(conn, task_id, "active")
                 await _check_unblocked(conn, task_id)
@@ -113,7 +114,9 @@ class Workflow:
         _check_budget(budget, per_type_cap)
         async with self._pool.read_transaction() as conn:
             located = await self.tasks.locate(conn, task_id)
-        return await self._context(located, budget, per_type_cap, count_tokens, True)
+        return await self._context(
+            located, budget, per_type_cap, count_tokens, count_retrievals=True
+        )
 
     async def complete_task(
         self, task_id: int, output: str | None = None, artifacts: Sequence[Artifact] = ()
@@ -172,6 +175,7 @@ class Workflow:
         budget: int,
         per_type_cap: int | None,
         count_tokens: TokenCounter,
+        *,
         count_retrievals: bool,
     ) -> AssembledContext:
         """A task's context: its title and description as the query, its plan's memories
