@@ -94,6 +94,7 @@ async def test_pool_timeout_is_a_typed_error(integration_real_database: DevStrea
         }
         assert not pool.concurrent_reads  # one connection: a second read would wait for it
         async with pool.read_transaction():
+            assert pool.open_connections() == 1  # in use, none idle
             for _ in range(2):
                 with pytest.raises(PoolTimeout, match=r"no database connection free after 0\.05s"):
                     async with pool.read_transaction():

@@ -423,6 +423,9 @@ async def test_another_model_is_never_compared_until_reembedded(
     before = await ds.memory.search("WAL journal mode", weights=VECTOR_ONLY)
     assert before.hits == []  # the hashing model's vectors are not this model's
     assert await ds.memory.waiting(other_models=True) == len(integration_memory_entries)
+    # A backfill embeds what is pending only: converting is reembed's work.
+    assert await ds.memory.waiting() == 0
+    assert (await ds.memory.backfill()).embedded == 0
 
     report = await ds.memory.reembed(batch_size=4)
     assert (report.embedded, report.remaining, report.error) == (
