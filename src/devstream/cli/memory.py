@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from devstream import documents
 from devstream.cli.output import Output, pass_output, printable, with_store
 from devstream.vocabulary import CONTENT_TYPES
 
 if TYPE_CHECKING:
     from devstream.app import DevStream
-    from devstream.memory import AssembledContext, EmbedReport, MemoryEntry, SearchResult
+    from devstream.memory import AssembledContext, EmbedReport, SearchResult
 
 SNIPPET = 72
-
-
-def entry_document(entry: MemoryEntry) -> dict[str, Any]:
-    document = asdict(entry)
-    document.pop("embedding")
-    return document
 
 
 @click.group()
@@ -60,7 +55,7 @@ def add(
         line += f"\nwarning: {result.warning}"
     out.emit(
         {
-            "memory": entry_document(entry),
+            "memory": documents.entry(entry),
             "created": result.created,
             "embedded": result.embedded,
             "warning": result.warning,
@@ -99,26 +94,7 @@ def search(
             query, limit=limit, filters=filters, min_similarity=min_similarity
         ),
     )
-    out.emit(search_document(result), search_text(result))
-
-
-def search_document(result: SearchResult) -> dict[str, Any]:
-    return {
-        "query": result.query,
-        "degraded": result.degraded,
-        "reason": result.reason,
-        "hits": [
-            {
-                "id": hit.entry.id,
-                "score": hit.score,
-                "similarity": hit.similarity,
-                "text_score": hit.text_score,
-                "content_type": hit.entry.content_type,
-                "content": hit.entry.content,
-            }
-            for hit in result.hits
-        ],
-    }
+    out.emit(documents.search(result), search_text(result))
 
 
 def search_text(result: SearchResult) -> str:
@@ -159,7 +135,7 @@ def show(out: Output, memory_id: int) -> None:
             entry.content,
         ]
     )
-    out.emit({"memory": entry_document(entry)}, printable(text))
+    out.emit({"memory": documents.entry(entry)}, printable(text))
 
 
 @memory.command("delete")

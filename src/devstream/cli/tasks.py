@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from devstream import documents
 from devstream.cli.output import Output, pass_output, printable, with_store
 from devstream.vocabulary import (
     CONTEXT_BUDGET,
@@ -38,25 +39,6 @@ def task_line(task: MicroTask, blocked: bool = False) -> str:
         f"#{task.id:<5} {status:<9} p{task.priority:<3} {task.estimated_minutes:>2} min  "
         f"{task.title}"
     )
-
-
-def progress_document(progress: PlanProgress) -> dict[str, Any]:
-    return {
-        "plan": asdict(progress.plan),
-        "done": progress.done,
-        "total": progress.total,
-        "percent": round(progress.percent, 1),
-        "phases": [
-            {
-                **asdict(phase.phase),
-                "counts": phase.counts,
-                "done": phase.done,
-                "total": phase.total,
-                "complete": phase.complete,
-            }
-            for phase in progress.phases
-        ],
-    }
 
 
 def progress_text(progress: PlanProgress) -> str:
@@ -119,7 +101,7 @@ def plan_show(out: Output, plan_id: int) -> None:
         lines += [
             "  " + task_line(t, t.id in blocked) for t in tasks if t.phase_id == phase.phase.id
         ]
-    document = progress_document(progress)
+    document = documents.progress(progress)
     document["tasks"] = [{**asdict(t), "blocked": t.id in blocked} for t in tasks]
     out.emit(document, "\n".join(lines))
 
@@ -261,16 +243,7 @@ def task_start(out: Output, task_id: int, budget: int) -> None:
         f"{context.tokens_used}/{budget} tokens" + (" (degraded)" if context.degraded else "")
     )
     out.emit(
-        {
-            "task": asdict(started.task),
-            "context": {
-                "text": context.text,
-                "memory_ids": context.memory_ids,
-                "tokens_used": context.tokens_used,
-                "degraded": context.degraded,
-            },
-            "injection_id": started.injection.id,
-        },
+        documents.started(started),
         printable(header + (f"\n\n{context.text}" if context.text else "")),
     )
 
@@ -374,22 +347,7 @@ def _emit_finished(out: Output, done: FinishedTask) -> None:
         for m in done.memories
     ]
     lines += [f"warning: {warning}" for warning in done.warnings]
-    out.emit(
-        {
-            "task": asdict(task),
-            "memories": [
-                {
-                    "id": m.entry.id,
-                    "content_type": m.entry.content_type,
-                    "created": m.created,
-                    "embedding_status": m.entry.embedding_status,
-                }
-                for m in done.memories
-            ],
-            "warnings": done.warnings,
-        },
-        "\n".join(lines),
-    )
+    out.emit(documents.finished(done), "\n".join(lines))
 
 
 def _took(task: MicroTask) -> str:
