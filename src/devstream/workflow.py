@@ -5,6 +5,8 @@ It composes the task and memory services, which know nothing of each other.
 - `start_task`: the context is assembled first (reads only), then one transaction claims the
   task, records the injection and counts the memories' retrievals - a caller that loses a
   race to claim the task leaves no trace.
+- `start_next`: the most important ready task that this caller wins: of several callers
+  asking at once, each gets a different task or none.
 - `complete_task` / `fail_task`: the transition and the memories it produces commit in one
   transaction; embedding happens before it, and when the embedder is down the memories are
   stored as pending and the task still completes.
@@ -22,12 +24,15 @@ from devstream.db import task_store
 from devstream.db.pool import ConnectionPool
 from devstream.db.records import ContextInjection, MicroTask
 from devstream.db.types import utcnow
-from devstream.errors import InvalidInput, TaskBlocked
+from devstream.errors import IllegalTransition, InvalidInput, TaskBlocked
 from devstream.memory.context import AssembledContext, TokenCounter, approximate_tokens, assemble
 from devstream.memory.service import MemoryService, NewMemory, StoreResult
 from devstream.metrics import MetricsRegistry
 from devstream.tasks.service import TaskService, finished
 from devstream.vocabulary import CONTEXT_BUDGET
+
+# Ready tasks read at a time by `start_next`: more than the callers likely to race for them.
+_CLAIM_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,21 @@ class Workflow:
         self.metrics.increment("context.injections")
         self.metrics.increment("context.tokens_injected", context.tokens_used)
         return StartedTask(task, context, injection)
+
+    async def start_next(
+        self, *, plan_id: int | None = None, budget: int = CONTEXT_BUDGET
+    ) -> StartedTask | None:
+        """Start the most important ready task (of one plan, if given), or None when there is
+        none: a task another caller claims first is passed over for the next one."""
+        checks.optional_identifier(plan_id, "plan_id")
+        _check_budget(budget, None)
+        while ready := await self.tasks.ready(plan_id=plan_id, limit=_CLAIM_BATCH):
+            for task in ready:
+                try:
+                    return await self.start_task(task.id, budget=budget)
+                except (IllegalTransition, TaskBlocked):
+                    continue  # claimed (or given a new dependency) since it was read
+        return None
 
     async def context_for(
         self,

@@ -14,6 +14,7 @@ from devstream import DevStream
 from devstream.db.memory_store import MemoryFilter
 from devstream.memory.search import SearchWeights
 from devstream.memory.service import NewMemory
+from devstream.tasks import PhaseOutline, TaskOutline
 from devstream.workflow import Artifact
 from tests.integration.conftest import table_names
 
@@ -73,9 +74,18 @@ def calls(w: World) -> dict[str, dict[str, object]]:
         "tasks.add_dependency": {"task_id": w.later, "depends_on_id": w.task},
         "tasks.remove_dependency": {"task_id": w.later, "depends_on_id": w.task},
         "tasks.dependencies": {"task_id": w.later},
+        "tasks.outline": {
+            "title": "t",
+            "description": "",
+            "phases": [PhaseOutline("p", [TaskOutline("a"), TaskOutline("b", depends_on=[1])])],
+            "priority": 5,
+            "phases.name": "p",
+            "phases.tasks": [TaskOutline("a")],
+        },
         "tasks.retry": {"task_id": w.task},
         "tasks.skip": {"task_id": w.task},
         "workflow.start_task": {"task_id": w.task, "budget": 500, "per_type_cap": None},
+        "workflow.start_next": {"plan_id": w.plan, "budget": 500},
         "workflow.context_for": {"task_id": w.task, "budget": 500, "per_type_cap": None},
         "workflow.complete_task": {
             "task_id": w.task,
@@ -143,6 +153,7 @@ _BUILT: dict[str, tuple[Any, bool]] = {
     "weights": (SearchWeights(), False),
     "items": (NewMemory("c", "context"), True),
     "artifacts": (Artifact("code"), True),
+    "phases": (PhaseOutline("p"), True),
 }
 
 

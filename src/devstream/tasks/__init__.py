@@ -5,6 +5,7 @@ What callers use is here; the memory-aware workflow that starts and finishes tas
 """
 
 from devstream.db.records import ContextInjection, Dependency, MicroTask, Phase, Plan, TaskEvent
+from devstream.tasks.outline import Outlined, PhaseOutline, TaskOutline
 from devstream.tasks.progress import PhaseProgress, PlanProgress
 from devstream.tasks.service import TaskService
 
@@ -12,10 +13,13 @@ __all__ = [
     "ContextInjection",
     "Dependency",
     "MicroTask",
+    "Outlined",
     "Phase",
+    "PhaseOutline",
     "PhaseProgress",
     "Plan",
     "PlanProgress",
     "TaskEvent",
+    "TaskOutline",
     "TaskService",
 ]

@@ -24,6 +24,7 @@ from devstream.db.types import utcnow
 from devstream.errors import DependencyCycle, InvalidInput, NotFound
 from devstream.metrics import MetricsRegistry
 from devstream.tasks.graph import cycle_through
+from devstream.tasks.outline import Outlined, PhaseOutline, checked, tasks_of
 from devstream.tasks.progress import PlanProgress, progress_of
 from devstream.tasks.states import PLAN_FLOW, TASK_FLOW, check
 
@@ -129,6 +130,36 @@ class TaskService:
             values = {"plan_id": plan_id, "name": name.strip(), "position": position}
             return await self._queries.phases.insert_in(conn, values)
 
+    async def outline(
+        self,
+        title: str,
+        description: str = "",
+        phases: Sequence[PhaseOutline] = (),
+        *,
+        priority: int = 5,
+    ) -> Outlined:
+        """A draft plan with its phases, their tasks and the dependencies between them
+        (`devstream.tasks.outline`), created together or not at all."""
+        checks.title_of("plan")(title)
+        checks.description(description)
+        checks.priority(priority)
+        outlined = checked(phases)
+        async with self._pool.write_transaction() as conn:
+            values = {"title": title.strip(), "description": description, "priority": priority}
+            plan = await self._queries.plans.insert_in(conn, values)
+            made_phases, made_tasks = [], []
+            for position, phase in enumerate(outlined):
+                values = {"plan_id": plan.id, "name": phase.name.strip(), "position": position}
+                made_phases.append(await self._queries.phases.insert_in(conn, values))
+                for task in phase.tasks:
+                    fields = (task.title, task.description, task.priority, task.estimated_minutes)
+                    values = _task_values(made_phases[-1].id, *fields)
+                    made_tasks.append(await self._queries.tasks.insert_in(conn, values))
+            for task, made in zip(tasks_of(outlined), made_tasks, strict=True):
+                for other in dict.fromkeys(task.depends_on):
+                    await self._depend(conn, made.id, made_tasks[other - 1].id)
+        return Outlined(plan, made_phases, made_tasks)
+
     async def progress(self, plan_id: int) -> PlanProgress:
         """The plan, its phases' progress and its tasks, from one snapshot."""
         checks.identifier(plan_id, "plan_id")
@@ -156,13 +187,7 @@ class TaskService:
         prerequisites = checks.identifiers(depends_on, "depends_on")
         async with self._pool.write_transaction() as conn:
             await self._open_phase(conn, phase_id)
-            values = {
-                "phase_id": phase_id,
-                "title": title.strip(),
-                "description": description,
-                "priority": priority,
-                "estimated_minutes": estimated_minutes,
-            }
+            values = _task_values(phase_id, title, description, priority, estimated_minutes)
             task = await self._queries.tasks.insert_in(conn, values)
             for prerequisite in dict.fromkeys(prerequisites):  # each once, in the order given
                 await self._depend(conn, task.id, prerequisite)
@@ -326,6 +351,18 @@ class TaskService:
         plan = await self._queries.plans.update_in(conn, plan_id, {"status": status})
         assert plan is not None  # the caller has just read it in this transaction
         return plan
+
+
+def _task_values(
+    phase_id: int, title: str, description: str, priority: int, estimated_minutes: int
+) -> dict[str, Any]:
+    return {
+        "phase_id": phase_id,
+        "title": title.strip(),
+        "description": description,
+        "priority": priority,
+        "estimated_minutes": estimated_minutes,
+    }
 
 
 def _check_dependencies_changeable(task: task_store.Located) -> None:
