@@ -29,6 +29,7 @@ CATEGORIES = {
     "tasks_memory": "tests/integration/test_tasks_memory_integration.py",
     "end_to_end": "tests/integration/test_end_to_end_workflows.py",
     "error_boundaries": "tests/integration/test_error_boundaries.py",
+    "assistants": "tests/integration/test_assistants_integration.py",
 }
 
 # Mutation testing: the error-handling modules, each with the pytest arguments of the tests

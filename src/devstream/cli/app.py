@@ -13,6 +13,7 @@ from dataclasses import asdict
 
 import click
 
+from devstream.cli.assistants import mcp
 from devstream.cli.demo import demo
 from devstream.cli.memory import context, memory
 from devstream.cli.output import Output, pass_output, run_async, with_store
@@ -64,7 +65,7 @@ def doctor_command(out: Output) -> None:
         sys.exit(1)
 
 
-for command in (memory, context, plan, phase, task, stats, demo):
+for command in (memory, context, plan, phase, task, stats, demo, mcp):
     cli.add_command(command)
 
 

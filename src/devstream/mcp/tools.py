@@ -1,0 +1,316 @@
+"""The tools DevStream serves over MCP: thin calls into the facade's services.
+
+Each tool answers with a short text for the model to read and the same result as JSON
+(`structuredContent`, described by the tool's output schema). A refusal by DevStream (a
+typed error) becomes a tool error carrying its message; no traceback leaves the server.
+
+`CORE` is the small default set an assistant loads; `all` adds the rest of the CLI's
+abilities. Descriptions are short on purpose: every client pays for them in tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+import pydantic_core
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import ConfigDict, Field, with_config
+from typing_extensions import Required, TypedDict  # pydantic needs these on Python < 3.12
+
+from devstream import documents
+from devstream.errors import DevStreamError
+from devstream.memory import MemoryFilter
+from devstream.tasks import PhaseOutline, TaskOutline
+from devstream.vocabulary import CONTENT_TYPES, CONTEXT_BUDGET
+from devstream.workflow import Artifact
+
+if TYPE_CHECKING:
+    from devstream.app import DevStream
+    from devstream.tasks import MicroTask
+    from devstream.workflow import FinishedTask
+
+SNIPPET = 100  # characters of a memory shown in a tool's text
+
+# --- parameters and results ---------------------------------------------------------------
+
+
+def about(
+    description: str, *, enum: Sequence[str] = (), ge: int | None = None, le: int | None = None
+) -> Any:
+    """A described field, with pydantic's bounds (ge, le) and the values it takes."""
+    extra: dict[str, Any] | None = {"enum": list(enum)} if enum else None
+    return Field(description=description, json_schema_extra=extra, ge=ge, le=le)
+
+
+def _untitled(schema: dict[str, Any]) -> None:
+    """Drop the titles pydantic gives every field: the field's name again, tokens for nothing."""
+    for field in schema.get("properties", {}).values():
+        field.pop("title", None)
+
+
+untitled = with_config(ConfigDict(json_schema_extra=_untitled))
+
+
+TaskId = Annotated[int, about("Task id.", ge=1)]
+OptionalPlan = Annotated[int | None, about("Only this plan's.", ge=1)]
+Limit = Annotated[int, about("At most this many.", ge=1, le=100)]
+Budget = Annotated[int, about("Tokens of memory context to inject.", ge=1)]
+ContentType = Annotated[str, about("Kind of memory.", enum=CONTENT_TYPES)]
+Priority = Annotated[int, about("1-10; 10 is the most important.", ge=1, le=10)]
+Document = dict[str, Any]
+Documents = list[Document]
+
+
+@untitled
+class TaskSpec(TypedDict, total=False):
+    title: Required[Annotated[str, about("Task title.")]]
+    description: Annotated[str, about("What to do.")]
+    priority: Priority
+    estimated_minutes: Annotated[int, about("1-10 minutes.", ge=1, le=10)]
+    depends_on: Annotated[list[int], about("Positions (from 1) of outline tasks it waits for.")]
+
+
+@untitled
+class PhaseSpec(TypedDict):
+    name: Annotated[str, about("Phase name.")]
+    tasks: Annotated[list[TaskSpec], about("Its tasks.")]
+
+
+@untitled
+class Tasks(TypedDict):
+    tasks: Documents
+
+
+@untitled
+class Started(TypedDict):
+    task: Document | None
+    context: Document | None
+    injection_id: int | None
+
+
+@untitled
+class Finished(TypedDict):
+    task: Document
+    memories: Documents
+    warnings: list[str]
+
+
+@untitled
+class Found(TypedDict):
+    query: str
+    degraded: bool
+    reason: str | None
+    hits: Documents
+
+
+@untitled
+class Stored(TypedDict):
+    memory: Document
+    created: bool
+    warning: str | None
+
+
+@untitled
+class Outlined(TypedDict):
+    plan: Document
+    phases: Documents
+    tasks: Documents
+
+
+def _result(text: str, document: Document) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=pydantic_core.to_jsonable_python(document),
+    )
+
+
+# --- the tools ----------------------------------------------------------------------------
+
+
+class Tools:
+    """Every tool, bound to one open store."""
+
+    def __init__(self, ds: DevStream) -> None:
+        self.ds = ds
+
+    async def ready_tasks(
+        self,
+        plan_id: OptionalPlan = None,
+        limit: Limit = 5,
+    ) -> Annotated[CallToolResult, Tasks]:
+        """Tasks ready to start (every dependency completed), most important first."""
+        ready = await self.ds.tasks.ready(plan_id=plan_id, limit=limit)
+        lines = [_task_line(task) for task in ready] or ["no ready task"]
+        return _result("\n".join(lines), {"tasks": [asdict(task) for task in ready]})
+
+    async def start_task(
+        self,
+        task_id: Annotated[int | None, about("Omit to claim the next ready task.", ge=1)] = None,
+        plan_id: OptionalPlan = None,
+        budget: Budget = CONTEXT_BUDGET,
+    ) -> Annotated[CallToolResult, Started]:
+        """Start a task and get the memories relevant to it. Without task_id, claims the most
+        important ready task atomically: two agents asking at once get different tasks."""
+        workflow = self.ds.workflow
+        if task_id is None:
+            started = await workflow.start_next(plan_id=plan_id, budget=budget)
+            if started is None:
+                nothing: Document = {"task": None, "context": None, "injection_id": None}
+                return _result("no ready task", nothing)
+        else:
+            started = await workflow.start_task(task_id, budget=budget)
+        context = started.context
+        header = (
+            f"started {_task_line(started.task)}\n{len(context.included)} memories injected, "
+            f"{context.tokens_used}/{budget} tokens" + (" (degraded)" if context.degraded else "")
+        )
+        body = f"\n\n{context.text}" if context.text else ""
+        return _result(header + body, documents.started(started))
+
+    async def complete_task(
+        self,
+        task_id: TaskId,
+        output: Annotated[str | None, about("What the task produced.")] = None,
+        code: Annotated[list[str] | None, about("Code it wrote, one per item.")] = None,
+        decisions: Annotated[list[str] | None, about("Decisions made, and why.")] = None,
+    ) -> Annotated[CallToolResult, Finished]:
+        """Complete an active task; its output, code and decisions are kept as memories."""
+        artifacts = [Artifact(text, "code") for text in code or ()]
+        artifacts += [Artifact(text, "decision") for text in decisions or ()]
+        done = await self.ds.workflow.complete_task(task_id, output, artifacts)
+        return _result(_finished_text(done), documents.finished(done))
+
+    async def fail_task(
+        self,
+        task_id: TaskId,
+        error: Annotated[str, about("What went wrong; kept as a memory.")],
+    ) -> Annotated[CallToolResult, Finished]:
+        """Fail an active task; the error is kept as a memory."""
+        done = await self.ds.workflow.fail_task(task_id, error)
+        return _result(_finished_text(done), documents.finished(done))
+
+    async def search_memory(
+        self,
+        query: Annotated[str, about("Words, identifiers or a question.")],
+        limit: Limit = 10,
+        content_types: Annotated[list[ContentType] | None, about("Only these kinds.")] = None,
+        plan_id: OptionalPlan = None,
+    ) -> Annotated[CallToolResult, Found]:
+        """Hybrid (full-text and semantic) search of the project's memory."""
+        filters = MemoryFilter(content_types=frozenset(content_types or ()), plan_id=plan_id)
+        result = await self.ds.memory.search(query, limit=limit, filters=filters)
+        lines = [f"degraded: {result.reason}"] if result.degraded else []
+        lines += [
+            f"#{hit.entry.id} {hit.entry.content_type}: {_snippet(hit.entry.content)}"
+            for hit in result.hits
+        ] or ["no matches"]
+        return _result("\n".join(lines), documents.search(result))
+
+    async def add_memory(
+        self,
+        content: Annotated[str, about("The text to remember.")],
+        content_type: ContentType,
+        plan_id: Annotated[int | None, about("Link to a plan.", ge=1)] = None,
+        task_id: Annotated[int | None, about("Link to a task.", ge=1)] = None,
+    ) -> Annotated[CallToolResult, Stored]:
+        """Remember something (a decision, a learning, context...); the same text in the same
+        scope is stored once."""
+        stored = await self.ds.memory.store(content, content_type, plan_id=plan_id, task_id=task_id)
+        entry = stored.entry
+        text = f"{'stored' if stored.created else 'already stored'} memory #{entry.id}"
+        if stored.warning:
+            text += f" (warning: {stored.warning})"
+        document = {"memory": documents.entry(entry), "created": stored.created}
+        return _result(text, {**document, "warning": stored.warning})
+
+    async def outline_plan(
+        self,
+        title: Annotated[str, about("The plan's title.")],
+        phases: Annotated[list[PhaseSpec], about("In order, each with its tasks.")],
+        description: Annotated[str, about("What the plan is for.")] = "",
+        priority: Priority = 5,
+    ) -> Annotated[CallToolResult, Outlined]:
+        """Create a plan with its phases, tasks (at most 10 minutes each) and dependencies in
+        one call; nothing is created if any part is refused."""
+        outline = [
+            PhaseOutline(phase["name"], [TaskOutline(**task) for task in phase["tasks"]])
+            for phase in phases
+        ]
+        made = await self.ds.tasks.outline(title, description, outline, priority=priority)
+        text = (
+            f"created plan #{made.plan.id} {made.plan.title}: {len(made.phases)} phases, "
+            f"tasks #{made.tasks[0].id}-#{made.tasks[-1].id}"
+            if made.tasks
+            else f"created plan #{made.plan.id} {made.plan.title} (no tasks yet)"
+        )
+        document = {
+            "plan": asdict(made.plan),
+            "phases": [asdict(phase) for phase in made.phases],
+            "tasks": [asdict(task) for task in made.tasks],
+        }
+        return _result(text, document)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How a tool is served: its name is the method's."""
+
+    name: str
+    read_only: bool = False
+    # Deletes or overwrites what is stored (adding and moving work along do not).
+    destructive: bool = False
+    # Calling it again with the same arguments changes nothing more.
+    idempotent: bool = False
+
+    def annotations(self) -> ToolAnnotations:
+        """What clients may assume; hints left out mean their defaults (the spec's)."""
+        if self.read_only:
+            return ToolAnnotations(read_only_hint=True)
+        return ToolAnnotations(
+            destructive_hint=self.destructive, idempotent_hint=self.idempotent or None
+        )
+
+
+CORE = (
+    Spec("ready_tasks", read_only=True),
+    Spec("start_task"),
+    Spec("complete_task"),
+    Spec("fail_task"),
+    Spec("search_memory", read_only=True),
+    Spec("add_memory", idempotent=True),
+    Spec("outline_plan"),
+)
+
+
+def bound(tools: Tools, spec: Spec) -> Callable[..., Awaitable[CallToolResult]]:
+    """The tool's method, with DevStream's typed errors turned into tool errors."""
+    method: Callable[..., Awaitable[CallToolResult]] = getattr(tools, spec.name)
+
+    @functools.wraps(method)
+    async def call(*args: Any, **kwargs: Any) -> CallToolResult:
+        try:
+            return await method(*args, **kwargs)
+        except DevStreamError as exc:
+            raise ToolError(str(exc)) from exc
+
+    return call
+
+
+def _task_line(task: MicroTask) -> str:
+    return f"task #{task.id} [{task.status}] p{task.priority} {task.title}"
+
+
+def _finished_text(done: FinishedTask) -> str:
+    lines = [_task_line(done.task)]
+    lines += [f"kept memory #{m.entry.id} ({m.entry.content_type})" for m in done.memories]
+    lines += [f"warning: {warning}" for warning in done.warnings]
+    return "\n".join(lines)
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SNIPPET else flat[: SNIPPET - 1] + "…"
