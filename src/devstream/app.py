@@ -70,12 +70,17 @@ class DevStream:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, target: Settings | str | Path | None = None, *, migrate_schema: bool = True
+        cls,
+        target: Settings | str | Path | None = None,
+        *,
+        migrate_schema: bool = True,
+        embedder: Embedder | None = None,
     ) -> AsyncIterator[DevStream]:
         """Open a store from settings, a database path or URL, or the layered defaults.
 
         The schema is brought to head unless `migrate_schema` is false, in which case a
-        database that is not at head is refused with a typed error.
+        database that is not at head is refused with a typed error. `embedder` replaces
+        the one the settings name.
         """
         settings = _settings_for(target)
         pool = ConnectionPool.create(settings)
@@ -85,7 +90,7 @@ class DevStream:
                 from devstream.db import migrate  # noqa: PLC0415
 
                 await migrate.ensure_current(pool, migrate=migrate_schema)
-            ds = cls(settings, pool)
+            ds = cls(settings, pool, embedder)
             try:
                 yield ds
             finally:

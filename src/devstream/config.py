@@ -1,4 +1,10 @@
-"""Settings, layered: defaults < config file < DEVSTREAM_* environment < explicit flags."""
+"""Settings, layered: defaults < config file < DEVSTREAM_* environment < explicit flags.
+
+The store is the one named by a flag, the environment or the config file; failing those,
+the project's: the nearest `.devstream/` folder at or above the working directory, found
+as git finds a repository (`devstream init --project` makes one); failing that, the
+user's default file. A project's store wins over a config file's: it is the more specific.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ else:
 APP_NAME = "devstream"
 ENV_PREFIX = "DEVSTREAM_"
 CONFIG_ENV = "DEVSTREAM_CONFIG"
+PROJECT_DIR = ".devstream"  # a project's store: PROJECT_DIR/PROJECT_DB
+PROJECT_DB = "devstream.db"
 
 
 def default_db_path() -> Path:
@@ -31,11 +39,25 @@ def default_db_path() -> Path:
     return platformdirs.user_data_path(APP_NAME) / "devstream.db"
 
 
+def project_db(start: Path) -> Path | None:
+    """The store of the project `start` lies in: in the nearest `.devstream/` at or above."""
+    for folder in (start, *start.parents):
+        if (folder / PROJECT_DIR).is_dir():
+            return folder / PROJECT_DIR / PROJECT_DB
+    return None
+
+
 def default_config_path() -> Path:
     return platformdirs.user_config_path(APP_NAME) / "config.toml"
 
 
-_AT_LEAST = {"busy_timeout_ms": 0, "pool_size": 1, "embed_dimension": 1, "max_memory_chars": 1}
+_AT_LEAST = {
+    "busy_timeout_ms": 0,
+    "pool_size": 1,
+    "embed_dimension": 1,
+    "max_memory_chars": 1,
+    "capture_max_chars": 100,
+}
 _POSITIVE = ("pool_timeout_s", "ollama_timeout_s", "embed_deadline_s")
 
 
@@ -53,6 +75,9 @@ class Settings:
     busy_timeout_ms: int = 5000
     pool_size: int = 5
     pool_timeout_s: float = 30.0
+    # What hooks keep: code, errors, output (comma-separated), or none.
+    capture: str = "code,errors,output"
+    capture_max_chars: int = 4_000  # of one captured memory
 
     def __post_init__(self) -> None:
         for name, minimum in _AT_LEAST.items():
@@ -86,17 +111,22 @@ def load_settings(
     *,
     environ: Mapping[str, str] | None = None,
     config_file: Path | None = None,
+    cwd: Path | None = None,
 ) -> Settings:
-    """Merge every layer; `None` flags mean "not given" and fall through."""
+    """Merge every layer; `None` flags mean "not given" and fall through. `cwd` is where
+    the project's store is looked for (default: the working directory)."""
     environ = os.environ if environ is None else environ
+    named = {
+        name: environ[ENV_PREFIX + name.upper()]
+        for name in _FIELDS
+        if ENV_PREFIX + name.upper() in environ
+    }
+    named.update({name: value for name, value in (flags or {}).items() if value is not None})
+    project = None if named.get("db") else project_db(cwd or Path.cwd())
     layers: list[Mapping[str, Any]] = [
         _read_config_file(config_file or _config_path(environ)),
-        {
-            name: environ[ENV_PREFIX + name.upper()]
-            for name in _FIELDS
-            if ENV_PREFIX + name.upper() in environ
-        },
-        {name: value for name, value in (flags or {}).items() if value is not None},
+        {} if project is None else {"db": str(project)},
+        named,
     ]
     merged: dict[str, Any] = {}
     for layer in layers:

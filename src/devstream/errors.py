@@ -107,6 +107,12 @@ class EmbeddingServerFailing(EmbeddingRefused, EmbeddingUnavailable):
     only some inputs bring it on (a backfill finds out by asking with others)."""
 
 
+class EmbeddingDeferred(EmbeddingError):
+    """The caller chose not to embed now (a hook): the entry is stored as pending."""
+
+    hint = "`devstream memory backfill`, or a running `devstream mcp`, embeds it"
+
+
 class DimensionMismatch(EmbeddingError):
     """The embedding server returned vectors of another dimension than the configured one."""
 

@@ -127,15 +127,30 @@ class Workflow:
         *,
         per_type_cap: int | None = None,
         count_tokens: TokenCounter = approximate_tokens,
+        count_retrievals: bool = True,
     ) -> AssembledContext:
-        """The context starting the task would inject now, without starting it (the
-        memories' retrievals are counted)."""
+        """The context starting the task would inject now, without starting it; the
+        memories' retrievals are counted unless told not to (a read-only caller)."""
         checks.identifier(task_id, "task_id")
         _check_budget(budget, per_type_cap)
+        checks.flag(count_retrievals, "count_retrievals")
         async with self._pool.read_transaction() as conn:
             located = await self.tasks.locate(conn, task_id)
         return await self._context(
-            located, budget, per_type_cap, count_tokens, count_retrievals=True
+            located, budget, per_type_cap, count_tokens, count_retrievals=count_retrievals
+        )
+
+    async def note(self, task_id: int, content: str, content_type: str) -> StoreResult:
+        """Keep a memory linked to a task, its phase and its plan; the task's status stays."""
+        checks.identifier(task_id, "task_id")
+        async with self._pool.read_transaction() as conn:
+            located = await self.tasks.locate(conn, task_id)
+        return await self.memory.store(
+            content,
+            content_type,
+            plan_id=located.plan_id,
+            phase_id=located.task.phase_id,
+            task_id=task_id,
         )
 
     async def complete_task(

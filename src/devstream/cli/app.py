@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import click
 
-from devstream.cli.assistants import mcp
+from devstream.cli.assistants import hook, mcp, prime
 from devstream.cli.demo import demo
 from devstream.cli.memory import context, memory
 from devstream.cli.output import Output, pass_output, run_async, with_store
 from devstream.cli.stats import stats
 from devstream.cli.tasks import phase, plan, task
-from devstream.config import load_settings
+from devstream.config import PROJECT_DB, PROJECT_DIR, load_settings
 from devstream.errors import DevStreamError
 
 
@@ -38,14 +39,23 @@ def cli(
     as_json: bool,
 ) -> None:
     """Local-first task and memory system for AI-assisted development."""
+    if ctx.invoked_subcommand == "hook":
+        return  # a hook loads its settings itself, for the cwd it is given, and fails open
     settings = load_settings({"db": db, "ollama_url": ollama_url, "embed_model": embed_model})
     ctx.obj = Output(settings, as_json)
 
 
 @cli.command()
+@click.option(
+    "--project",
+    is_flag=True,
+    help=f"Create the store in ./{PROJECT_DIR}/, which commands run below here then use.",
+)
 @pass_output
-def init(out: Output) -> None:
+def init(out: Output, project: bool) -> None:
     """Create the database, or migrate it to this version's schema."""
+    if project:
+        out = replace(out, settings=replace(out.settings, db=str(_project_store())))
     state = with_store(out, lambda ds: ds.schema_status())
     url = out.settings.database_url
     out.emit({"database": url, "schema": state.current}, f"ready: {url} (schema {state.current})")
@@ -65,7 +75,17 @@ def doctor_command(out: Output) -> None:
         sys.exit(1)
 
 
-for command in (memory, context, plan, phase, task, stats, demo, mcp):
+def _project_store() -> Path:
+    """./.devstream/devstream.db, its folder made and kept out of version control."""
+    folder = Path.cwd() / PROJECT_DIR
+    folder.mkdir(exist_ok=True)
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# DevStream's store: local to this machine.\n*\n", encoding="utf-8")
+    return folder / PROJECT_DB
+
+
+for command in (memory, context, plan, phase, task, stats, demo, mcp, hook, prime):
     cli.add_command(command)
 
 

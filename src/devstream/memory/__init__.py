@@ -15,13 +15,14 @@ from devstream.memory.context import (
     approximate_tokens,
     assemble,
 )
-from devstream.memory.embedders import Embedder, HashingEmbedder
+from devstream.memory.embedders import DeferredEmbedder, Embedder, HashingEmbedder
 from devstream.memory.index import MemoryIndex
 from devstream.memory.search import SearchHit, SearchResult, SearchWeights
 from devstream.memory.service import MemoryService, NewMemory, StoreResult
 
 __all__ = [
     "AssembledContext",
+    "DeferredEmbedder",
     "EmbedReport",
     "Embedder",
     "HashingEmbedder",

@@ -20,11 +20,12 @@ import numpy as np
 import numpy.typing as npt
 
 from devstream.db.tokenizer import scrub, word_lists
+from devstream.errors import EmbeddingDeferred
 from devstream.vocabulary import EMBED_DIMENSION
 
 Vectors = npt.NDArray[np.float32]
 
-__all__ = ["Embedder", "HashingEmbedder", "Vectors", "check_texts"]
+__all__ = ["DeferredEmbedder", "Embedder", "HashingEmbedder", "Vectors", "check_texts"]
 
 
 class Embedder(Protocol):
@@ -46,6 +47,24 @@ def check_texts(texts: Sequence[str]) -> None:
     """Refuse a bare string, which would otherwise be embedded one character per row."""
     if isinstance(texts, str):
         raise TypeError("embed() takes a sequence of texts, not a single string")
+
+
+class DeferredEmbedder:
+    """Another embedder's model and dimension, without calling it: what is stored waits as
+    pending (for `memory backfill` or a running `devstream mcp`) and searches rank on full
+    text. For hooks, which must never wait on an embedding server."""
+
+    def __init__(self, deferred: Embedder) -> None:
+        self._deferred = deferred
+        self.model = deferred.model
+        self.dimension = deferred.dimension
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        check_texts(texts)
+        raise EmbeddingDeferred("embedding deferred: a hook never waits on the embedder")
+
+    async def aclose(self) -> None:
+        await self._deferred.aclose()
 
 
 # --- Offline feature hashing -------------------------------------------------------------

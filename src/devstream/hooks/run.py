@@ -1,0 +1,86 @@
+"""`devstream hook EVENT`: answer an assistant's hook call from the store of its project.
+
+- `session-start`: the brief (`devstream.hooks.brief`) as the session's additional context.
+- `post-tool`: keep what the tool produced that is worth keeping (`devstream.hooks.capture`).
+- `stop`: keep the turn's last answer, linked to the task in progress; no status changes.
+
+The store is the one of the `cwd` the hook is given (its project's `.devstream/`), unless
+one is named; outside any project nothing is injected or kept. Hooks never migrate or
+create a store and never call the embedder: captures wait as pending, to be embedded by
+`memory backfill` or a running `devstream mcp`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from devstream.app import DevStream, embedder_for
+from devstream.config import Settings, load_settings
+from devstream.errors import ConfigError, NotInitialised
+from devstream.hooks.brief import brief
+from devstream.hooks.capture import KINDS, Captured, as_memory, from_tool, last_answer
+from devstream.hooks.payload import Payload, parse
+from devstream.memory import DeferredEmbedder
+from devstream.vocabulary import BRIEF_MAX_CHARS
+
+
+async def handle(
+    event: str, stdin: str, flags: Mapping[str, Any], *, max_chars: int = BRIEF_MAX_CHARS
+) -> dict[str, Any] | None:
+    """The hook's JSON answer, or None when it has nothing to say."""
+    payload = parse(stdin)
+    settings = load_settings(flags, cwd=payload.cwd)
+    if not settings.db:
+        return None  # outside any project, and no store named
+    if event == "session-start":
+        async with _store(settings) as ds:
+            text = await brief(ds, max_chars=max_chars)
+        if not text:
+            return None
+        return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": text}}
+    captured = _captured(event, payload, settings)
+    if captured is not None:
+        async with _store(settings) as ds:
+            await _keep(ds, captured)
+    return None
+
+
+def capture_kinds(setting: str) -> frozenset[str]:
+    """The kinds DEVSTREAM_CAPTURE names ("none" or empty: nothing)."""
+    kinds = frozenset(kind.strip() for kind in setting.split(",") if kind.strip()) - {"none"}
+    unknown = sorted(kinds - set(KINDS))
+    if unknown:
+        raise ConfigError(
+            f"capture takes {', '.join(KINDS)} or none; unknown: {', '.join(unknown)}"
+        )
+    return kinds
+
+
+def _captured(event: str, payload: Payload, settings: Settings) -> Captured | None:
+    kinds, cap = capture_kinds(settings.capture), settings.capture_max_chars
+    if event == "post-tool":
+        return from_tool(payload, kinds, cap)
+    answer = last_answer(payload) if "output" in kinds else None
+    return as_memory(answer, "output", cap) if answer and answer.strip() else None
+
+
+async def _keep(ds: DevStream, captured: Captured) -> None:
+    """Store the capture, linked to the task in progress when there is exactly one; an
+    answer that belongs to no task is not kept."""
+    active = await ds.tasks.tasks(status="active")
+    if len(active) == 1:
+        await ds.workflow.note(active[0].id, captured.content, captured.content_type)
+    elif captured.content_type != "output":
+        await ds.memory.store(captured.content, captured.content_type)
+
+
+@asynccontextmanager
+async def _store(settings: Settings) -> AsyncIterator[DevStream]:
+    path = settings.sqlite_path
+    if path is not None and not path.exists():  # opening it would create it
+        raise NotInitialised(f"no DevStream store at {path}")
+    embedder = DeferredEmbedder(embedder_for(settings))
+    async with DevStream.open(settings, migrate_schema=False, embedder=embedder) as ds:
+        yield ds
