@@ -28,13 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mcp
 import numpy as np
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 from sqlalchemy import text
 
 from devstream import DevStream, Settings
+from devstream.mcp import build_server
 from devstream.memory.follow import Followed
+from devstream.vocabulary import BRIEF_MAX_CHARS
 from tests.integration.benchmarks.conftest import record
 from tests.integration.benchmarks.corpus import vocabulary
 from tests.support import REPO_ROOT, repo_pythonpath
@@ -53,6 +56,8 @@ TASK_READY_TARGET_S = 0.8
 WRITERS, WRITES_PER_WRITER = 8, 200
 SEARCH_UNDER_WRITES_MAX_TARGET_MS = 500.0
 CATCH_UP_TARGET_MS = 20.0
+SESSION_START_TARGET_S = 1.0
+CORE_TOOLS_TARGET_CHARS = 8_000
 LIMIT = 10
 
 PYTHON = Path(sys.executable)
@@ -111,11 +116,15 @@ def child_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
-def measure(command: Sequence[str | Path], env: Mapping[str, str], what: str) -> Measured:
-    """Run `command` once under the launcher: its wall time, peak RSS and stdout."""
+def measure(
+    command: Sequence[str | Path], env: Mapping[str, str], what: str, stdin: Path | None = None
+) -> Measured:
+    """Run `command` once under the launcher (`stdin` on its stdin): its wall time, peak RSS
+    and stdout."""
     with tempfile.TemporaryDirectory(prefix="measure-") as scratch:
         report = Path(scratch) / "report.json"
-        launcher = [PYTHON, LAUNCHER, report, PROCESS_TIMEOUT_S, *command]
+        fed = [] if stdin is None else ["--stdin", stdin]
+        launcher = [PYTHON, LAUNCHER, report, PROCESS_TIMEOUT_S, *fed, *command]
         try:
             done = subprocess.run(
                 [str(part) for part in launcher],
@@ -177,7 +186,7 @@ def _searches(
     return runs
 
 
-def _record_searches(name: str, runs: list[Measured], target_s: float) -> None:
+def _record_walls(name: str, runs: list[Measured], target_s: float) -> None:
     wall = statistics.median(measured.wall_s for measured in runs)
     record(f"{name}: median of {len(runs)}", wall, "s", f"<= {target_s:g} s", wall <= target_s)
     record(f"{name}: best of {len(runs)}", min(m.wall_s for m in runs), "s")
@@ -200,7 +209,7 @@ def test_cli_search_in_a_fresh_process(
     state = "cache present" if index_cache(db).exists() else "no cache file"
     runs = _searches(benchmark, db, child_env, what)
     name = f"cli search {_label(size)} ({state})"
-    _record_searches(name, runs, CLI_SEARCH_TARGET_S[size])
+    _record_walls(name, runs, CLI_SEARCH_TARGET_S[size])
     rss = _mb(max(measured.maxrss_kib for measured in runs))
     rss_target = CLI_SEARCH_RSS_TARGET_MB.get(size)
     record(
@@ -227,9 +236,64 @@ def test_cli_search_100k_without_an_index_cache(
         setup=lambda: cache.unlink(missing_ok=True),
     )
     name = "cli search 100k (cache deleted)"
-    _record_searches(name, runs, COLD_SEARCH_TARGET_S)
+    _record_walls(name, runs, COLD_SEARCH_TARGET_S)
     record(f"{name}: peak RSS (max of {len(runs)})", _mb(max(m.maxrss_kib for m in runs)), "MB")
     assert cache.is_file(), "a search that rebuilt the index did not write the index cache"
+
+
+async def _brief_setup(db: Path) -> int:
+    """A ready task to brief, worded with the corpus's common words; the core tool list's
+    size as MCP's list_tools serves it."""
+    async with DevStream.open(Settings(db=str(db)), migrate_schema=False) as ds:
+        plan = await ds.tasks.create_plan("Hook benchmark")
+        phase = await ds.tasks.add_phase(plan.id, "Only phase")
+        await ds.tasks.add_task(phase.id, common_queries()[0], common_queries()[1])
+        async with mcp.Client(build_server(ds), raise_exceptions=True) as client:
+            tools = (await client.list_tools()).tools
+    listed = [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in tools]
+    return len(json.dumps(listed, separators=(",", ":")))
+
+
+def test_hook_session_start_at_10k_and_the_core_tool_list(
+    benchmark: BenchmarkFixture,
+    corpora: Callable[[int], Path],
+    child_env: dict[str, str],
+    run: Run,
+    tmp_path: Path,
+) -> None:
+    """`devstream hook session-start` as an assistant runs it (the payload on stdin), in a
+    project whose store holds 10k memories and a ready task; and the size of the core MCP
+    tool list, the other thing every session pays for."""
+    db = copy_database(corpora(10_000), tmp_path)
+    size = run(_brief_setup(db))
+    record(
+        "mcp core tool list (JSON)",
+        size,
+        "chars",
+        f"<= {CORE_TOOLS_TARGET_CHARS:,}",
+        size <= CORE_TOOLS_TARGET_CHARS,
+    )
+    payload = tmp_path / "session-start.json"
+    event = {"session_id": "benchmark", "hook_event_name": "SessionStart", "source": "startup"}
+    payload.write_text(json.dumps({**event, "cwd": str(tmp_path)}), encoding="utf-8")
+    command: list[str | Path] = [CONSOLE_SCRIPT, "--db", db, "hook", "session-start"]
+    runs: list[Measured] = []
+    what = "`devstream hook session-start` on 10k"
+    benchmark.pedantic(
+        lambda: runs.append(measure(command, child_env, what, stdin=payload)),
+        rounds=RUNS,
+        iterations=1,
+    )
+    for measured in runs:
+        context = json.loads(measured.stdout)["hookSpecificOutput"]["additionalContext"]
+        assert "Memories for task #" in context, f"{what} briefed no memories"
+        assert len(context) <= BRIEF_MAX_CHARS
+    _record_walls("hook session-start 10k", runs, SESSION_START_TARGET_S)
+    record(
+        f"hook session-start 10k: peak RSS (max of {RUNS})",
+        _mb(max(m.maxrss_kib for m in runs)),
+        "MB",
+    )
 
 
 async def _a_few_ready_tasks(db: Path) -> list[str]:
