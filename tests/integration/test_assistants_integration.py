@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,19 +16,29 @@ from typing import Any
 import httpx2
 import mcp
 import pytest
+import tomlkit
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
-from devstream import DevStream, Settings
+from devstream import DevStream, Settings, install
 from devstream.errors import ConfigError
 from devstream.hooks import brief, capture_kinds, handle
-from devstream.mcp import CORE, build_server, selected
+from devstream.mcp import CORE, build_server, embedding_pending, selected
 from devstream.tasks import PhaseOutline, TaskOutline
 from tests.integration.conftest import table_row_counts
 from tests.support import devstream_cli, single_task
 
 CORE_NAMES = [spec.name for spec in CORE]
+MORE_NAMES = [
+    "list_plans",
+    "show_plan",
+    "add_task",
+    "add_dependency",
+    "retry_task",
+    "skip_task",
+    "delete_memory",
+]
 CORE_LIST_LIMIT = 8_000  # characters of the core tool list as JSON (about 2k tokens)
 SERVER_START_S = 60  # generous: a loaded machine takes seconds to import the stack
 
@@ -188,6 +198,32 @@ async def test_a_refusal_is_a_tool_error_with_its_message_and_writes_nothing(
     assert await table_row_counts(pool) == before
 
 
+async def test_all_adds_the_rest_of_the_cli_abilities(integration_devstream: DevStream) -> None:
+    async with client_of(integration_devstream, "all") as client:
+        hints = {tool.name: tool.annotations for tool in (await client.list_tools()).tools}
+        deleting = hints["delete_memory"]
+        assert deleting is not None
+        assert deleting.destructive_hint
+        outlined = ok(await call(client, "outline_plan", **OUTLINE))
+        plan_id, phase_id = outlined["plan"]["id"], outlined["phases"][0]["id"]
+        listed = ok(await call(client, "list_plans", status="draft"))["plans"]
+        assert [plan["id"] for plan in listed] == [plan_id]
+        added = ok(await call(client, "add_task", phase_id=phase_id, title="Log bad rows"))
+        first = outlined["tasks"][0]["id"]
+        ok(await call(client, "add_dependency", task_id=added["task"]["id"], depends_on_id=first))
+        shown = ok(await call(client, "show_plan", plan_id=plan_id))
+        assert {t["id"]: t["blocked"] for t in shown["tasks"]}[added["task"]["id"]] is True
+        skipped = ok(await call(client, "skip_task", task_id=added["task"]["id"]))
+        assert skipped["task"]["status"] == "skipped"
+        ok(await call(client, "start_task", task_id=first))
+        ok(await call(client, "fail_task", task_id=first, error="header is empty"))
+        assert ok(await call(client, "retry_task", task_id=first))["task"]["status"] == "pending"
+        memory = ok(await call(client, "add_memory", content="tmp", content_type="context"))
+        gone = ok(await call(client, "delete_memory", memory_id=memory["memory"]["id"]))
+        assert gone == {"deleted": memory["memory"]["id"]}
+        assert "not found" in error_text(await call(client, "show_plan", plan_id=999_999))
+
+
 async def test_a_stored_memory_is_found_and_stored_once(integration_devstream: DevStream) -> None:
     async with client_of(integration_devstream) as client:
         memory = {"content": "use WAL mode", "content_type": "decision"}
@@ -205,7 +241,7 @@ async def test_a_stored_memory_is_found_and_stored_once(integration_devstream: D
     [
         (None, CORE_NAMES),
         ("core", CORE_NAMES),
-        ("all", CORE_NAMES),
+        ("all", [*CORE_NAMES, *MORE_NAMES]),
         ("search_memory, add_memory,search_memory", ["search_memory", "add_memory"]),
     ],
 )
@@ -501,9 +537,12 @@ async def test_capture_follows_its_setting_and_can_be_switched_off(
         capture_kinds("code,secrets")
 
 
-async def run_devstream(*args: str, cwd: Path, stdin: str = "") -> tuple[int, str, str]:
+async def run_devstream(
+    *args: str, cwd: Path, stdin: str = "", env: Mapping[str, str] | None = None
+) -> tuple[int, str, str]:
     """`devstream ARGS` in `cwd` as an assistant runs it, with no store named in the
-    environment: (exit code, stdout, stderr)."""
+    environment (plus `env`): (exit code, stdout, stderr)."""
+    inherited = {key: value for key, value in os.environ.items() if key != "DEVSTREAM_DB"}
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "devstream", *args],
@@ -512,7 +551,7 @@ async def run_devstream(*args: str, cwd: Path, stdin: str = "") -> tuple[int, st
         capture_output=True,
         text=True,
         timeout=SERVER_START_S,
-        env={key: value for key, value in os.environ.items() if key != "DEVSTREAM_DB"},
+        env={**inherited, **(env or {})},
     )
     return done.returncode, done.stdout, done.stderr
 
@@ -556,3 +595,117 @@ async def test_a_hook_fails_open_on_bad_input_and_a_broken_store(tmp_path: Path)
         assert len(err.strip().splitlines()) == 1, err
         assert err.startswith(f"devstream hook {event}: ")
     assert not (tmp_path / "missing.db").exists(), "a hook never creates a store"
+
+
+@pytest.mark.real_database
+async def test_a_serving_process_embeds_what_hooks_stored_as_pending(
+    integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    ds = integration_real_database
+    await hook("post-tool", payload("claude_post_tool_write.json", tmp_path), file_of(ds))
+    assert await ds.memory.waiting() == 1
+    async with embedding_pending(ds, every_s=0.01):
+        for _ in range(3_000):  # up to 30 s of polls: generous on a loaded machine
+            if not await ds.memory.waiting():
+                break
+            await asyncio.sleep(0.01)
+    assert await ds.memory.waiting() == 0, "the pending capture was not embedded within 30 s"
+    (entry,) = await ds.memory.entries()
+    assert entry.embedding_status == "embedded"
+
+
+# --- setup ------------------------------------------------------------------------------
+
+THEIR_SETTINGS: dict[str, Any] = {
+    "permissions": {"allow": ["Bash(ls:*)"]},
+    "hooks": {
+        "PostToolUse": [
+            {"matcher": "Write", "hooks": [{"type": "command", "command": "prettier --write"}]}
+        ]
+    },
+}
+THEIR_CLAUDE_JSON: dict[str, Any] = {"numStartups": 3, "mcpServers": {"docs": {"command": "d"}}}
+THEIR_CODEX_CONFIG = """# my Codex settings
+model = "gpt-5-codex"
+
+[mcp_servers.docs]
+command = "docs-server"  # keep me
+"""
+
+
+async def test_setup_claude_merges_once_backs_up_and_removes_exactly_its_entries(
+    tmp_path: Path,
+) -> None:
+    home, exe = tmp_path / "home", tmp_path / "venv" / "bin" / "devstream"
+    settings, claude_json = home / ".claude" / "settings.json", home / ".claude.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps(THEIR_SETTINGS))
+    claude_json.write_text(json.dumps(THEIR_CLAUDE_JSON))
+    files = install.files_for("claude", project=None, home=home)
+    assert (files.hooks, files.servers) == (settings, claude_json)
+    assert not install.check("claude", files, exe)[0]
+
+    assert all(line.startswith("wrote") for line in install.setup("claude", files, exe))
+    assert all(line.startswith("unchanged") for line in install.setup("claude", files, exe))
+    merged = json.loads(settings.read_text())
+    assert merged["permissions"] == THEIR_SETTINGS["permissions"]
+    post_tool = merged["hooks"]["PostToolUse"]
+    assert post_tool[0] == THEIR_SETTINGS["hooks"]["PostToolUse"][0]
+    assert post_tool[1]["hooks"][0]["command"] == f"{exe} hook post-tool"
+    assert set(merged["hooks"]) == {"SessionStart", "PostToolUse", "PostToolUseFailure", "Stop"}
+    server = json.loads(claude_json.read_text())["mcpServers"]
+    assert server["devstream"] == {"type": "stdio", "command": str(exe), "args": ["mcp"]}
+    assert server["docs"] == {"command": "d"}
+    backup = settings.with_name("settings.json.devstream-backup")
+    assert json.loads(backup.read_text()) == THEIR_SETTINGS
+    complete, report = install.check("claude", files, exe)
+    assert complete, report
+
+    install.remove("claude", files)
+    assert json.loads(settings.read_text()) == THEIR_SETTINGS
+    assert json.loads(claude_json.read_text()) == THEIR_CLAUDE_JSON
+    assert not install.check("claude", files, exe)[0]
+
+
+async def test_setup_codex_keeps_the_config_files_comments_and_removes_cleanly(
+    tmp_path: Path,
+) -> None:
+    project, exe = tmp_path / "project", tmp_path / "venv" / "bin" / "devstream"
+    config = project / ".codex" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(THEIR_CODEX_CONFIG)
+    files = install.files_for("codex", project=project, home=tmp_path / "home")
+    install.setup("codex", files, exe)
+    text = config.read_text()
+    assert text.startswith(THEIR_CODEX_CONFIG.rstrip("\n"))
+    assert "# keep me" in text
+    parsed = tomlkit.parse(text).unwrap()
+    assert parsed["mcp_servers"]["devstream"] == {"command": str(exe), "args": ["mcp"]}
+    assert parsed["mcp_servers"]["docs"] == {"command": "docs-server"}
+    hooks = json.loads(files.hooks.read_text())["hooks"]
+    assert set(hooks) == {"SessionStart", "PostToolUse", "Stop"}
+    assert install.check("codex", files, exe)[0]
+    install.remove("codex", files)
+    assert tomlkit.parse(config.read_text()).unwrap() == tomlkit.parse(THEIR_CODEX_CONFIG).unwrap()
+    assert "# keep me" in config.read_text()
+    assert json.loads(files.hooks.read_text()) == {}
+
+
+@pytest.mark.subprocess
+async def test_devstream_setup_points_the_assistant_at_this_devstream(tmp_path: Path) -> None:
+    project, home = tmp_path / "project", tmp_path / "home"
+    project.mkdir()
+    home.mkdir()
+    bin_dir = str(Path(sys.executable).parent)
+    env = {"HOME": str(home), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    assert (await run_devstream("setup", "claude", "--check", cwd=project, env=env))[0] == 1
+    code, out, err = await run_devstream("setup", "claude", cwd=project, env=env)
+    assert code == 0, err
+    assert "wrote" in out
+    server = json.loads((project / ".mcp.json").read_text())["mcpServers"]["devstream"]
+    assert Path(server["command"]).is_absolute()
+    assert Path(server["command"]).name == "devstream"
+    assert (await run_devstream("setup", "claude", "--check", cwd=project, env=env))[0] == 0
+    assert (await run_devstream("setup", "claude", "--remove", cwd=project, env=env))[0] == 0
+    assert json.loads((project / ".mcp.json").read_text()) == {}
+    assert not (home / ".claude").exists(), "--project touches no user file"

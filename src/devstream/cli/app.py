@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from devstream.cli.assistants import hook, mcp, prime
+from devstream.cli.assistants import hook, mcp, prime, setup
 from devstream.cli.demo import demo
 from devstream.cli.memory import context, memory
 from devstream.cli.output import Output, pass_output, run_async, with_store
@@ -85,7 +85,7 @@ def _project_store() -> Path:
     return folder / PROJECT_DB
 
 
-for command in (memory, context, plan, phase, task, stats, demo, mcp, hook, prime):
+for command in (memory, context, plan, phase, task, stats, demo, mcp, hook, prime, setup):
     cli.add_command(command)
 
 

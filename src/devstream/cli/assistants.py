@@ -1,10 +1,13 @@
-"""`devstream mcp`, `hook` and `prime`: the commands assistants run."""
+"""`devstream mcp`, `hook`, `prime` and `setup`: the commands assistants run, and the one
+that tells them to."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -82,3 +85,37 @@ def prime(out: Output, max_chars: int) -> None:
 
     text = with_store(out, lambda ds: brief(ds, max_chars=max_chars))
     out.emit({"brief": text, "chars": len(text)}, text or "nothing to brief: no tasks or memories")
+
+
+@click.command("setup")
+@click.argument("assistant", type=click.Choice(["claude", "codex"]))
+@click.option(
+    "--project", "scope", flag_value="project", default=True, help="This folder's files (default)."
+)
+@click.option("--user", "scope", flag_value="user", help="Your user's files, for every project.")
+@click.option("--check", is_flag=True, help="Report what is installed; exit 1 if anything is not.")
+@click.option("--remove", is_flag=True, help="Take out exactly what setup added.")
+@pass_output
+def setup(
+    out: Output, assistant: Literal["claude", "codex"], scope: str, check: bool, remove: bool
+) -> None:
+    """Add DevStream's hooks and MCP server to an assistant's settings (merged, idempotent,
+    backed up)."""
+    from devstream import install  # noqa: PLC0415
+
+    if check and remove:
+        raise click.UsageError("--check and --remove do not go together")
+    project = Path.cwd() if scope == "project" else None
+    files = install.files_for(assistant, project=project, home=Path.home())
+    if check:
+        complete, lines = install.check(assistant, files, install.executable())
+        out.emit({"installed": complete, "report": lines}, "\n".join(lines))
+        if not complete:
+            sys.exit(1)
+        return
+    lines = (
+        install.remove(assistant, files)
+        if remove
+        else install.setup(assistant, files, install.executable())
+    )
+    out.emit({"changes": lines}, "\n".join(lines))

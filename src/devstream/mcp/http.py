@@ -19,7 +19,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from devstream.app import DevStream
 from devstream.config import Settings
 from devstream.errors import ConfigError
-from devstream.mcp.server import build_server
+from devstream.mcp.server import build_server, embedding_pending
 from devstream.mcp.tools import Spec
 
 TOKEN_ENV = "DEVSTREAM_MCP_TOKEN"  # noqa: S105 - the variable's name, not a token
@@ -79,7 +79,7 @@ async def serve_http(
         allowed_hosts=names,
         allowed_origins=[f"http://{name}" for name in names],
     )
-    async with DevStream.open(settings) as ds:
+    async with DevStream.open(settings) as ds, embedding_pending(ds):
         app = build_server(ds, tools).streamable_http_app(
             streamable_http_path=PATH, transport_security=security, host=host
         )

@@ -56,6 +56,7 @@ untitled = with_config(ConfigDict(json_schema_extra=_untitled))
 
 
 TaskId = Annotated[int, about("Task id.", ge=1)]
+PlanId = Annotated[int, about("Plan id.", ge=1)]
 OptionalPlan = Annotated[int | None, about("Only this plan's.", ge=1)]
 Limit = Annotated[int, about("At most this many.", ge=1, le=100)]
 Budget = Annotated[int, about("Tokens of memory context to inject.", ge=1)]
@@ -112,6 +113,31 @@ class Stored(TypedDict):
     memory: Document
     created: bool
     warning: str | None
+
+
+@untitled
+class Plans(TypedDict):
+    plans: Documents
+
+
+@untitled
+class Progress(TypedDict):
+    plan: Document
+    done: int
+    total: int
+    percent: float
+    phases: Documents
+    tasks: Documents
+
+
+@untitled
+class OneTask(TypedDict):
+    task: Document
+
+
+@untitled
+class Deleted(TypedDict):
+    deleted: int
 
 
 @untitled
@@ -254,6 +280,65 @@ class Tools:
         }
         return _result(text, document)
 
+    # --- the rest of the CLI's abilities (DEVSTREAM_MCP_TOOLS=all) -------------------
+
+    async def list_plans(
+        self, status: Annotated[str | None, about("Only plans in this status.")] = None
+    ) -> Annotated[CallToolResult, Plans]:
+        """Every plan, or those in one status (draft, active, completed, ...)."""
+        plans = await self.ds.tasks.plans(status=status)
+        lines = [f"plan #{p.id} [{p.status}] p{p.priority} {p.title}" for p in plans]
+        return _result("\n".join(lines) or "no plans", {"plans": [asdict(p) for p in plans]})
+
+    async def show_plan(self, plan_id: PlanId) -> Annotated[CallToolResult, Progress]:
+        """A plan's phases and progress, and its tasks with what blocks them."""
+        progress = await self.ds.tasks.progress(plan_id)
+        tasks = await self.ds.tasks.tasks(plan_id=plan_id)
+        blocked = await self.ds.tasks.blocked([task.id for task in tasks])
+        document = documents.progress(progress)
+        document["tasks"] = [{**asdict(t), "blocked": t.id in blocked} for t in tasks]
+        text = f"plan #{plan_id}: {progress.done}/{progress.total} tasks done"
+        return _result("\n".join([text, *(_task_line(t) for t in tasks)]), document)
+
+    async def add_task(
+        self,
+        phase_id: Annotated[int, about("Phase id.", ge=1)],
+        title: Annotated[str, about("Task title.")],
+        description: Annotated[str, about("What to do.")] = "",
+        priority: Priority = 5,
+        depends_on: Annotated[list[int] | None, about("Ids of tasks it waits for.")] = None,
+    ) -> Annotated[CallToolResult, OneTask]:
+        """Add a micro-task (at most 10 minutes) to a phase of an open plan."""
+        task = await self.ds.tasks.add_task(
+            phase_id, title, description, priority=priority, depends_on=depends_on or ()
+        )
+        return _result(f"added {_task_line(task)}", {"task": asdict(task)})
+
+    async def add_dependency(
+        self, task_id: TaskId, depends_on_id: Annotated[int, about("The task it waits for.", ge=1)]
+    ) -> Annotated[CallToolResult, OneTask]:
+        """Make a pending task wait for another of its plan; a cycle is refused."""
+        await self.ds.tasks.add_dependency(task_id, depends_on_id)
+        task = await self.ds.tasks.task(task_id)
+        return _result(f"task #{task_id} waits for task #{depends_on_id}", {"task": asdict(task)})
+
+    async def retry_task(self, task_id: TaskId) -> Annotated[CallToolResult, OneTask]:
+        """A failed task back to pending."""
+        task = await self.ds.tasks.retry(task_id)
+        return _result(_task_line(task), {"task": asdict(task)})
+
+    async def skip_task(self, task_id: TaskId) -> Annotated[CallToolResult, OneTask]:
+        """Skip a task that will not be done."""
+        task = await self.ds.tasks.skip(task_id)
+        return _result(_task_line(task), {"task": asdict(task)})
+
+    async def delete_memory(
+        self, memory_id: Annotated[int, about("Memory id.", ge=1)]
+    ) -> Annotated[CallToolResult, Deleted]:
+        """Delete a memory for good."""
+        await self.ds.memory.delete(memory_id)
+        return _result(f"deleted memory #{memory_id}", {"deleted": memory_id})
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -283,6 +368,17 @@ CORE = (
     Spec("search_memory", read_only=True),
     Spec("add_memory", idempotent=True),
     Spec("outline_plan"),
+)
+
+
+MORE = (
+    Spec("list_plans", read_only=True),
+    Spec("show_plan", read_only=True),
+    Spec("add_task"),
+    Spec("add_dependency", idempotent=True),
+    Spec("retry_task"),
+    Spec("skip_task"),
+    Spec("delete_memory", destructive=True, idempotent=True),
 )
 
 
