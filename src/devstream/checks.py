@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeGuard
 
 from devstream.errors import InvalidInput
-from devstream.vocabulary import MAX_PRIORITY, MAX_TASK_MINUTES, MAX_TITLE, MIN_PRIORITY, OPEN_PLANS
+from devstream.vocabulary import (
+    MAX_PRIORITY,
+    MAX_SESSION_ID,
+    MAX_TASK_MINUTES,
+    MAX_TITLE,
+    MIN_PRIORITY,
+    OPEN_PLANS,
+)
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer
 _SHOWN = 60  # characters of a refused value quoted in the error
@@ -119,6 +126,11 @@ def one_of(value: object, name: str, options: Sequence[str]) -> str:
 
 
 # --- plans, phases and tasks ---------------------------------------------------------------
+
+
+def session(value: object) -> None:
+    """An assistant's session id: short text, not blank."""
+    text(value, "session id", required=True, max_chars=MAX_SESSION_ID)
 
 
 def title_of(kind: str) -> Check:

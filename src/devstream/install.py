@@ -26,12 +26,13 @@ from typing import Any, Literal
 import tomlkit
 
 from devstream.errors import ConfigError
+from devstream.vocabulary import HOOK_EVENTS
 
 Assistant = Literal["claude", "codex"]
 SERVER = "devstream"
 BACKUP_SUFFIX = ".devstream-backup"
 HOOK_TIMEOUT_S = 10
-_OURS = re.compile(r"(^|[/\\'\" ])devstream['\"]? hook (session-start|post-tool|stop)$")
+_OURS = re.compile(rf"(^|[/\\'\" ])devstream['\"]? hook ({'|'.join(HOOK_EVENTS)})$")
 
 # Per assistant: (hook event, matcher or None, devstream hook EVENT).
 HOOKS: dict[str, tuple[tuple[str, str | None, str], ...]] = {
@@ -40,6 +41,7 @@ HOOKS: dict[str, tuple[tuple[str, str | None, str], ...]] = {
         ("PostToolUse", "Write|Edit|MultiEdit|NotebookEdit|Bash", "post-tool"),
         ("PostToolUseFailure", "Bash", "post-tool"),
         ("Stop", None, "stop"),
+        ("SessionEnd", None, "session-end"),
     ),
     "codex": (
         ("SessionStart", "startup|resume|clear", "session-start"),

@@ -18,10 +18,11 @@ OPEN_PLANS = ("draft", "active")
 RUN_ENDS = ("completed", "failed", "skipped")
 
 MAX_TITLE = 200  # characters in a plan or task title, or a phase name
+MAX_SESSION_ID = 200  # characters in an assistant's session id
 MIN_PRIORITY, MAX_PRIORITY = 1, 10  # 10 is the most important
 MAX_TASK_MINUTES = 10
 CONTEXT_BUDGET = 2_000  # tokens of context injected when a task starts
 BRIEF_MAX_CHARS = 10_000  # of the brief a session starts with (hooks, prime)
-HOOK_EVENTS = ("session-start", "post-tool", "stop")  # `devstream hook EVENT`
+HOOK_EVENTS = ("session-start", "post-tool", "stop", "session-end")  # `devstream hook EVENT`
 # The embedding model used unless configured otherwise, and the length of its vectors.
 EMBED_MODEL, EMBED_DIMENSION = "embeddinggemma", 768

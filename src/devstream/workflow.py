@@ -81,10 +81,14 @@ class Workflow:
         budget: int = CONTEXT_BUDGET,
         per_type_cap: int | None = None,
         count_tokens: TokenCounter = approximate_tokens,
+        session: str | None = None,
     ) -> StartedTask:
-        """Claim a ready task and inject the memories most relevant to it."""
+        """Claim a ready task and inject the memories most relevant to it; `session`: the
+        assistant session that holds it while it is active."""
         checks.identifier(task_id, "task_id")
         _check_budget(budget, per_type_cap)
+        if session is not None:
+            checks.session(session)
         with self.metrics.timed("workflow.start"):
             located = await self._claimable(task_id, "active")  # before the costlier search
             context = await self._context(
@@ -94,7 +98,13 @@ class Workflow:
                 claimed = await self.tasks.claim(conn, task_id, "active")
                 await _check_unblocked(conn, task_id)
                 task = await self.tasks.move(
-                    conn, claimed, "active", started_at=utcnow(), completed_at=None, duration_s=None
+                    conn,
+                    claimed,
+                    "active",
+                    started_at=utcnow(),
+                    completed_at=None,
+                    duration_s=None,
+                    session_id=session,
                 )
                 injection = await task_store.record_injection(
                     conn, task_id, context.memory_ids, context.tokens_used
@@ -106,16 +116,22 @@ class Workflow:
         return StartedTask(task, context, injection)
 
     async def start_next(
-        self, *, plan_id: int | None = None, budget: int = CONTEXT_BUDGET
+        self,
+        *,
+        plan_id: int | None = None,
+        budget: int = CONTEXT_BUDGET,
+        session: str | None = None,
     ) -> StartedTask | None:
         """Start the most important ready task (of one plan, if given), or None when there is
         none: a task another caller claims first is passed over for the next one."""
         checks.optional_identifier(plan_id, "plan_id")
         _check_budget(budget, None)
+        if session is not None:
+            checks.session(session)
         while ready := await self.tasks.ready(plan_id=plan_id, limit=_CLAIM_BATCH):
             for task in ready:
                 try:
-                    return await self.start_task(task.id, budget=budget)
+                    return await self.start_task(task.id, budget=budget, session=session)
                 except (IllegalTransition, TaskBlocked):
                     continue  # claimed (or given a new dependency) since it was read
         return None

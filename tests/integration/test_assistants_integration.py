@@ -652,7 +652,13 @@ async def test_setup_claude_merges_once_backs_up_and_removes_exactly_its_entries
     post_tool = merged["hooks"]["PostToolUse"]
     assert post_tool[0] == THEIR_SETTINGS["hooks"]["PostToolUse"][0]
     assert post_tool[1]["hooks"][0]["command"] == f"{exe} hook post-tool"
-    assert set(merged["hooks"]) == {"SessionStart", "PostToolUse", "PostToolUseFailure", "Stop"}
+    assert set(merged["hooks"]) == {
+        "SessionStart",
+        "PostToolUse",
+        "PostToolUseFailure",
+        "Stop",
+        "SessionEnd",
+    }
     server = json.loads(claude_json.read_text())["mcpServers"]
     assert server["devstream"] == {"type": "stdio", "command": str(exe), "args": ["mcp"]}
     assert server["docs"] == {"command": "d"}
@@ -709,3 +715,45 @@ async def test_devstream_setup_points_the_assistant_at_this_devstream(tmp_path: 
     assert (await run_devstream("setup", "claude", "--remove", cwd=project, env=env))[0] == 0
     assert json.loads((project / ".mcp.json").read_text()) == {}
     assert not (home / ".claude").exists(), "--project touches no user file"
+
+
+@pytest.mark.real_database
+async def test_a_session_holds_what_it_started_until_it_ends(
+    integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    ds = integration_real_database
+    tasks = [{"title": title} for title in ("parse the header", "map columns", "write rows")]
+    async with client_of(ds) as client:
+        ok(
+            await call(
+                client, "outline_plan", title="Importer", phases=[{"name": "p", "tasks": tasks}]
+            )
+        )
+        mine = ok(await call(client, "start_task", session="8c1f2a7e-claude"))["task"]
+        theirs = ok(await call(client, "start_task", session="0199a3c4-codex"))["task"]
+    assert (mine["session_id"], theirs["session_id"]) == ("8c1f2a7e-claude", "0199a3c4-codex")
+
+    answer = await hook(
+        "session-start", payload("claude_session_start.json", tmp_path), file_of(ds)
+    )
+    assert answer is not None
+    context = answer["hookSpecificOutput"]["additionalContext"]
+    assert "Your session id: 8c1f2a7e-claude" in context
+    assert f"Your task in progress:\n- task #{mine['id']}" in context
+    assert f"Work in progress:\n- task #{theirs['id']}" in context
+
+    # Two tasks are active: the answer goes to the one this session holds.
+    transcript = PAYLOADS / "claude_transcript.jsonl"
+    await hook("stop", payload("claude_stop.json", tmp_path, transcript), file_of(ds))
+    (kept,) = await ds.memory.entries()
+    assert kept.task_id == mine["id"]
+
+    end = json.loads(payload("claude_session_start.json", tmp_path))
+    end["hook_event_name"] = "SessionEnd"
+    assert await hook("session-end", json.dumps(end), file_of(ds)) is None
+    released, held = await ds.tasks.task(mine["id"]), await ds.tasks.task(theirs["id"])
+    assert (released.status, released.session_id, released.started_at) == ("pending", None, None)
+    assert (held.status, held.session_id) == ("active", "0199a3c4-codex")
+    done = await ds.workflow.complete_task(theirs["id"], "rows written")
+    assert done.task.session_id is None, "a hold lasts while the task is active"
+    assert mine["id"] in [t.id for t in await ds.tasks.ready()], "released for others to take"

@@ -231,11 +231,12 @@ def task_ready(out: Output, plan_id: int | None, limit: int | None) -> None:
     type=click.IntRange(1),
     help="Tokens of context to inject.",
 )
+@click.option("--session", metavar="ID", help="The assistant session that holds the task.")
 @pass_output
-def task_start(out: Output, task_id: int, budget: int) -> None:
+def task_start(out: Output, task_id: int, budget: int, session: str | None) -> None:
     """Start a ready task and print the context injected for it."""
     started: StartedTask = with_store(
-        out, lambda ds: ds.workflow.start_task(task_id, budget=budget)
+        out, lambda ds: ds.workflow.start_task(task_id, budget=budget, session=session)
     )
     context = started.context
     header = (
@@ -307,6 +308,16 @@ def task_skip(out: Output, task_id: int) -> None:
     """Skip a pending or active task."""
     skipped: MicroTask = with_store(out, lambda ds: ds.tasks.skip(task_id))
     out.emit({"task": asdict(skipped)}, f"task #{task_id} skipped")
+
+
+@task.command("release")
+@click.argument("session")
+@pass_output
+def task_release(out: Output, session: str) -> None:
+    """Put the active tasks an ended assistant session holds back to pending."""
+    released = with_store(out, lambda ds: ds.tasks.release(session))
+    lines = [f"released {task_line(task)}" for task in released] or ["nothing to release"]
+    out.emit({"tasks": [asdict(task) for task in released]}, "\n".join(lines))
 
 
 @task.command("depend")

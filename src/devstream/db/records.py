@@ -43,6 +43,7 @@ class MicroTask:
     duration_s: float | None
     created_at: datetime
     updated_at: datetime
+    session_id: str | None = None  # the assistant session holding it while active
 
 
 @dataclass(frozen=True)

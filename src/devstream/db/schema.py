@@ -27,6 +27,7 @@ from devstream.vocabulary import (
     CONTENT_TYPES,
     EMBEDDING_STATUSES,
     MAX_PRIORITY,
+    MAX_SESSION_ID,
     MAX_TASK_MINUTES,
     MAX_TITLE,
     MIN_PRIORITY,
@@ -118,6 +119,8 @@ micro_tasks = Table(
     Column("completed_at", UTCDateTime(), nullable=True),
     Column("duration_s", Float, nullable=True),
     *_timestamps(),
+    # The assistant session holding the task while it is active (migration 0005).
+    Column("session_id", String(MAX_SESSION_ID), nullable=True, index=True),
     CheckConstraint("length(trim(title)) > 0", name="title_not_blank"),
     CheckConstraint(_one_of("status", TASK_STATUSES), name="status"),
     CheckConstraint(_priority_range, name="priority"),

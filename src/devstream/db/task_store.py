@@ -73,8 +73,11 @@ async def open_dependencies(conn: AsyncConnection, task_id: int) -> list[int]:
 async def change_status(
     conn: AsyncConnection, task: MicroTask, to: str, **values: Any
 ) -> MicroTask:
-    """Set a task's status (and other columns), record the event, bring its phase along."""
+    """Set a task's status (and other columns), record the event, bring its phase along.
+    A session's hold on a task lasts while it is active."""
     now = utcnow()
+    if to != "active":
+        values = {**values, "session_id": None}
     statement = (
         update(micro_tasks)
         .where(micro_tasks.c.id == task.id)
@@ -135,6 +138,7 @@ async def tasks(
     plan_id: int | None = None,
     phase_id: int | None = None,
     status: str | None = None,
+    session_id: str | None = None,
 ) -> list[MicroTask]:
     """Tasks in phase order, then creation order."""
     query = (
@@ -146,6 +150,7 @@ async def tasks(
         (phases.c.plan_id, plan_id),
         (micro_tasks.c.phase_id, phase_id),
         (micro_tasks.c.status, status),
+        (micro_tasks.c.session_id, session_id),
     ):
         if value is not None:
             query = query.where(column == value)

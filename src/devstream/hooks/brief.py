@@ -28,21 +28,31 @@ RECENT_KINDS = frozenset({"decision", "learning"})  # shown when no task is read
 _CLOSE = f"</{TAG}>"
 
 
-async def brief(ds: DevStream, *, max_chars: int = BRIEF_MAX_CHARS) -> str:
-    """The brief, at most `max_chars` characters; empty when the store holds nothing."""
+async def brief(
+    ds: DevStream, *, max_chars: int = BRIEF_MAX_CHARS, session: str | None = None
+) -> str:
+    """The brief, at most `max_chars` characters; empty when the store holds nothing.
+    `session`: the assistant session it is for, whose own tasks come first."""
     active = await ds.tasks.tasks(status="active")
     ready = await ds.tasks.ready(limit=READY_SHOWN)
+    mine = [task for task in active if session is not None and task.session_id == session]
+    others = [task for task in active if task not in mine]
     sections = []
-    if active:
-        sections.append("Work in progress:\n" + "\n".join(_line(task) for task in active[:5]))
+    if mine:
+        sections.append("Your task in progress:\n" + "\n".join(_line(task) for task in mine))
+    if others:
+        sections.append("Work in progress:\n" + "\n".join(_line(task) for task in others[:5]))
     if ready:
         sections.append("Next ready tasks:\n" + "\n".join(_line(task) for task in ready))
     head = "\n\n".join(sections)
     room = max_chars - len(_wrap(head + "\n\n"))
-    memories = await _memories(ds, (ready or active)[:1], room) if room > 0 else ""
-    body = "\n\n".join(part for part in (head, memories) if part)
+    memories = await _memories(ds, (mine or ready or others)[:1], room) if room > 0 else ""
+    if not (head or memories):
+        return ""
+    said = f"Your session id: {session} (pass it to start_task as session)" if session else ""
+    body = "\n\n".join(part for part in (said, head, memories) if part)
     room = max_chars - len(_wrap(""))
-    return _wrap(body[:room]) if body and room > 0 else ""
+    return _wrap(body[:room]) if room > 0 else ""
 
 
 async def _memories(ds: DevStream, focus: list[MicroTask], room: int) -> str:

@@ -3,6 +3,7 @@
 - `session-start`: the brief (`devstream.hooks.brief`) as the session's additional context.
 - `post-tool`: keep what the tool produced that is worth keeping (`devstream.hooks.capture`).
 - `stop`: keep the turn's last answer, linked to the task in progress; no status changes.
+- `session-end`: release what the ended session still holds (its active tasks, to pending).
 
 The store is the one of the `cwd` the hook is given (its project's `.devstream/`), unless
 one is named; outside any project nothing is injected or kept. Hooks never migrate or
@@ -36,14 +37,19 @@ async def handle(
         return None  # outside any project, and no store named
     if event == "session-start":
         async with _store(settings) as ds:
-            text = await brief(ds, max_chars=max_chars)
+            text = await brief(ds, max_chars=max_chars, session=payload.session_id)
         if not text:
             return None
         return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": text}}
+    if event == "session-end":
+        if payload.session_id:
+            async with _store(settings) as ds:
+                await ds.tasks.release(payload.session_id)
+        return None
     captured = _captured(event, payload, settings)
     if captured is not None:
         async with _store(settings) as ds:
-            await _keep(ds, captured)
+            await _keep(ds, captured, payload.session_id)
     return None
 
 
@@ -66,10 +72,11 @@ def _captured(event: str, payload: Payload, settings: Settings) -> Captured | No
     return as_memory(answer, "output", cap) if answer and answer.strip() else None
 
 
-async def _keep(ds: DevStream, captured: Captured) -> None:
-    """Store the capture, linked to the task in progress when there is exactly one; an
-    answer that belongs to no task is not kept."""
-    active = await ds.tasks.tasks(status="active")
+async def _keep(ds: DevStream, captured: Captured, session: str | None) -> None:
+    """Store the capture, linked to the session's task in progress, or else to the one task
+    in progress if there is only one; an answer that belongs to no task is not kept."""
+    held = await ds.tasks.tasks(status="active", session=session) if session else []
+    active = held or await ds.tasks.tasks(status="active")
     if len(active) == 1:
         await ds.workflow.note(active[0].id, captured.content, captured.content_type)
     elif captured.content_type != "output":

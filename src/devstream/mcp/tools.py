@@ -178,17 +178,18 @@ class Tools:
         task_id: Annotated[int | None, about("Omit to claim the next ready task.", ge=1)] = None,
         plan_id: OptionalPlan = None,
         budget: Budget = CONTEXT_BUDGET,
+        session: Annotated[str | None, about("Your session id, from the brief.")] = None,
     ) -> Annotated[CallToolResult, Started]:
         """Start a task and get the memories relevant to it. Without task_id, claims the most
         important ready task atomically: two agents asking at once get different tasks."""
         workflow = self.ds.workflow
         if task_id is None:
-            started = await workflow.start_next(plan_id=plan_id, budget=budget)
+            started = await workflow.start_next(plan_id=plan_id, budget=budget, session=session)
             if started is None:
                 nothing: Document = {"task": None, "context": None, "injection_id": None}
                 return _result("no ready task", nothing)
         else:
-            started = await workflow.start_task(task_id, budget=budget)
+            started = await workflow.start_task(task_id, budget=budget, session=session)
         context = started.context
         header = (
             f"started {_task_line(started.task)}\n{len(context.included)} memories injected, "

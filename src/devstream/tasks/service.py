@@ -199,14 +199,24 @@ class TaskService:
         return await self._queries.tasks.get(task_id)
 
     async def tasks(
-        self, *, plan_id: int | None = None, phase_id: int | None = None, status: str | None = None
+        self,
+        *,
+        plan_id: int | None = None,
+        phase_id: int | None = None,
+        status: str | None = None,
+        session: str | None = None,
     ) -> list[MicroTask]:
+        """Tasks in phase order; `session`: those an assistant session holds."""
         checks.optional_identifier(plan_id, "plan_id")
         checks.optional_identifier(phase_id, "phase_id")
         if status is not None:
             checks.one_of(status, "task status", tuple(TASK_FLOW))
+        if session is not None:
+            checks.session(session)
         async with self._pool.read_transaction() as conn:
-            return await task_store.tasks(conn, plan_id=plan_id, phase_id=phase_id, status=status)
+            return await task_store.tasks(
+                conn, plan_id=plan_id, phase_id=phase_id, status=status, session_id=session
+            )
 
     async def blocked(self, task_ids: Sequence[int]) -> set[int]:
         """Which of these tasks are pending behind an unfinished dependency."""
@@ -307,6 +317,20 @@ class TaskService:
             skipped = await self.move(conn, located, "skipped", **finished(located.task))
         self.count(located, "skipped")
         return skipped
+
+    async def release(self, session: str) -> list[MicroTask]:
+        """The active tasks an ended assistant session still holds, back to pending (their
+        start forgotten, the task events keeping it), for other sessions to take."""
+        checks.session(session)
+        released = []
+        async with self._pool.write_transaction() as conn:
+            for task in await task_store.tasks(conn, status="active", session_id=session):
+                released.append(
+                    await task_store.change_status(conn, task, "pending", started_at=None)
+                )
+        for _ in released:
+            self.metrics.increment("task.transitions.active->pending")
+        return released
 
     async def claim(self, conn: AsyncConnection, task_id: int, to: str) -> task_store.Located:
         """Inside a transaction: the task, checked that it may move to `to` now."""
