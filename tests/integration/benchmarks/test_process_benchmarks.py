@@ -36,6 +36,7 @@ from sqlalchemy import text
 
 from devstream import DevStream, Settings
 from devstream.mcp import build_server
+from devstream.memory import MemoryFilter
 from devstream.memory.follow import Followed
 from devstream.vocabulary import BRIEF_MAX_CHARS
 from tests.integration.benchmarks.conftest import record
@@ -57,6 +58,7 @@ WRITERS, WRITES_PER_WRITER = 8, 200
 SEARCH_UNDER_WRITES_MAX_TARGET_MS = 500.0
 CATCH_UP_TARGET_MS = 20.0
 SESSION_START_TARGET_S = 1.0
+CAPTURE_HOOK_TARGET_S = 1.0
 CORE_TOOLS_TARGET_CHARS = 8_000
 LIMIT = 10
 
@@ -294,6 +296,53 @@ def test_hook_session_start_at_10k_and_the_core_tool_list(
         _mb(max(m.maxrss_kib for m in runs)),
         "MB",
     )
+
+
+async def _start_one_task(db: Path) -> int:
+    async with DevStream.open(Settings(db=str(db)), migrate_schema=False) as ds:
+        ready = await ds.tasks.ready(limit=1)
+        return (await ds.workflow.start_task(ready[0].id)).task.id
+
+
+def test_capture_hooks_at_10k(
+    benchmark: BenchmarkFixture,
+    corpora: Callable[[int], Path],
+    child_env: dict[str, str],
+    run: Run,
+    tmp_path: Path,
+) -> None:
+    """`devstream hook post-tool` (a file written) and `hook stop` (the turn's answer), each
+    fed a payload of its own per run, with a task in progress to link to: 10k memories."""
+    db = copy_database(corpora(10_000), tmp_path)
+    run(_brief_setup(db))
+    task_id = run(_start_one_task(db))
+    recorded = REPO_ROOT / "tests" / "integration" / "hook_payloads"
+    write = json.loads(
+        (recorded / "claude_post_tool_write.json").read_text().replace("{cwd}", str(tmp_path))
+    )
+    answer = json.loads((recorded / "codex_stop.json").read_text().replace("{cwd}", str(tmp_path)))
+    measured: dict[str, list[Measured]] = {"post-tool": [], "stop": []}
+
+    def one() -> None:
+        n = len(measured["stop"])
+        write["tool_input"]["content"] += f"\n# change {n}\n"
+        answer["last_assistant_message"] = f"Step {n} is done: the header parser handles a BOM."
+        for event, document in (("post-tool", write), ("stop", answer)):
+            fed = tmp_path / f"{event}-{n}.json"
+            fed.write_text(json.dumps(document), encoding="utf-8")
+            command: list[str | Path] = [CONSOLE_SCRIPT, "--db", db, "hook", event]
+            measured[event].append(measure(command, child_env, f"`hook {event}`", stdin=fed))
+
+    benchmark.pedantic(one, rounds=RUNS, iterations=1)
+    kept = run(_kept_for(db, task_id))
+    assert kept == 2 * RUNS, f"the hooks kept {kept} memories for the task, not {2 * RUNS}"
+    for event, runs in measured.items():
+        _record_walls(f"hook {event} 10k", runs, CAPTURE_HOOK_TARGET_S)
+
+
+async def _kept_for(db: Path, task_id: int) -> int:
+    async with DevStream.open(Settings(db=str(db)), migrate_schema=False) as ds:
+        return len(await ds.memory.entries(MemoryFilter(task_id=task_id), limit=None))
 
 
 async def _a_few_ready_tasks(db: Path) -> list[str]:
