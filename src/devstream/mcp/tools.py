@@ -11,21 +11,41 @@ abilities. Descriptions are short on purpose: every client pays for them in toke
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
-import pydantic_core
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import ConfigDict, Field, with_config
-from typing_extensions import Required, TypedDict  # pydantic needs these on Python < 3.12
+from mcp.types import CallToolResult, ToolAnnotations
 
 from devstream import documents
 from devstream.errors import DevStreamError
+from devstream.mcp.shapes import (
+    Budget,
+    ContentType,
+    Deleted,
+    Document,
+    Finished,
+    Found,
+    Limit,
+    OneTask,
+    OptionalPlan,
+    Outlined,
+    PhaseSpec,
+    PlanId,
+    Plans,
+    Priority,
+    Progress,
+    Started,
+    Stored,
+    TaskId,
+    Tasks,
+    about,
+    result,
+)
 from devstream.memory import MemoryFilter
 from devstream.tasks import PhaseOutline, TaskOutline
-from devstream.vocabulary import CONTENT_TYPES, CONTEXT_BUDGET
+from devstream.vocabulary import CONTEXT_BUDGET
 from devstream.workflow import Artifact
 
 if TYPE_CHECKING:
@@ -34,125 +54,6 @@ if TYPE_CHECKING:
     from devstream.workflow import FinishedTask
 
 SNIPPET = 100  # characters of a memory shown in a tool's text
-
-# --- parameters and results ---------------------------------------------------------------
-
-
-def about(
-    description: str, *, enum: Sequence[str] = (), ge: int | None = None, le: int | None = None
-) -> Any:
-    """A described field, with pydantic's bounds (ge, le) and the values it takes."""
-    extra: dict[str, Any] | None = {"enum": list(enum)} if enum else None
-    return Field(description=description, json_schema_extra=extra, ge=ge, le=le)
-
-
-def _untitled(schema: dict[str, Any]) -> None:
-    """Drop the titles pydantic gives every field: the field's name again, tokens for nothing."""
-    for field in schema.get("properties", {}).values():
-        field.pop("title", None)
-
-
-untitled = with_config(ConfigDict(json_schema_extra=_untitled))
-
-
-TaskId = Annotated[int, about("Task id.", ge=1)]
-PlanId = Annotated[int, about("Plan id.", ge=1)]
-OptionalPlan = Annotated[int | None, about("Only this plan's.", ge=1)]
-Limit = Annotated[int, about("At most this many.", ge=1, le=100)]
-Budget = Annotated[int, about("Tokens of memory context to inject.", ge=1)]
-ContentType = Annotated[str, about("Kind of memory.", enum=CONTENT_TYPES)]
-Priority = Annotated[int, about("1-10; 10 is the most important.", ge=1, le=10)]
-Document = dict[str, Any]
-Documents = list[Document]
-
-
-@untitled
-class TaskSpec(TypedDict, total=False):
-    title: Required[Annotated[str, about("Task title.")]]
-    description: Annotated[str, about("What to do.")]
-    priority: Priority
-    estimated_minutes: Annotated[int, about("1-10 minutes.", ge=1, le=10)]
-    depends_on: Annotated[list[int], about("Positions (from 1) of outline tasks it waits for.")]
-
-
-@untitled
-class PhaseSpec(TypedDict):
-    name: Annotated[str, about("Phase name.")]
-    tasks: Annotated[list[TaskSpec], about("Its tasks.")]
-
-
-@untitled
-class Tasks(TypedDict):
-    tasks: Documents
-
-
-@untitled
-class Started(TypedDict):
-    task: Document | None
-    context: Document | None
-    injection_id: int | None
-
-
-@untitled
-class Finished(TypedDict):
-    task: Document
-    memories: Documents
-    warnings: list[str]
-
-
-@untitled
-class Found(TypedDict):
-    query: str
-    degraded: bool
-    reason: str | None
-    hits: Documents
-
-
-@untitled
-class Stored(TypedDict):
-    memory: Document
-    created: bool
-    warning: str | None
-
-
-@untitled
-class Plans(TypedDict):
-    plans: Documents
-
-
-@untitled
-class Progress(TypedDict):
-    plan: Document
-    done: int
-    total: int
-    percent: float
-    phases: Documents
-    tasks: Documents
-
-
-@untitled
-class OneTask(TypedDict):
-    task: Document
-
-
-@untitled
-class Deleted(TypedDict):
-    deleted: int
-
-
-@untitled
-class Outlined(TypedDict):
-    plan: Document
-    phases: Documents
-    tasks: Documents
-
-
-def _result(text: str, document: Document) -> CallToolResult:
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)],
-        structured_content=pydantic_core.to_jsonable_python(document),
-    )
-
 
 # --- the tools ----------------------------------------------------------------------------
 
@@ -171,7 +72,7 @@ class Tools:
         """Tasks ready to start (every dependency completed), most important first."""
         ready = await self.ds.tasks.ready(plan_id=plan_id, limit=limit)
         lines = [_task_line(task) for task in ready] or ["no ready task"]
-        return _result("\n".join(lines), {"tasks": [asdict(task) for task in ready]})
+        return result("\n".join(lines), {"tasks": [asdict(task) for task in ready]})
 
     async def start_task(
         self,
@@ -187,7 +88,7 @@ class Tools:
             started = await workflow.start_next(plan_id=plan_id, budget=budget, session=session)
             if started is None:
                 nothing: Document = {"task": None, "context": None, "injection_id": None}
-                return _result("no ready task", nothing)
+                return result("no ready task", nothing)
         else:
             started = await workflow.start_task(task_id, budget=budget, session=session)
         context = started.context
@@ -196,7 +97,7 @@ class Tools:
             f"{context.tokens_used}/{budget} tokens" + (" (degraded)" if context.degraded else "")
         )
         body = f"\n\n{context.text}" if context.text else ""
-        return _result(header + body, documents.started(started))
+        return result(header + body, documents.started(started))
 
     async def complete_task(
         self,
@@ -209,7 +110,7 @@ class Tools:
         artifacts = [Artifact(text, "code") for text in code or ()]
         artifacts += [Artifact(text, "decision") for text in decisions or ()]
         done = await self.ds.workflow.complete_task(task_id, output, artifacts)
-        return _result(_finished_text(done), documents.finished(done))
+        return result(_finished_text(done), documents.finished(done))
 
     async def fail_task(
         self,
@@ -218,7 +119,7 @@ class Tools:
     ) -> Annotated[CallToolResult, Finished]:
         """Fail an active task; the error is kept as a memory."""
         done = await self.ds.workflow.fail_task(task_id, error)
-        return _result(_finished_text(done), documents.finished(done))
+        return result(_finished_text(done), documents.finished(done))
 
     async def search_memory(
         self,
@@ -229,13 +130,13 @@ class Tools:
     ) -> Annotated[CallToolResult, Found]:
         """Hybrid (full-text and semantic) search of the project's memory."""
         filters = MemoryFilter(content_types=frozenset(content_types or ()), plan_id=plan_id)
-        result = await self.ds.memory.search(query, limit=limit, filters=filters)
-        lines = [f"degraded: {result.reason}"] if result.degraded else []
+        found = await self.ds.memory.search(query, limit=limit, filters=filters)
+        lines = [f"degraded: {found.reason}"] if found.degraded else []
         lines += [
             f"#{hit.entry.id} {hit.entry.content_type}: {_snippet(hit.entry.content)}"
-            for hit in result.hits
+            for hit in found.hits
         ] or ["no matches"]
-        return _result("\n".join(lines), documents.search(result))
+        return result("\n".join(lines), documents.search(found))
 
     async def add_memory(
         self,
@@ -252,7 +153,7 @@ class Tools:
         if stored.warning:
             text += f" (warning: {stored.warning})"
         document = {"memory": documents.entry(entry), "created": stored.created}
-        return _result(text, {**document, "warning": stored.warning})
+        return result(text, {**document, "warning": stored.warning})
 
     async def outline_plan(
         self,
@@ -279,7 +180,7 @@ class Tools:
             "phases": [asdict(phase) for phase in made.phases],
             "tasks": [asdict(task) for task in made.tasks],
         }
-        return _result(text, document)
+        return result(text, document)
 
     # --- the rest of the CLI's abilities (DEVSTREAM_MCP_TOOLS=all) -------------------
 
@@ -289,7 +190,7 @@ class Tools:
         """Every plan, or those in one status (draft, active, completed, ...)."""
         plans = await self.ds.tasks.plans(status=status)
         lines = [f"plan #{p.id} [{p.status}] p{p.priority} {p.title}" for p in plans]
-        return _result("\n".join(lines) or "no plans", {"plans": [asdict(p) for p in plans]})
+        return result("\n".join(lines) or "no plans", {"plans": [asdict(p) for p in plans]})
 
     async def show_plan(self, plan_id: PlanId) -> Annotated[CallToolResult, Progress]:
         """A plan's phases and progress, and its tasks with what blocks them."""
@@ -299,7 +200,7 @@ class Tools:
         document = documents.progress(progress)
         document["tasks"] = [{**asdict(t), "blocked": t.id in blocked} for t in tasks]
         text = f"plan #{plan_id}: {progress.done}/{progress.total} tasks done"
-        return _result("\n".join([text, *(_task_line(t) for t in tasks)]), document)
+        return result("\n".join([text, *(_task_line(t) for t in tasks)]), document)
 
     async def add_task(
         self,
@@ -313,7 +214,7 @@ class Tools:
         task = await self.ds.tasks.add_task(
             phase_id, title, description, priority=priority, depends_on=depends_on or ()
         )
-        return _result(f"added {_task_line(task)}", {"task": asdict(task)})
+        return result(f"added {_task_line(task)}", {"task": asdict(task)})
 
     async def add_dependency(
         self, task_id: TaskId, depends_on_id: Annotated[int, about("The task it waits for.", ge=1)]
@@ -321,24 +222,24 @@ class Tools:
         """Make a pending task wait for another of its plan; a cycle is refused."""
         await self.ds.tasks.add_dependency(task_id, depends_on_id)
         task = await self.ds.tasks.task(task_id)
-        return _result(f"task #{task_id} waits for task #{depends_on_id}", {"task": asdict(task)})
+        return result(f"task #{task_id} waits for task #{depends_on_id}", {"task": asdict(task)})
 
     async def retry_task(self, task_id: TaskId) -> Annotated[CallToolResult, OneTask]:
         """A failed task back to pending."""
         task = await self.ds.tasks.retry(task_id)
-        return _result(_task_line(task), {"task": asdict(task)})
+        return result(_task_line(task), {"task": asdict(task)})
 
     async def skip_task(self, task_id: TaskId) -> Annotated[CallToolResult, OneTask]:
         """Skip a task that will not be done."""
         task = await self.ds.tasks.skip(task_id)
-        return _result(_task_line(task), {"task": asdict(task)})
+        return result(_task_line(task), {"task": asdict(task)})
 
     async def delete_memory(
         self, memory_id: Annotated[int, about("Memory id.", ge=1)]
     ) -> Annotated[CallToolResult, Deleted]:
         """Delete a memory for good."""
         await self.ds.memory.delete(memory_id)
-        return _result(f"deleted memory #{memory_id}", {"deleted": memory_id})
+        return result(f"deleted memory #{memory_id}", {"deleted": memory_id})
 
 
 @dataclass(frozen=True)
