@@ -25,6 +25,7 @@ from devstream import DevStream, Settings, install
 from devstream.errors import ConfigError
 from devstream.hooks import brief, capture_kinds, handle
 from devstream.mcp import CORE, build_server, embedding_pending, selected
+from devstream.mcp.http import address, bearer, is_loopback
 from devstream.tasks import PhaseOutline, TaskOutline
 from tests.integration.conftest import table_row_counts
 from tests.support import devstream_cli, single_task
@@ -757,3 +758,32 @@ async def test_a_session_holds_what_it_started_until_it_ends(
     done = await ds.workflow.complete_task(theirs["id"], "rows written")
     assert done.task.session_id is None, "a hold lasts while the task is active"
     assert mine["id"] in [t.id for t in await ds.tasks.ready()], "released for others to take"
+
+
+async def test_the_bearer_check_lets_only_the_token_through() -> None:
+    reached: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(scope["type"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    checked = bearer(app, "t0ken")
+    transport = httpx2.ASGITransport(app=checked)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        assert (await client.get("/mcp")).status_code == 401
+        refused = await client.get("/mcp", headers={"authorization": "Bearer t0ke"})
+        assert (refused.status_code, refused.headers["www-authenticate"]) == (401, "Bearer")
+        assert (
+            await client.get("/mcp", headers={"authorization": "Bearer t0ken"})
+        ).status_code == 204
+    assert reached == ["http"]
+
+
+@pytest.mark.parametrize(
+    ("bind", "host", "port"),
+    [("127.0.0.1:0", "127.0.0.1", 0), ("[::1]:8765", "::1", 8765), ("localhost:1", "localhost", 1)],
+)
+async def test_an_http_address_is_a_host_and_a_port(bind: str, host: str, port: int) -> None:
+    assert address(bind) == (host, port)
+    assert is_loopback(host)
