@@ -75,8 +75,9 @@ def _captured(event: str, payload: Payload, settings: Settings) -> Captured | No
 async def _keep(ds: DevStream, captured: Captured, session: str | None) -> None:
     """Store the capture, linked to the session's task in progress, or else to the one task
     in progress if there is only one; an answer that belongs to no task is not kept."""
-    held = await ds.tasks.tasks(status="active", session=session) if session else []
-    active = held or await ds.tasks.tasks(status="active")
+    active = await ds.tasks.tasks(status="active")
+    held = [task for task in active if session is not None and task.session_id == session]
+    active = held or active
     if len(active) == 1:
         await ds.workflow.note(active[0].id, captured.content, captured.content_type)
     elif captured.content_type != "output":
