@@ -243,13 +243,17 @@ def test_cli_search_100k_without_an_index_cache(
     assert cache.is_file(), "a search that rebuilt the index did not write the index cache"
 
 
+async def _add_ready_task(ds: DevStream) -> int:
+    """A ready task, worded with the corpus's common words."""
+    plan = await ds.tasks.create_plan("Hook benchmark")
+    phase = await ds.tasks.add_phase(plan.id, "Only phase")
+    return (await ds.tasks.add_task(phase.id, common_queries()[0], common_queries()[1])).id
+
+
 async def _brief_setup(db: Path) -> int:
-    """A ready task to brief, worded with the corpus's common words; the core tool list's
-    size as MCP's list_tools serves it."""
+    """A ready task to brief; the core tool list's size as MCP's list_tools serves it."""
     async with DevStream.open(Settings(db=str(db)), migrate_schema=False) as ds:
-        plan = await ds.tasks.create_plan("Hook benchmark")
-        phase = await ds.tasks.add_phase(plan.id, "Only phase")
-        await ds.tasks.add_task(phase.id, common_queries()[0], common_queries()[1])
+        await _add_ready_task(ds)
         async with mcp.Client(build_server(ds), raise_exceptions=True) as client:
             tools = (await client.list_tools()).tools
     listed = [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in tools]
@@ -298,10 +302,9 @@ def test_hook_session_start_at_10k_and_the_core_tool_list(
     )
 
 
-async def _start_one_task(db: Path) -> int:
+async def _a_task_in_progress(db: Path) -> int:
     async with DevStream.open(Settings(db=str(db)), migrate_schema=False) as ds:
-        ready = await ds.tasks.ready(limit=1)
-        return (await ds.workflow.start_task(ready[0].id)).task.id
+        return (await ds.workflow.start_task(await _add_ready_task(ds))).task.id
 
 
 def test_capture_hooks_at_10k(
@@ -314,8 +317,7 @@ def test_capture_hooks_at_10k(
     """`devstream hook post-tool` (a file written) and `hook stop` (the turn's answer), each
     fed a payload of its own per run, with a task in progress to link to: 10k memories."""
     db = copy_database(corpora(10_000), tmp_path)
-    run(_brief_setup(db))
-    task_id = run(_start_one_task(db))
+    task_id = run(_a_task_in_progress(db))
     recorded = REPO_ROOT / "tests" / "integration" / "hook_payloads"
     write = json.loads(
         (recorded / "claude_post_tool_write.json").read_text().replace("{cwd}", str(tmp_path))
