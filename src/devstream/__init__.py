@@ -6,8 +6,9 @@ command does, loads the storage stack only once `DevStream` itself is used.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from devstream.exports import lazy
 
 if TYPE_CHECKING:
     from devstream.app import DevStream
@@ -17,23 +18,10 @@ if TYPE_CHECKING:
 __all__ = ["DevStream", "DevStreamError", "Settings", "load_settings"]
 
 _HOMES = {
-    "DevStream": "devstream.app",
-    "DevStreamError": "devstream.errors",
-    "Settings": "devstream.config",
-    "load_settings": "devstream.config",
+    "devstream.app": ("DevStream",),
+    "devstream.errors": ("DevStreamError",),
+    "devstream.config": ("Settings", "load_settings"),
 }
 
-
 if not TYPE_CHECKING:  # type checkers would otherwise accept any attribute through it
-
-    def __getattr__(name: str) -> object:
-        home = _HOMES.get(name)
-        if home is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(home), name)
-        globals()[name] = value  # later lookups skip this hook
-        return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy(__name__, _HOMES)

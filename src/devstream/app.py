@@ -16,9 +16,11 @@ from devstream.config import Settings, load_settings
 from devstream.db import revision
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
+from devstream.memory.embedders import DeferredEmbedder
 from devstream.metrics import MetricsRegistry, resource_usage
 from devstream.stats import store_figures
 from devstream.tasks import TaskService
+from devstream.vocabulary import HASHING_MODEL
 
 if TYPE_CHECKING:
     from devstream.db.migrate import SchemaStatus
@@ -58,7 +60,8 @@ class DevStream:
         memory = MemoryService(
             self.pool, self.metrics, embedder, self.settings, index=self._memory_index
         )
-        self.metrics.register_gauge("memory_index", memory.index.footprint)
+        # Looked up when read: the index is built on a first search, not here.
+        self.metrics.register_gauge("memory_index", lambda: memory.index.footprint())  # noqa: PLW0108
         return memory
 
     @cached_property
@@ -131,9 +134,15 @@ def embedder_for(settings: Settings) -> Embedder:
             timeout_s=settings.ollama_timeout_s,
             deadline_s=settings.embed_deadline_s,
         )
-    from devstream.memory import HashingEmbedder  # noqa: PLC0415
+    from devstream.memory.hashing import HashingEmbedder  # noqa: PLC0415
 
     return HashingEmbedder(settings.embed_dimension)
+
+
+def deferred_embedder_for(settings: Settings) -> Embedder:
+    """The model and dimension `embedder_for` would give, without loading or calling it."""
+    model = settings.embed_model if settings.ollama_url else HASHING_MODEL
+    return DeferredEmbedder(model, settings.embed_dimension)
 
 
 def _settings_for(target: Settings | str | Path | None) -> Settings:

@@ -26,3 +26,4 @@ BRIEF_MAX_CHARS = 10_000  # of the brief a session starts with (hooks, prime)
 HOOK_EVENTS = ("session-start", "post-tool", "stop", "session-end")  # `devstream hook EVENT`
 # The embedding model used unless configured otherwise, and the length of its vectors.
 EMBED_MODEL, EMBED_DIMENSION = "embeddinggemma", 768
+HASHING_MODEL = "devstream-hashing-v2"  # the offline embedder's vectors, when no Ollama is set

@@ -33,7 +33,7 @@ from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
 from devstream.db.records import MemoryEntry, MicroTask, Phase, Plan
 from devstream.memory.breaker import CircuitBreaker
-from devstream.memory.embedders import HashingEmbedder
+from devstream.memory.hashing import HashingEmbedder
 from devstream.memory.index import MemoryIndex
 from devstream.memory.ollama import OllamaEmbedder
 from devstream.memory.service import NewMemory

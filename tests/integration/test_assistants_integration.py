@@ -598,6 +598,50 @@ async def test_a_hook_fails_open_on_bad_input_and_a_broken_store(tmp_path: Path)
     assert not (tmp_path / "missing.db").exists(), "a hook never creates a store"
 
 
+# `devstream ARGS`, then the heavy packages the process loaded, as JSON on stdout.
+LOADED_AFTER = """
+import json, runpy, sys
+sys.argv[0] = "devstream"
+try:
+    runpy.run_module("devstream", run_name="__main__")
+except SystemExit:
+    pass
+heavy = {"numpy", "httpx", "tenacity", "alembic", "mcp", "detect_secrets"}
+loaded = {name.split(".")[0] for name in sys.modules} & heavy
+index = [name for name in sys.modules if name.startswith(("devstream.memory.index",
+         "devstream.memory.search", "devstream.memory.vectors"))]
+print(json.dumps(sorted(loaded | set(index))))
+"""
+
+
+@pytest.mark.subprocess
+@pytest.mark.real_database
+async def test_a_capture_hook_stores_without_loading_numpy_or_the_index(
+    integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    """A capture hook is a fresh process on every tool call: it pays only for storing."""
+    ds = integration_real_database
+    task_id = await active_task(ds, "Handle the BOM")
+    for event, name in (("post-tool", "claude_post_tool_write.json"), ("stop", "codex_stop.json")):
+        command = [sys.executable, "-c", LOADED_AFTER, "--db", str(file_of(ds)), "hook", event]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            command,
+            input=payload(name, tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=SERVER_START_S,
+        )
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        # detect-secrets scans whatever is kept; nothing else heavy is needed to keep it.
+        assert json.loads(done.stdout) == ["detect_secrets"], f"`hook {event}` loaded more"
+    kept = await ds.memory.entries()
+    assert [(e.content_type, e.task_id, e.embedding_status) for e in kept] == [
+        ("code", task_id, "pending"),
+        ("output", task_id, "pending"),
+    ]
+
+
 @pytest.mark.real_database
 async def test_a_serving_process_embeds_what_hooks_stored_as_pending(
     integration_real_database: DevStream, tmp_path: Path

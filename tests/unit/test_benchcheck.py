@@ -13,7 +13,7 @@ import pytest
 
 from ci import benchcheck
 from ci.benchcheck import CALIBRATION, TAIL
-from devstream.memory.embedders import HashingEmbedder
+from devstream.memory.hashing import HashingEmbedder
 from tests.integration.benchmarks.calibration import workload
 from tests.support import REPO_ROOT
 

@@ -4,12 +4,14 @@ command about tasks alone does not load the memory's numpy and search indexes.""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +54,14 @@ def run_cli(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str
     )
     assert done.returncode == 0, f"`devstream {' '.join(args)}` failed:\n{done.stderr}"
     return done, set(json.loads(report.read_text(encoding="utf-8")))
+
+
+def printed_by(code: str) -> Any:
+    """What `code`, run in a fresh interpreter, prints as JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT_S, check=True
+    )
+    return json.loads(done.stdout)
 
 
 @pytest.mark.parametrize(
@@ -117,12 +127,43 @@ def test_the_package_face_loads_its_names_on_first_use() -> None:
         "from devstream.app import DevStream as Facade\n"
         "print(json.dumps([loaded_early, DevStream is Facade, devstream.__all__]))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=TIMEOUT_S, check=True
-    )
-    loaded_early, same, public = json.loads(done.stdout)
+    loaded_early, same, public = printed_by(probe)
     assert loaded_early == [], f"`import devstream` loaded {loaded_early}"
     assert same, "devstream.DevStream is not devstream.app.DevStream"
     assert public == ["DevStream", "DevStreamError", "Settings", "load_settings"]
     with pytest.raises(AttributeError, match="has no attribute 'Missing'"):
         _ = importlib.import_module("devstream").Missing
+
+
+def test_the_memory_package_loads_numpy_only_with_a_name_that_needs_it() -> None:
+    probe = (
+        "import json, sys, devstream.memory as memory\n"
+        "bare = 'numpy' in sys.modules\n"
+        "filters = memory.MemoryFilter, memory.NewMemory, memory.DeferredEmbedder\n"
+        "storing = 'numpy' in sys.modules\n"
+        "searching = memory.SearchResult is not None and 'numpy' in sys.modules\n"
+        "print(json.dumps([bare, storing, searching]))\n"
+    )
+    assert printed_by(probe) == [False, False, True]
+    memory = importlib.import_module("devstream.memory")
+    typed = _names_imported_for_type_checkers(Path(str(memory.__file__)))
+    offered = {name for names in memory._HOMES.values() for name in names}
+    assert typed == offered, "devstream.memory's TYPE_CHECKING imports and _HOMES differ"
+    assert all(getattr(memory, name) is not None for name in offered)
+    assert offered <= set(dir(memory))
+
+
+def _names_imported_for_type_checkers(source: Path) -> set[str]:
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    guarded = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    ]
+    return {
+        alias.asname or alias.name
+        for block in guarded
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }

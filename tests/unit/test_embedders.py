@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from devstream.memory.embedders import Embedder, HashingEmbedder
+from devstream.memory.embedders import Embedder
+from devstream.memory.hashing import HashingEmbedder
 
 
 def cosine(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
@@ -66,7 +67,7 @@ def test_hashing_is_identical_in_another_process_with_another_hash_seed() -> Non
     text = "Rate limiter drops requests under load; retry with backoff"
     code = (
         "import sys, hashlib\n"
-        "from devstream.memory.embedders import HashingEmbedder\n"
+        "from devstream.memory.hashing import HashingEmbedder\n"
         "v = HashingEmbedder().embed_one(sys.argv[1])\n"
         "print(hashlib.sha256(v.tobytes()).hexdigest())\n"
     )

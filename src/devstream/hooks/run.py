@@ -17,13 +17,12 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from devstream.app import DevStream, embedder_for
+from devstream.app import DevStream, deferred_embedder_for
 from devstream.config import Settings, load_settings
 from devstream.errors import ConfigError, NotInitialised
 from devstream.hooks.brief import brief
 from devstream.hooks.capture import KINDS, Captured, as_memory, from_tool, last_answer
 from devstream.hooks.payload import Payload, parse
-from devstream.memory import DeferredEmbedder
 from devstream.vocabulary import BRIEF_MAX_CHARS
 
 
@@ -89,6 +88,6 @@ async def _store(settings: Settings) -> AsyncIterator[DevStream]:
     path = settings.sqlite_path
     if path is not None and not path.exists():  # opening it would create it
         raise NotInitialised(f"no DevStream store at {path}")
-    embedder = DeferredEmbedder(embedder_for(settings))
+    embedder = deferred_embedder_for(settings)
     async with DevStream.open(settings, migrate_schema=False, embedder=embedder) as ds:
         yield ds

@@ -16,8 +16,8 @@ from devstream import checks
 from devstream.db import memory_store
 from devstream.db.pool import ConnectionPool
 from devstream.errors import EmbeddingError, EmbeddingRefused
-from devstream.memory.embedders import Embedder, Vectors
-from devstream.memory.vectors import Vector, encode
+from devstream.memory.embedders import Embedder
+from devstream.memory.vectors import Vector, Vectors, encode
 from devstream.metrics import MetricsRegistry
 
 # Failed attempts at embedding one memory on its own, over backfills, before it is failed.
@@ -54,11 +54,7 @@ class Backfiller:
         self.embedder = embedder
 
     async def backfill(
-        self,
-        batch_size: int = 64,
-        progress: Progress | None = None,
-        *,
-        retry_failed: bool = False,
+        self, batch_size: int, progress: Progress | None, *, retry_failed: bool
     ) -> EmbedReport:
         """Embed the entries stored as pending (with `retry_failed`, those marked failed too)."""
         checks.flag(retry_failed, "retry_failed")
@@ -69,13 +65,13 @@ class Backfiller:
             other_models=False, batch_size=batch_size, progress=progress
         )
 
-    async def reembed(self, batch_size: int = 64, progress: Progress | None = None) -> EmbedReport:
+    async def reembed(self, batch_size: int, progress: Progress | None) -> EmbedReport:
         """Embed pending entries and those embedded by another model or dimension."""
         return await self._embed_waiting(
             other_models=True, batch_size=batch_size, progress=progress
         )
 
-    async def waiting(self, *, other_models: bool = False) -> int:
+    async def waiting(self, *, other_models: bool) -> int:
         checks.flag(other_models, "other_models")
         async with self._pool.read_transaction() as conn:
             return await memory_store.count_awaiting(

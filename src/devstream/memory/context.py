@@ -11,11 +11,14 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from devstream.db.memory_store import MemoryFilter
 from devstream.errors import InvalidInput
-from devstream.memory.search import SearchHit
-from devstream.memory.service import MemoryService
+
+if TYPE_CHECKING:
+    from devstream.memory.search import SearchHit
+    from devstream.memory.service import MemoryService
 
 TokenCounter = Callable[[str], int]
 

@@ -31,7 +31,8 @@ from devstream.errors import (
     EmbeddingUnavailable,
 )
 from devstream.memory.breaker import CircuitBreaker
-from devstream.memory.embedders import Vectors, check_texts
+from devstream.memory.embedders import check_texts
+from devstream.memory.vectors import Vectors
 from devstream.vocabulary import EMBED_DIMENSION, EMBED_MODEL
 
 __all__ = ["OllamaEmbedder", "describe", "ollama_name"]

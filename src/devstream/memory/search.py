@@ -13,7 +13,6 @@ import asyncio
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +27,13 @@ from devstream.db.tokenizer import Phrase, query_phrases
 from devstream.errors import EmbeddingError, InvalidInput
 from devstream.memory import cache
 from devstream.memory.embedders import Embedder
+from devstream.memory.filters import checked_filter
 from devstream.memory.follow import CachePolicy, Followed, catch_up
 from devstream.memory.fulltext import match_expression
 from devstream.memory.index import MemoryIndex
 from devstream.memory.lexical import Hits, phrase_hits
 from devstream.memory.vectors import Vector, normalise
 from devstream.metrics import MetricsRegistry
-from devstream.vocabulary import CONTENT_TYPES, EMBEDDING_STATUSES
 
 RRF_K = 60
 # How many candidates each side of a hybrid search contributes to the fusion.
@@ -97,17 +96,13 @@ class Searcher:
         self,
         query: str,
         *,
-        limit: int = 10,
-        filters: MemoryFilter | None = None,
-        min_similarity: float | None = None,
-        weights: SearchWeights | None = None,
-        exact: bool = False,
+        limit: int,
+        filters: MemoryFilter | None,
+        min_similarity: float | None,
+        weights: SearchWeights | None,
+        exact: bool,
     ) -> SearchResult:
-        """Hybrid search: full-text and vector rankings fused by weighted RRF (k=60).
-
-        The full-text side comes from the in-process index, or with `exact` from SQLite's
-        FTS5 itself (slower on large stores, and the reference the fast path is held to).
-        """
+        """`MemoryService.search`, whose defaults these arguments take."""
         checks.query(query)
         checks.whole(limit, "limit", 1)
         filters, weights = checked_filter(filters), _checked_weights(weights)
@@ -292,24 +287,6 @@ def fuse(ranked: Iterable[tuple[float, Sequence[int]]], k: int = RRF_K) -> dict[
         for rank, entry_id in enumerate(ids, start=1):
             scores[entry_id] = scores.get(entry_id, 0.0) + weight / (k + rank)
     return scores
-
-
-def checked_filter(filters: object) -> MemoryFilter:
-    if filters is None:
-        return MemoryFilter()
-    if not isinstance(filters, MemoryFilter):
-        raise InvalidInput(f"filters must be a MemoryFilter, got {checks.shown(filters)}")
-    for content_type in checks.listed(filters.content_types, "content_types", "content types"):
-        checks.one_of(content_type, "content type", CONTENT_TYPES)
-    for name in ("plan_id", "phase_id", "task_id"):
-        checks.optional_identifier(getattr(filters, name), name)
-    for name in ("created_after", "created_before"):
-        moment = getattr(filters, name)
-        if moment is not None and not isinstance(moment, datetime):
-            raise InvalidInput(f"{name} must be a datetime, got {checks.shown(moment)}")
-    if filters.embedding_status is not None:
-        checks.one_of(filters.embedding_status, "embedding status", EMBEDDING_STATUSES)
-    return filters
 
 
 def _checked_weights(weights: object) -> SearchWeights:

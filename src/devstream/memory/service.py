@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream import checks
@@ -23,14 +24,20 @@ from devstream.db.memory_store import MemoryFilter, Scope, content_hash
 from devstream.db.pool import ConnectionPool
 from devstream.db.records import MemoryEntry
 from devstream.errors import EmbeddingError, InvalidInput, NotFound
-from devstream.memory.backfill import Backfiller
 from devstream.memory.embedders import Embedder
-from devstream.memory.index import MemoryIndex
+from devstream.memory.filters import checked_filter
 from devstream.memory.keywords import extract_keywords
-from devstream.memory.search import Searcher, checked_filter
-from devstream.memory.vectors import Vector, encode
 from devstream.metrics import MetricsRegistry
 from devstream.vocabulary import CONTENT_TYPES
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from devstream.memory.backfill import Backfiller, EmbedReport, Progress
+    from devstream.memory.follow import Followed
+    from devstream.memory.index import MemoryIndex
+    from devstream.memory.search import Searcher, SearchResult, SearchWeights
+    from devstream.memory.vectors import Vector
 
 WriteStep = Callable[[AsyncConnection], Awaitable[object]]
 Key = tuple[str, Scope]  # what makes two memories the same: content hash and scope
@@ -60,6 +67,10 @@ class StoreResult:
 
 
 class MemoryService:
+    """Storing is here; searching and embedding later are the searcher's and the
+    backfiller's, built on first use, so that a process that only stores (a capture hook)
+    never loads numpy or the index."""
+
     def __init__(
         self,
         pool: ConnectionPool,
@@ -69,24 +80,81 @@ class MemoryService:
         *,
         index: MemoryIndex | None = None,
     ) -> None:
+        if index is not None and (index.vectors.model, index.vectors.dimension) != (
+            embedder.model,
+            embedder.dimension,
+        ):
+            raise ValueError("the memory index must be of the embedder's model and dimension")
         self._pool = pool
         self.metrics = metrics
         self.embedder = embedder
         self._max_chars = settings.max_memory_chars
-        index = index if index is not None else MemoryIndex(embedder.model, embedder.dimension)
-        self.searcher = Searcher(pool, metrics, embedder, index, settings.sqlite_path)
-        backfiller = Backfiller(pool, metrics, embedder)
-        # Searching and embedding later are theirs; the service offers their methods as its own.
-        self.search = self.searcher.search
-        self.catch_up = self.searcher.catch_up
-        self.backfill = backfiller.backfill
-        self.reembed = backfiller.reembed
-        self.waiting = backfiller.waiting
+        self._given_index = index
+        self._database: Path | None = settings.sqlite_path
+
+    @cached_property
+    def searcher(self) -> Searcher:
+        """The in-process indexes, how they follow the store, and the searches on them."""
+        from devstream.memory.index import MemoryIndex  # noqa: PLC0415
+        from devstream.memory.search import Searcher  # noqa: PLC0415
+
+        index = self._given_index or MemoryIndex(self.embedder.model, self.embedder.dimension)
+        return Searcher(self._pool, self.metrics, self.embedder, index, self._database)
+
+    @cached_property
+    def _backfiller(self) -> Backfiller:
+        from devstream.memory.backfill import Backfiller  # noqa: PLC0415
+
+        return Backfiller(self._pool, self.metrics, self.embedder)
 
     @property
     def index(self) -> MemoryIndex:
         """The in-process indexes searches rank on."""
         return self.searcher.index
+
+    # --- searching and embedding later -----------------------------------------------
+
+    async def search(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        filters: MemoryFilter | None = None,
+        min_similarity: float | None = None,
+        weights: SearchWeights | None = None,
+        exact: bool = False,
+    ) -> SearchResult:
+        """Hybrid search: full-text and vector rankings fused by weighted RRF (k=60).
+
+        The full-text side comes from the in-process index, or with `exact` from SQLite's
+        FTS5 itself (slower on large stores, and the reference the fast path is held to).
+        """
+        return await self.searcher.search(
+            query,
+            limit=limit,
+            filters=filters,
+            min_similarity=min_similarity,
+            weights=weights,
+            exact=exact,
+        )
+
+    async def catch_up(self) -> Followed:
+        """Bring the in-process indexes to where the store stands now."""
+        return await self.searcher.catch_up()
+
+    async def backfill(
+        self, batch_size: int = 64, progress: Progress | None = None, *, retry_failed: bool = False
+    ) -> EmbedReport:
+        """Embed the entries stored as pending (with `retry_failed`, those marked failed too)."""
+        return await self._backfiller.backfill(batch_size, progress, retry_failed=retry_failed)
+
+    async def reembed(self, batch_size: int = 64, progress: Progress | None = None) -> EmbedReport:
+        """Embed pending entries and those embedded by another model or dimension."""
+        return await self._backfiller.reembed(batch_size, progress)
+
+    async def waiting(self, *, other_models: bool = False) -> int:
+        """Entries waiting for this model: pending (and, `other_models`, in another model)."""
+        return await self._backfiller.waiting(other_models=other_models)
 
     # --- storing -------------------------------------------------------------------
 
@@ -172,6 +240,8 @@ class MemoryService:
         checks.text(content, "memory content", required=True, max_chars=self._max_chars)
 
     def _check_vector(self, values: npt.ArrayLike) -> Vector:
+        import numpy as np  # noqa: PLC0415  (only a caller giving vectors needs it)
+
         try:
             vector = np.asarray(values, dtype=np.float32).reshape(-1)
         except (TypeError, ValueError) as exc:
@@ -318,7 +388,11 @@ class _Prepared:
 
     def row(self, vector: Vector | None, embedder: Embedder) -> dict[str, object]:
         embedded = vector is not None
-        embedding = None if vector is None else encode(vector)
+        embedding = None
+        if vector is not None:
+            from devstream.memory.vectors import encode  # noqa: PLC0415  (numpy)
+
+            embedding = encode(vector)
         return {
             "content": self.item.content,
             "content_type": self.item.content_type,

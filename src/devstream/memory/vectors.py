@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 Vector = npt.NDArray[np.float32]
+Vectors = npt.NDArray[np.float32]  # one row per text, as an embedder returns them
 Codes = npt.NDArray[np.int8]
 Scores = npt.NDArray[np.float32]
 Item = TypeVar("Item", bound=np.generic)
