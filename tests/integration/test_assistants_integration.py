@@ -606,7 +606,7 @@ try:
     runpy.run_module("devstream", run_name="__main__")
 except SystemExit:
     pass
-heavy = {"numpy", "httpx", "tenacity", "alembic", "mcp", "detect_secrets"}
+heavy = {"numpy", "httpx", "tenacity", "alembic", "mcp", "detect_secrets", "sqlalchemy"}
 loaded = {name.split(".")[0] for name in sys.modules} & heavy
 index = [name for name in sys.modules if name.startswith(("devstream.memory.index",
          "devstream.memory.search", "devstream.memory.vectors"))]
@@ -616,13 +616,20 @@ print(json.dumps(sorted(loaded | set(index))))
 
 @pytest.mark.subprocess
 @pytest.mark.real_database
-async def test_a_capture_hook_stores_without_loading_numpy_or_the_index(
+async def test_a_hook_loads_only_what_its_event_needs(
     integration_real_database: DevStream, tmp_path: Path
 ) -> None:
-    """A capture hook is a fresh process on every tool call: it pays only for storing."""
+    """A post-tool hook is a fresh process on every tool call: one with nothing to keep
+    loads no storage stack, and one that keeps something loads no numpy or index."""
     ds = integration_real_database
     task_id = await active_task(ds, "Handle the BOM")
-    for event, name in (("post-tool", "claude_post_tool_write.json"), ("stop", "codex_stop.json")):
+    # detect-secrets scans whatever is kept; nothing else heavy is needed to keep it.
+    keeping = ["detect_secrets", "sqlalchemy"]
+    for event, name, loads in (
+        ("post-tool", "claude_post_tool_bash_ok.json", []),
+        ("post-tool", "claude_post_tool_write.json", keeping),
+        ("stop", "codex_stop.json", keeping),
+    ):
         command = [sys.executable, "-c", LOADED_AFTER, "--db", str(file_of(ds)), "hook", event]
         done = await asyncio.to_thread(
             subprocess.run,
@@ -633,8 +640,7 @@ async def test_a_capture_hook_stores_without_loading_numpy_or_the_index(
             timeout=SERVER_START_S,
         )
         assert (done.returncode, done.stderr) == (0, ""), done.stderr
-        # detect-secrets scans whatever is kept; nothing else heavy is needed to keep it.
-        assert json.loads(done.stdout) == ["detect_secrets"], f"`hook {event}` loaded more"
+        assert json.loads(done.stdout) == loads, f"`hook {event}` with {name} loaded more"
     kept = await ds.memory.entries()
     assert [(e.content_type, e.task_id, e.embedding_status) for e in kept] == [
         ("code", task_id, "pending"),

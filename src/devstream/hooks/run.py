@@ -15,15 +15,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from devstream.app import DevStream, deferred_embedder_for
 from devstream.config import Settings, load_settings
 from devstream.errors import ConfigError, NotInitialised
-from devstream.hooks.brief import brief
 from devstream.hooks.capture import KINDS, Captured, as_memory, from_tool, last_answer
 from devstream.hooks.payload import Payload, parse
 from devstream.vocabulary import BRIEF_MAX_CHARS
+
+if TYPE_CHECKING:
+    from devstream.app import DevStream
 
 
 async def handle(
@@ -35,6 +36,8 @@ async def handle(
     if not settings.db:
         return None  # outside any project, and no store named
     if event == "session-start":
+        from devstream.hooks.brief import brief  # noqa: PLC0415  (the search stack)
+
         async with _store(settings) as ds:
             text = await brief(ds, max_chars=max_chars, session=payload.session_id)
         if not text:
@@ -85,6 +88,10 @@ async def _keep(ds: DevStream, captured: Captured, session: str | None) -> None:
 
 @asynccontextmanager
 async def _store(settings: Settings) -> AsyncIterator[DevStream]:
+    # The storage stack is most of a hook's time: most tool calls leave nothing to keep
+    # and never load it.
+    from devstream.app import DevStream, deferred_embedder_for  # noqa: PLC0415
+
     path = settings.sqlite_path
     if path is not None and not path.exists():  # opening it would create it
         raise NotInitialised(f"no DevStream store at {path}")

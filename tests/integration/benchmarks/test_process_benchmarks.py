@@ -321,7 +321,9 @@ def test_capture_hooks_at_10k(
     tmp_path: Path,
 ) -> None:
     """`devstream hook post-tool` (a file written) and `hook stop` (the turn's answer), each
-    fed a payload of its own per run, with a task in progress to link to: 10k memories."""
+    fed a payload of its own per run, with a task in progress to link to: 10k memories.
+    Beside them `post-tool` after a command that succeeded, which keeps nothing: what most
+    tool calls cost."""
     db = copy_database(corpora(10_000), tmp_path)
     task_id = run(_a_task_in_progress(db))
     recorded = REPO_ROOT / "tests" / "integration" / "hook_payloads"
@@ -329,23 +331,29 @@ def test_capture_hooks_at_10k(
         (recorded / "claude_post_tool_write.json").read_text().replace("{cwd}", str(tmp_path))
     )
     answer = json.loads((recorded / "codex_stop.json").read_text().replace("{cwd}", str(tmp_path)))
-    measured: dict[str, list[Measured]] = {"post-tool": [], "stop": []}
+    listed = json.loads((recorded / "claude_post_tool_bash_ok.json").read_text())
+    measured: dict[str, list[Measured]] = {"post-tool": [], "stop": [], "post-tool, nothing": []}
 
     def one() -> None:
         n = len(measured["stop"])
         write["tool_input"]["content"] += f"\n# change {n}\n"
         answer["last_assistant_message"] = f"Step {n} is done: the header parser handles a BOM."
-        for event, document in (("post-tool", write), ("stop", answer)):
+        for name, document in (
+            ("post-tool", write),
+            ("stop", answer),
+            ("post-tool, nothing", listed),
+        ):
+            event = name.split(",")[0]
             fed = tmp_path / f"{event}-{n}.json"
-            fed.write_text(json.dumps(document), encoding="utf-8")
+            fed.write_text(json.dumps({**document, "cwd": str(tmp_path)}), encoding="utf-8")
             command: list[str | Path] = [CONSOLE_SCRIPT, "--db", db, "hook", event]
-            measured[event].append(measure(command, child_env, f"`hook {event}`", stdin=fed))
+            measured[name].append(measure(command, child_env, f"`hook {name}`", stdin=fed))
 
     benchmark.pedantic(one, rounds=RUNS, iterations=1)
     kept = run(_kept_for(db, task_id))
     assert kept == 2 * RUNS, f"the hooks kept {kept} memories for the task, not {2 * RUNS}"
-    for event, runs in measured.items():
-        _record_walls(f"hook {event} 10k", runs, CAPTURE_HOOK_TARGET_S)
+    for name, runs in measured.items():
+        _record_walls(f"hook {name} 10k", runs, CAPTURE_HOOK_TARGET_S)
 
 
 async def _kept_for(db: Path, task_id: int) -> int:
