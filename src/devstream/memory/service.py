@@ -98,7 +98,9 @@ class MemoryService:
         from devstream.memory.index import MemoryIndex  # noqa: PLC0415
         from devstream.memory.search import Searcher  # noqa: PLC0415
 
-        index = self._given_index or MemoryIndex(self.embedder.model, self.embedder.dimension)
+        index = self._given_index
+        if index is None:
+            index = MemoryIndex(self.embedder.model, self.embedder.dimension)
         return Searcher(self._pool, self.metrics, self.embedder, index, self._database)
 
     @cached_property
