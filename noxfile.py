@@ -177,8 +177,8 @@ def flaky(session: nox.Session, loop: str) -> None:
 
 @nox.session(python=NEWEST)
 def unit(session: nox.Session) -> None:
-    """Unit tests."""
-    run_pytest(session, "tests/unit", loop="asyncio")
+    """Unit tests, on every core (several start interpreters or run nox)."""
+    run_pytest(session, "tests/unit", "-n", "auto", loop="asyncio")
 
 
 @nox.session(python=REPORT_PYTHON)
