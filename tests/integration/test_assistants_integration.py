@@ -23,7 +23,7 @@ from mcp.types import CallToolResult
 
 from devstream import DevStream, Settings, install
 from devstream.errors import ConfigError
-from devstream.hooks import brief, capture_kinds, handle
+from devstream.hooks import brief, capture_kinds, handle, secrets
 from devstream.mcp import CORE, build_server, embedding_pending, selected
 from devstream.mcp.http import address, bearer, is_loopback
 from devstream.tasks import PhaseOutline, TaskOutline
@@ -505,6 +505,34 @@ async def test_post_tool_removes_secret_looking_lines_and_caps_the_size(
     assert largest <= 500
 
 
+@pytest.mark.subprocess
+@pytest.mark.real_database
+@pytest.mark.parametrize(
+    ("scanner", "timeout_s", "says"),
+    [
+        ("import sys; sys.exit('the detectors did not load')", 60.0, "did not load"),
+        ("import time; time.sleep(60)", 0.5, "took over 0.5 s"),
+    ],
+    ids=["crashes", "hangs"],
+)
+async def test_a_capture_whose_secret_scan_fails_is_not_stored(
+    integration_real_database: DevStream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scanner: str,
+    timeout_s: float,
+    says: str,
+) -> None:
+    """Unscanned text is never stored: the hook fails (and, from the CLI, fails open)."""
+    ds = integration_real_database
+    monkeypatch.setattr(secrets, "SCANNER", [sys.executable, "-c", scanner])
+    monkeypatch.setattr(secrets, "SCAN_TIMEOUT_S", timeout_s)
+    stdin = payload("claude_post_tool_edit_with_secret.json", tmp_path)
+    with pytest.raises(secrets.ScanFailed, match=says):
+        await hook("post-tool", stdin, file_of(ds))
+    assert await ds.memory.entries() == []
+
+
 @pytest.mark.real_database
 async def test_stop_links_the_last_answer_to_the_task_in_progress_and_leaves_its_status(
     integration_real_database: DevStream, tmp_path: Path
@@ -623,8 +651,8 @@ async def test_a_hook_loads_only_what_its_event_needs(
     loads no storage stack, and one that keeps something loads no numpy or index."""
     ds = integration_real_database
     task_id = await active_task(ds, "Handle the BOM")
-    # detect-secrets scans whatever is kept; nothing else heavy is needed to keep it.
-    keeping = ["detect_secrets", "sqlalchemy"]
+    # detect-secrets scans what is kept in a child process of its own, not in the hook's.
+    keeping = ["sqlalchemy"]
     for event, name, loads in (
         ("post-tool", "claude_post_tool_bash_ok.json", []),
         ("post-tool", "claude_post_tool_write.json", keeping),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from devstream.hooks.payload import Payload
-from devstream.hooks.secrets import redacted
+from devstream.hooks.secrets import Scan
 
 # Edit tools (Claude Code's and Codex's): the input field holding the text written.
 EDIT_TOOLS = {
@@ -32,7 +32,7 @@ TRUNCATED = "\n[... cut: the capture limit was reached]"
 
 @dataclass(frozen=True)
 class Captured:
-    content: str
+    scan: Scan  # the content, secret-looking lines removed, once the scan is done
     content_type: str
 
 
@@ -70,11 +70,12 @@ def last_answer(payload: Payload) -> str | None:
 
 
 def as_memory(text: str, content_type: str, max_chars: int) -> Captured:
-    """`text` as a capture: NULs dropped, cut to `max_chars`, secret-looking lines removed."""
+    """`text` as a capture: NULs dropped, cut to `max_chars`, secret-looking lines removed
+    (by a scan that starts now)."""
     clean = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
     if len(clean) > max_chars:
         clean = clean[: max_chars - len(TRUNCATED)] + TRUNCATED
-    return Captured(redacted(clean), content_type)
+    return Captured(Scan(clean), content_type)
 
 
 def _written(tool_input: dict[str, Any], field: str) -> str:

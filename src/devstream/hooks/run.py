@@ -13,6 +13,7 @@ create a store and never call the embedder: captures wait as pending, to be embe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -50,8 +51,9 @@ async def handle(
         return None
     captured = _captured(event, payload, settings)
     if captured is not None:
-        async with _store(settings) as ds:
-            await _keep(ds, captured, payload.session_id)
+        with captured.scan:  # scanning in its child while the store opens here
+            async with _store(settings) as ds:
+                await _keep(ds, captured, payload.session_id)
     return None
 
 
@@ -80,10 +82,13 @@ async def _keep(ds: DevStream, captured: Captured, session: str | None) -> None:
     active = await ds.tasks.tasks(status="active")
     held = [task for task in active if session is not None and task.session_id == session]
     active = held or active
+    if len(active) != 1 and captured.content_type == "output":
+        return
+    content = await asyncio.to_thread(captured.scan.result)
     if len(active) == 1:
-        await ds.workflow.note(active[0].id, captured.content, captured.content_type)
-    elif captured.content_type != "output":
-        await ds.memory.store(captured.content, captured.content_type)
+        await ds.workflow.note(active[0].id, content, captured.content_type)
+    else:
+        await ds.memory.store(content, captured.content_type)
 
 
 @asynccontextmanager

@@ -3,15 +3,65 @@
 detect-secrets (Yelp's maintained detector set: cloud keys, tokens, private keys, passwords
 in assignments and URLs, high-entropy strings) scans the text as a file would be scanned;
 every line it flags is replaced, so the rest of the capture stays useful.
+
+A hook scans in a child process (`python -m devstream.hooks.secrets`, the text on its
+stdin) started before it opens its store: loading detect-secrets then takes place on another
+core while the hook loads its storage stack, instead of after it.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+from devstream.errors import DevStreamError
+
 REDACTED = "[line removed: it looked like a secret]"
+SCAN_TIMEOUT_S = 60.0  # generous: a loaded machine takes seconds to start an interpreter
+SCANNER = [sys.executable, "-m", __name__]  # reads the text on stdin, writes it scanned
+
+
+class ScanFailed(DevStreamError):
+    """The secret scan did not finish: nothing it was to scan may be stored."""
+
+
+class Scan:
+    """A scan of one text, running in a child process from construction on; leaving its
+    `with` block ends the child if its result was never asked for."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._child = subprocess.Popen(
+            SCANNER,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            encoding="utf-8",
+        )
+
+    def result(self) -> str:
+        """The text with every flagged line replaced (waits for the child)."""
+        try:
+            out, err = self._child.communicate(self._text, timeout=SCAN_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            self._child.kill()
+            self._child.communicate()
+            raise ScanFailed(f"the secret scan took over {SCAN_TIMEOUT_S:g} s") from exc
+        if self._child.returncode != 0:
+            last = err.strip().splitlines()[-1:] or [f"exit code {self._child.returncode}"]
+            raise ScanFailed(f"the secret scan failed: {last[0]}")
+        return out
+
+    def __enter__(self) -> Scan:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._child.poll() is None:
+            self._child.kill()
+            self._child.communicate()
 
 
 def redacted(text: str) -> str:
@@ -34,3 +84,14 @@ def redacted(text: str) -> str:
         return text
     lines = text.split("\n")
     return "\n".join(REDACTED if n in flagged else line for n, line in enumerate(lines, start=1))
+
+
+def _scan_stdin() -> None:
+    """The child's side: load the detectors while the text is on its way, then scan it."""
+    import detect_secrets.core.secrets_collection  # noqa: F401, PLC0415
+
+    sys.stdout.write(redacted(sys.stdin.read()))
+
+
+if __name__ == "__main__":
+    _scan_stdin()
