@@ -128,6 +128,10 @@ class DimensionMismatch(EmbeddingError):
         self.actual = actual
 
 
+class ScanFailed(DevStreamError):
+    """The secret scan of a capture did not finish: nothing it was to scan may be stored."""
+
+
 class IllegalTransition(DevStreamError):
     """A plan or task cannot move from its current state to the requested one."""
 

@@ -22,7 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
 from devstream import DevStream, Settings, install
-from devstream.errors import ConfigError
+from devstream.errors import ConfigError, ScanFailed
 from devstream.hooks import brief, capture_kinds, handle, secrets
 from devstream.mcp import CORE, build_server, embedding_pending, selected
 from devstream.mcp.http import address, bearer, is_loopback
@@ -528,7 +528,7 @@ async def test_a_capture_whose_secret_scan_fails_is_not_stored(
     monkeypatch.setattr(secrets, "SCANNER", [sys.executable, "-c", scanner])
     monkeypatch.setattr(secrets, "SCAN_TIMEOUT_S", timeout_s)
     stdin = payload("claude_post_tool_edit_with_secret.json", tmp_path)
-    with pytest.raises(secrets.ScanFailed, match=says):
+    with pytest.raises(ScanFailed, match=says):
         await hook("post-tool", stdin, file_of(ds))
     assert await ds.memory.entries() == []
 

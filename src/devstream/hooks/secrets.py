@@ -17,15 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from devstream.errors import DevStreamError
+from devstream.errors import ScanFailed
 
 REDACTED = "[line removed: it looked like a secret]"
 SCAN_TIMEOUT_S = 60.0  # generous: a loaded machine takes seconds to start an interpreter
 SCANNER = [sys.executable, "-m", __name__]  # reads the text on stdin, writes it scanned
-
-
-class ScanFailed(DevStreamError):
-    """The secret scan did not finish: nothing it was to scan may be stored."""
 
 
 class Scan:
@@ -47,8 +43,7 @@ class Scan:
         try:
             out, err = self._child.communicate(self._text, timeout=SCAN_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
-            self._child.kill()
-            self._child.communicate()
+            self._end()
             raise ScanFailed(f"the secret scan took over {SCAN_TIMEOUT_S:g} s") from exc
         if self._child.returncode != 0:
             last = err.strip().splitlines()[-1:] or [f"exit code {self._child.returncode}"]
@@ -60,8 +55,11 @@ class Scan:
 
     def __exit__(self, *_: object) -> None:
         if self._child.poll() is None:
-            self._child.kill()
-            self._child.communicate()
+            self._end()
+
+    def _end(self) -> None:
+        self._child.kill()
+        self._child.communicate()  # reaped, its pipes closed
 
 
 def redacted(text: str) -> str:
