@@ -1,5 +1,5 @@
 """`python -m devstream` runs the command line."""
 
-from devstream.cli.app import main
+from devstream.cli.app import run
 
-main()
+run()

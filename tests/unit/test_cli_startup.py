@@ -167,3 +167,35 @@ def _names_imported_for_type_checkers(source: Path) -> set[str]:
         if isinstance(node, ast.ImportFrom)
         for alias in node.names
     }
+
+
+def test_the_process_entry_point_exits_as_main_does_and_leaves_nothing_to_collect(
+    tmp_path: Path,
+) -> None:
+    """`devstream` (and `python -m devstream`) end in `run`: the output is flushed, the exit
+    code is main's, and interpreter teardown has no cyclic collection left to do."""
+    probe = (
+        "import gc, json, sys\n"
+        "from devstream.cli.app import run\n"
+        "sys.argv = ['devstream', *sys.argv[1:]]\n"
+        "try:\n"
+        "    run()\n"
+        "except SystemExit as exc:\n"
+        "    print(json.dumps([exc.code, gc.get_freeze_count() > 0]), file=sys.stderr)\n"
+    )
+    env = {name: value for name, value in os.environ.items() if not name.startswith("DEVSTREAM_")}
+    env["DEVSTREAM_CONFIG"] = str(tmp_path / "absent.toml")
+
+    def ended(*command: str) -> tuple[str, str]:
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=TIMEOUT_S, check=False
+        )
+        return done.stdout, done.stderr
+
+    printed, reported = ended(sys.executable, "-c", probe, "--version")
+    assert printed.startswith("devstream ")
+    assert json.loads(reported) == [0, True]
+    _, reported = ended(sys.executable, "-c", probe, "no-such-command")
+    assert json.loads(reported.splitlines()[-1]) == [2, True], "main's exit code is kept"
+    printed, _ = ended(sys.executable, "-m", "devstream", "--version")
+    assert printed.startswith("devstream ")
