@@ -81,7 +81,7 @@ class Rows:
         count = len(batch.ids)
         if count == 0:
             return range(self.size, self.size)
-        for entry_id in batch.ids:
+        for entry_id in self.live.keys() & batch.ids:  # a rebuild's rows are all new
             self.kill(entry_id)
         while self.size + count > len(self.ids):
             self._grow(self.size + count)

@@ -50,9 +50,16 @@ _CORES = os.cpu_count() or 1
 def normalise(vectors: npt.ArrayLike) -> Vector:
     """Rows scaled to unit length (zero rows stay zero)."""
     matrix = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms = _norms(matrix)
     unit: Vector = np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
     return unit
+
+
+def _norms(matrix: Vectors) -> Vectors:
+    """Each row's length, as a column: without the squared copy of the whole matrix that
+    `np.linalg.norm` makes (a third of a rebuild's time at 100k rows)."""
+    squares: Vectors = np.einsum("ij,ij->i", matrix, matrix)
+    return np.sqrt(squares)[:, np.newaxis]
 
 
 def encode(vector: npt.ArrayLike) -> bytes:
@@ -100,7 +107,7 @@ class VectorIndex:
         raw = np.frombuffer(b"".join(blob or zero for blob in blobs), dtype=VECTOR_DTYPE)
         target = self._added[first:end]
         target[:] = raw.reshape(len(blobs), self.dimension)
-        norms = np.linalg.norm(target, axis=1, keepdims=True)
+        norms = _norms(target)
         np.divide(target, norms, out=target, where=norms > 0)  # in place: no second copy
         self._added_codes[first:end] = quantize(target)
 
