@@ -168,16 +168,15 @@ class LexicalIndex:
         if docs == 0 or limit <= 0:
             return []
         bm25 = _Bm25(rows.lengths, rows.total_length / docs)
-        scores = np.zeros(rows.size, dtype=np.float64)
+        known: list[tuple[float, RowIds, Counts]] = []
         flat: list[Hits] = []
         for phrase_rows, counts in hits:
             idf = _idf(phrase_rows, rows)
-            if idf is None:
-                continue
             if idf == MIN_IDF:  # dead rows may score here and below: `allowed` drops them
                 flat.append((phrase_rows, counts))
-            else:
-                scores[phrase_rows] += bm25(idf, phrase_rows, counts)
+            elif idf is not None:
+                known.append((idf, phrase_rows, counts))
+        scores = bm25.summed(known, rows.size)
         ranked = np.flatnonzero(allowed & (scores[: len(allowed)] > 0))
         if flat and len(ranked) >= limit:
             last = np.partition(scores[ranked], -limit)[-limit]
@@ -185,13 +184,12 @@ class LexicalIndex:
             for phrase_rows, counts in flat:
                 scores[ranked] += bm25(MIN_IDF, ranked, _counts_at(phrase_rows, counts, ranked))
         elif flat:
-            for phrase_rows, counts in flat:
-                scores[phrase_rows] += bm25(MIN_IDF, phrase_rows, counts)
+            scores += bm25.summed([(MIN_IDF, *phrase) for phrase in flat], rows.size)
             ranked = np.flatnonzero(allowed & (scores[: len(allowed)] > 0))
         if len(ranked) > limit:
             ranked = ranked[np.argpartition(scores[ranked], -limit)[-limit:]]
         best = ranked[np.argsort(-scores[ranked], kind="stable")]
-        return [(int(row), float(scores[row])) for row in best]
+        return list(zip(best.tolist(), scores[best].tolist(), strict=True))
 
 
 @dataclass(frozen=True)
@@ -199,12 +197,28 @@ class _Bm25:
     lengths: npt.NDArray[np.float64]
     average: float
 
-    def __call__(self, idf: float, rows: RowIds, counts: Counts) -> npt.NDArray[np.float64]:
-        """Each row's score for one phrase of this idf, found `counts` times in it."""
+    def __call__(
+        self, idf: float | npt.NDArray[np.float64], rows: RowIds, counts: Counts
+    ) -> npt.NDArray[np.float64]:
+        """Each row's score for a phrase of this idf (one per row, or one for all), found
+        `counts` times in it."""
         tf = counts.astype(np.float64)
         norm = K1 * (1 - B + B * self.lengths[rows] / self.average)
         scored: npt.NDArray[np.float64] = idf * tf * (K1 + 1) / (tf + norm)
         return scored
+
+    def summed(
+        self, phrases: Sequence[tuple[float, RowIds, Counts]], size: int
+    ) -> npt.NDArray[np.float64]:
+        """Each of `size` rows' score over phrases of the given idfs, in one pass: the sums
+        are added in phrase order, as adding phrase by phrase would."""
+        if not phrases:
+            return np.zeros(size, dtype=np.float64)
+        rows = np.concatenate([phrase_rows for _, phrase_rows, _ in phrases])
+        counts = np.concatenate([counts for _, _, counts in phrases])
+        idfs = np.repeat([idf for idf, _, _ in phrases], [len(r) for _, r, _ in phrases])
+        summed = np.bincount(rows, weights=self(idfs, rows, counts), minlength=size)
+        return summed.astype(np.float64, copy=False)
 
 
 def _idf(phrase_rows: RowIds, rows: Rows) -> float | None:
