@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from devstream import documents
-from devstream.cli.output import Output, pass_output, printable, with_store
+from devstream.cli.output import Output, pass_output, printable, progress_bar, with_store
 from devstream.vocabulary import CONTENT_TYPES
 
 if TYPE_CHECKING:
@@ -179,16 +179,7 @@ def _embed_waiting(
     out: Output, action: str, batch_size: int, *, retry_failed: bool = False
 ) -> None:
     """Run backfill or reembed with a progress bar on stderr; exit 1 if it stopped early."""
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
-
-    console = Console(stderr=True)
-    columns = (TextColumn(action), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, console=console, disable=out.as_json, transient=True) as bar:
-        task = bar.add_task(action, total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    with progress_bar(out, action) as progress:
 
         async def work(ds: DevStream) -> EmbedReport:
             if action == "reembed":

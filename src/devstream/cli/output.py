@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -66,3 +67,21 @@ def with_store(out: Output, work: Callable[[DevStream], Awaitable[T]]) -> T:
             return await work(ds)
 
     return run_async(run())
+
+
+@contextmanager
+def progress_bar(out: Output, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (none with `--json`); gives the (done, total) callback."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn())
+    with Progress(
+        *columns, console=Console(stderr=True), disable=out.as_json, transient=True
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield progress
