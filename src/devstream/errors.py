@@ -128,6 +128,22 @@ class DimensionMismatch(EmbeddingError):
         self.actual = actual
 
 
+class BadExport(InvalidInput):
+    """A line of an export cannot be imported as it is: the import wrote nothing."""
+
+    hint = "nothing was imported; export the store again, or fix the line"
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(f"line {line} of the export: {problem}")
+        self.line = line
+
+
+class ExportTooNew(DevStreamError):
+    """The export was written by a newer DevStream, in a format this one does not know."""
+
+    hint = "upgrade devstream to import it; nothing was imported"
+
+
 class ScanFailed(DevStreamError):
     """The secret scan of a capture did not finish: nothing it was to scan may be stored."""
 

@@ -4,18 +4,21 @@ failure and back, under load, and the demo as a user runs it."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devstream import DevStream
+from devstream import DevStream, Settings, transfer
 from devstream.db import task_store
 from devstream.db.memory_store import MemoryFilter
+from devstream.errors import BadExport, ExportTooNew
 from devstream.memory.context import assemble
 from devstream.workflow import Artifact
 from tests.support import devstream_cli
@@ -312,3 +315,238 @@ async def test_the_demo_runs_in_a_fresh_home_offline(tmp_path: Path) -> None:
         "Metrics",
     ):
         assert f"== {heading}" in text.stdout
+
+
+# --- moving a store: export and import ------------------------------------------------------
+
+
+async def filled(ds: DevStream) -> None:
+    """A store with one of everything an export holds: finished and open work, dependencies,
+    task events, context injections, and memories with and without links."""
+    plan = await ds.tasks.create_plan("Move the store", description="to a new machine")
+    first = await ds.tasks.add_phase(plan.id, "Prepare")
+    second = await ds.tasks.add_phase(plan.id, "Move")
+    dump = await ds.tasks.add_task(first.id, "Dump the rows", priority=8)
+    check = await ds.tasks.add_task(first.id, "Check the dump", depends_on=[dump.id])
+    await ds.tasks.add_task(second.id, "Load the rows", depends_on=[dump.id, check.id])
+    await ds.memory.store("JSON Lines keep one record per line", "decision")
+    await ds.memory.store("snake_case names in every column", "documentation", keywords=["style"])
+    await run_ready(ds, plan.id, output="{title}: done, and checked twice")
+    await ds.tasks.create_plan("An idea for later", priority=2)
+
+
+async def exported(ds: DevStream, *, embeddings: bool = True) -> list[dict[str, Any]]:
+    """The store's export, header first, as parsed lines."""
+    out = io.StringIO()
+    await transfer.export(ds, out, embeddings=embeddings)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def normalised(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records past the header with every id replaced by its rank among its kind's ids,
+    so that two stores holding the same rows under other ids compare equal."""
+    ranks: dict[str, dict[int, int]] = {}
+    for record in records[1:]:
+        if "id" in record:
+            of_kind = ranks.setdefault(record["kind"], {})
+            of_kind[record["id"]] = len(of_kind) + 1
+    links = {"plan_id": "plan", "phase_id": "phase", "task_id": "task", "depends_on_id": "task"}
+    out = []
+    for record in records[1:]:
+        fixed = dict(record)
+        if "id" in fixed:
+            fixed["id"] = ranks[fixed["kind"]][fixed["id"]]
+        for column, kind in links.items():
+            if fixed.get(column) is not None:
+                fixed[column] = ranks[kind][fixed[column]]
+        if fixed["kind"] == "context_injection":
+            fixed["memory_ids"] = [ranks["memory"][i] for i in fixed["memory_ids"]]
+        out.append(fixed)
+    return out
+
+
+def export_file(tmp_path: Path, records: list[dict[str, Any]], name: str = "export.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+async def imported(ds: DevStream, path: Path, **options: Any) -> transfer.ImportReport:
+    with path.open(encoding="utf-8") as source:
+        return await transfer.import_(ds, source, **options)
+
+
+async def test_a_store_moves_by_export_and_import_and_comes_out_the_same(
+    integration_devstream: DevStream, integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    source, target = integration_devstream, integration_real_database
+    await filled(source)
+    first = await exported(source)
+    kinds = Counter(record["kind"] for record in first[1:])
+    assert kinds == {
+        "plan": 2,
+        "phase": 2,
+        "task": 3,
+        "dependency": 3,
+        "task_event": 6,
+        "memory": 5,
+        "context_injection": 3,
+    }
+    report = await imported(target, export_file(tmp_path, first))
+    assert report.added == kinds
+    assert (report.matched, report.resumed) == (0, 0)
+    second = await exported(target)
+    assert second[0]["export_id"] != first[0]["export_id"]
+    assert normalised(second) == normalised(first)
+    # What was moved works there: the vectors came along, so searching needs no backfill.
+    assert await target.memory.waiting() == 0
+    hits = (await target.memory.search("one record per line")).hits
+    assert hits[0].entry.content == "JSON Lines keep one record per line"
+
+
+async def test_an_import_cut_short_resumes_and_adds_nothing_twice(
+    integration_devstream: DevStream, integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    source, target = integration_devstream, integration_real_database
+    await filled(source)
+    path = export_file(tmp_path, await exported(source, embeddings=False))
+    seen: list[tuple[int, int]] = []
+
+    def killed_after_two_batches(done: int, total: int) -> None:
+        seen.append((done, total))
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # as a kill between two transactions leaves it
+
+    with pytest.raises(KeyboardInterrupt):
+        await imported(target, path, batch=4, progress=killed_after_two_batches)
+    assert seen == [(4, 24), (8, 24)]
+    report = await imported(target, path, batch=4)
+    assert report.resumed == 8, "the lines the first run committed are not written again"
+    assert sum(report.added.values()) + report.resumed == 24
+    moved = await exported(target, embeddings=False)
+    assert normalised(moved) == normalised(await exported(source, embeddings=False))
+    assert sum((await imported(target, path)).added.values()) == 0
+    # Without vectors the memories wait for the embedder, as new ones do.
+    assert await target.memory.waiting() == 5
+
+
+async def test_a_dry_run_says_what_it_would_add_and_writes_nothing(
+    integration_devstream: DevStream, integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    await filled(integration_devstream)
+    records = await exported(integration_devstream)
+    path = export_file(tmp_path, records)
+    report = await imported(integration_real_database, path, dry_run=True)
+    assert report.dry_run
+    assert report.added == Counter(record["kind"] for record in records[1:])
+    assert len(await exported(integration_real_database)) == 1, "the store holds no row"
+
+
+async def test_memories_already_in_the_store_are_matched_not_copied(
+    integration_devstream: DevStream, integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    await filled(integration_devstream)
+    target = integration_real_database
+    await imported(target, export_file(tmp_path, await exported(integration_devstream)))
+    # A second export of the same store is another export: its plans and tasks are new
+    # rows here, but the memories that belong to no plan are here already.
+    again = await imported(target, export_file(tmp_path, await exported(integration_devstream)))
+    assert again.matched == 2
+    assert again.added["memory"] == 3
+    assert again.added["plan"] == 2
+
+
+def _bad(records: list[dict[str, Any]], case: str) -> list[dict[str, Any]]:
+    """The export spoilt one way."""
+    header, rows = records[0], [dict(r) for r in records[1:]]
+    first_task = next(i for i, r in enumerate(rows) if r["kind"] == "task")
+    first_memory = next(r for r in rows if r["kind"] == "memory")
+    if case == "unknown kind":
+        rows[0]["kind"] = "planet"
+    elif case == "link ahead":
+        rows.insert(0, rows.pop(first_task))
+    elif case == "missing field":
+        del rows[first_task]["title"]
+    elif case == "unknown field":
+        rows[first_task]["colour"] = "blue"
+    elif case == "wrong hash":
+        first_memory["content"] += "!"
+    elif case == "cycle":
+        edge = next(r for r in rows if r["kind"] == "dependency")
+        rows.append({**edge, "task_id": edge["depends_on_id"], "depends_on_id": edge["task_id"]})
+    elif case == "no header":
+        return rows
+    return [header, *rows]
+
+
+@pytest.mark.parametrize(
+    ("case", "says"),
+    [
+        ("unknown kind", "unknown kind 'planet'"),
+        ("link ahead", "which no line before holds"),
+        ("missing field", "has no title"),
+        ("unknown field", "has unknown colour"),
+        ("wrong hash", "content_hash is not the hash"),
+        ("cycle", "form a cycle"),
+        ("no header", "is this a DevStream export?"),
+    ],
+)
+async def test_a_spoilt_export_is_refused_naming_the_line_and_nothing_is_written(
+    integration_devstream: DevStream,
+    integration_real_database: DevStream,
+    tmp_path: Path,
+    case: str,
+    says: str,
+) -> None:
+    await filled(integration_devstream)
+    path = export_file(tmp_path, _bad(await exported(integration_devstream), case))
+    with pytest.raises(BadExport, match=says) as refused:
+        await imported(integration_real_database, path)
+    assert "nothing was imported" in str(refused.value)
+    assert len(await exported(integration_real_database)) == 1, "the store holds no row"
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "says"),
+    [
+        ("", BadExport, "line 1 of the export: the file is empty"),
+        ("{not json\n", BadExport, "line 1 of the export: not JSON"),
+        ("[1, 2]\n", BadExport, "a line must be a JSON object"),
+        (
+            '{"format": "devstream-export", "version": 2, "export_id": "x"}\n',
+            ExportTooNew,
+            "format version 2; this DevStream reads up to 1",
+        ),
+    ],
+    ids=["empty", "not-json", "not-an-object", "newer-format"],
+)
+async def test_what_is_no_export_of_this_version_is_refused(
+    integration_real_database: DevStream, tmp_path: Path, text: str, error: type, says: str
+) -> None:
+    path = tmp_path / "export.jsonl"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(error, match=says):
+        await imported(integration_real_database, path)
+    assert len(await exported(integration_real_database)) == 1
+
+
+async def test_the_cli_exports_to_a_file_and_imports_it_elsewhere(
+    integration_real_database: DevStream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await filled(integration_real_database)
+    source = integration_real_database.settings.database_url
+    target = str(tmp_path / "target.db")
+    path = tmp_path / "moved.jsonl"
+    assert await devstream_cli("--db", source, "export", "-o", str(path)) == 0
+    assert capsys.readouterr().out.startswith("exported 2 plans, 2 phases, 3 tasks")
+    assert await devstream_cli("--db", source, "export") == 0
+    printed = capsys.readouterr()
+    assert printed.err.startswith("exported 2 plans"), "the summary keeps off the export"
+    assert printed.out.splitlines()[1:] == path.read_text(encoding="utf-8").splitlines()[1:]
+    assert await devstream_cli("--db", target, "init") == 0
+    assert await devstream_cli("--db", target, "import", str(path), "--dry-run") == 0
+    assert await devstream_cli("--db", target, "import", str(path)) == 0
+    async with DevStream.open(Settings(db=target)) as moved:
+        assert normalised(await exported(moved, embeddings=False)) == normalised(
+            [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        )

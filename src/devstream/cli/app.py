@@ -21,6 +21,7 @@ from devstream.cli.memory import context, memory
 from devstream.cli.output import Output, pass_output, run_async, with_store
 from devstream.cli.stats import stats
 from devstream.cli.tasks import phase, plan, task
+from devstream.cli.transfer import export_command, import_command
 from devstream.config import PROJECT_DB, PROJECT_DIR, load_settings
 from devstream.errors import DevStreamError
 
@@ -86,7 +87,8 @@ def _project_store() -> Path:
     return folder / PROJECT_DB
 
 
-for command in (memory, context, plan, phase, task, stats, demo, mcp, hook, prime, setup):
+COMMANDS = (memory, context, plan, phase, task, stats, demo, mcp, hook, prime, setup)
+for command in (*COMMANDS, export_command, import_command):
     cli.add_command(command)
 
 

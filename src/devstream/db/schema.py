@@ -231,3 +231,14 @@ memory_changes = Table(
     Column("entry_id", Integer, nullable=False),
     Column("generation", String(64), nullable=False),
 )
+
+# Rows of an export already imported, and the ids they got here (migration 0006): an import
+# writes a batch and its entries in one transaction, so a rerun skips what is done.
+import_ledger = Table(
+    "import_ledger",
+    metadata,
+    Column("export_id", String(36), primary_key=True),
+    Column("kind", String(24), primary_key=True),
+    Column("source_id", Integer, primary_key=True),
+    Column("target_id", Integer, nullable=False),
+)

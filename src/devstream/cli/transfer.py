@@ -1,0 +1,105 @@
+"""`devstream export` and `devstream import`: move a store's contents as JSON Lines."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import click
+
+from devstream.cli.output import Output, pass_output, progress_bar, with_store
+
+if TYPE_CHECKING:
+    from devstream.app import DevStream
+    from devstream.transfer import ExportReport, ImportReport
+
+
+@click.command("export")
+@click.option(
+    "-o",
+    "--output",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (replaced whole, only once the export is complete).",
+)
+@click.option("--with-embeddings", is_flag=True, help="Include every memory's vector.")
+@pass_output
+def export_command(out: Output, target: Path | None, with_embeddings: bool) -> None:
+    """Write the whole store as JSON Lines, to stdout unless -o names a file."""
+    from devstream import transfer  # noqa: PLC0415
+
+    def work(stream: IO[str]) -> ExportReport:
+        async def run(ds: DevStream) -> ExportReport:
+            return await transfer.export(ds, stream, embeddings=with_embeddings)
+
+        return with_store(out, run)
+
+    if target is None:
+        report = work(sys.stdout)
+        sys.stdout.flush()
+        click.echo(_exported(report), err=True)
+        return
+    report = _written_whole(target, work)
+    out.emit(asdict(report), f"{_exported(report)} to {target}")
+
+
+def _written_whole(target: Path, work: Callable[[IO[str]], ExportReport]) -> ExportReport:
+    """Run `work` on a temporary file beside `target`, then put it in its place."""
+    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as stream:
+            report = work(stream)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return report
+
+
+# How a count of each kind of row reads.
+_NAMES = {
+    "plan": "plans",
+    "phase": "phases",
+    "task": "tasks",
+    "dependency": "dependencies",
+    "task_event": "task events",
+    "memory": "memories",
+    "context_injection": "context injections",
+}
+
+
+def _counted(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} {_NAMES[kind]}" for kind, n in counts.items() if n) or "nothing"
+
+
+def _exported(report: ExportReport) -> str:
+    return f"exported {_counted(report.rows)} (export {report.export_id})"
+
+
+@click.command("import")
+@click.argument("source", type=click.File("r", encoding="utf-8"))
+@click.option("--dry-run", is_flag=True, help="Check the file and say what it would add.")
+@pass_output
+def import_command(out: Output, source: IO[str], dry_run: bool) -> None:
+    """Import an export (a file, or - for stdin); a rerun after a kill adds nothing twice."""
+    from devstream import transfer  # noqa: PLC0415
+
+    with progress_bar(out, "import") as progress:
+
+        async def run(ds: DevStream) -> ImportReport:
+            return await transfer.import_(ds, source, dry_run=dry_run, progress=progress)
+
+        report = with_store(out, run)
+    verb = "would add" if dry_run else "added"
+    text = (
+        f"{verb} {_counted(report.added)}; {report.matched} memories already here; "
+        f"{report.resumed} rows imported by an earlier run (export {report.export_id})"
+    )
+    out.emit({**asdict(report), "added": dict(report.added)}, text)

@@ -1,0 +1,343 @@
+"""Export a store to JSON Lines and import such a file into another store.
+
+An export is one header line (`format`, `version`, the schema revision, an `export_id`,
+whether vectors are included), then one line per row: plans, phases, tasks, dependencies,
+task events, memories and context injections, each kind in id order, every line
+`{"kind": ..., <its columns>}`. It is read from one snapshot, so it is consistent.
+Timestamps are ISO 8601 in UTC; vectors (with `--with-embeddings`) are base64 of their
+little-endian float32 bytes. Without vectors, imported memories wait to be embedded.
+
+An import first reads the whole file and checks every line (kinds, fields, and that each
+link names a row the export holds before it), so bad input writes nothing. It then writes in
+transactions of `batch` lines through the pool's one write path. Rows get new ids here;
+links follow them. A memory whose content hash and links match one already here is not
+written again: it maps onto that one. Each transaction also records, in the import ledger,
+which rows of this export it wrote, so an import that was killed resumes where it stopped
+when run again and adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from devstream.app import DevStream
+from devstream.db import memory_store, revision
+from devstream.db import transfer as store
+from devstream.db.transfer import EMBEDDING_COLUMNS, TABLES
+from devstream.errors import BadExport, ExportTooNew
+from devstream.tasks.graph import find_cycle
+
+FORMAT = "devstream-export"
+VERSION = 1
+BATCH = 1_000  # lines per import transaction
+_PAGE = 2_000  # rows per read while exporting
+# Where each kind's links point: column -> kind.
+_LINKS: dict[str, dict[str, str]] = {
+    "plan": {},
+    "phase": {"plan_id": "plan"},
+    "task": {"phase_id": "phase"},
+    "dependency": {"task_id": "task", "depends_on_id": "task"},
+    "task_event": {"task_id": "task"},
+    "memory": {"plan_id": "plan", "phase_id": "phase", "task_id": "task"},
+    "context_injection": {"task_id": "task"},
+}
+Progress = Callable[[int, int], None]  # (lines imported, lines in all)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    export_id: str
+    rows: dict[str, int]
+
+
+@dataclass
+class ImportReport:
+    export_id: str
+    dry_run: bool
+    added: Counter[str] = field(default_factory=Counter)  # rows written, by kind
+    matched: int = 0  # memories already here (same hash and links): not written again
+    resumed: int = 0  # lines an earlier run of this import had already written
+
+
+# --- export ------------------------------------------------------------------------
+
+
+async def export(ds: DevStream, out: IO[str], *, embeddings: bool = False) -> ExportReport:
+    """Write the whole store to `out` as JSON Lines, from one snapshot."""
+    export_id = str(uuid.uuid4())
+    rows: Counter[str] = Counter()
+    async with ds.pool.read_transaction() as conn:
+        header = {
+            "format": FORMAT,
+            "version": VERSION,
+            "schema": revision.HEAD,
+            "export_id": export_id,
+            "exported_at": _timestamp(datetime.now(timezone.utc)),
+            "embeddings": embeddings,
+        }
+        out.write(_line(header))
+        memories: set[int] = set()
+        for kind in TABLES:
+            async for row in _rows(conn, kind, embeddings=embeddings):
+                if kind == "memory":
+                    memories.add(row["id"])
+                elif kind == "context_injection":
+                    # Injections may name memories deleted since: only those kept travel.
+                    named = json.loads(row["memory_ids"])
+                    row["memory_ids"] = [i for i in named if i in memories]
+                out.write(_line({"kind": kind, **_encoded(row)}))
+                rows[kind] += 1
+    return ExportReport(export_id, dict(rows))
+
+
+async def _rows(conn: AsyncConnection, kind: str, *, embeddings: bool) -> Any:
+    after = None
+    while rows := await store.rows_after(conn, kind, after, _PAGE, embeddings=embeddings):
+        for row in rows:
+            yield row
+        after = store.key_of(kind, rows[-1])
+
+
+def _line(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def _encoded(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: _value(value) for name, value in row.items()}
+
+
+def _value(value: object) -> object:
+    if isinstance(value, datetime):
+        return _timestamp(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return value
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+# --- import ------------------------------------------------------------------------
+
+
+async def import_(
+    ds: DevStream,
+    source: IO[str],
+    *,
+    dry_run: bool = False,
+    batch: int = BATCH,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import an export read from `source`; with `dry_run`, only say what it would add."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+        header, total = _checked(source, spool)
+        spool.seek(0)
+        spool.readline()  # the header
+        report = ImportReport(str(header["export_id"]), dry_run)
+        async with ds.pool.read_transaction() as conn:
+            run = _Import(report, await store.imported(conn, report.export_id))
+            if dry_run:
+                await run.lines(conn, _records(spool))
+                return report
+        done = 0
+        for chunk in _chunks(_records(spool), batch):
+            async with ds.pool.write_transaction() as conn:
+                await run.lines(conn, chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+    return report
+
+
+def _checked(source: IO[str], spool: IO[str]) -> tuple[dict[str, Any], int]:
+    """Read every line, check it, and copy it to `spool`: the header and the line count."""
+    seen: dict[str, set[int]] = {kind: set() for kind in TABLES}
+    edges: list[tuple[int, int]] = []
+    header: dict[str, Any] | None = None
+    number = 0
+    for number, text in enumerate(source, start=1):
+        record = _parsed(number, text)
+        if header is None:
+            header = _checked_header(number, record)
+        else:
+            _check_record(number, record, seen)
+            if record["kind"] == "dependency":
+                edges.append((record["task_id"], record["depends_on_id"]))
+        spool.write(text if text.endswith("\n") else text + "\n")
+    if header is None:
+        raise BadExport(1, "the file is empty: an export starts with its header line")
+    cycle = find_cycle(edges)
+    if cycle:
+        raise BadExport(number, f"the dependencies among tasks {cycle} form a cycle")
+    return header, number - 1
+
+
+def _parsed(number: int, text: str) -> dict[str, Any]:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadExport(number, f"not JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(record, dict):
+        raise BadExport(number, "a line must be a JSON object")
+    return record
+
+
+def _checked_header(number: int, record: dict[str, Any]) -> dict[str, Any]:
+    if record.get("format") != FORMAT:
+        raise BadExport(number, f"no {FORMAT} header: is this a DevStream export?")
+    version = record.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise BadExport(number, f"the format version must be a positive integer, not {version!r}")
+    if version > VERSION:
+        raise ExportTooNew(
+            f"the export is in format version {version}; this DevStream reads up to {VERSION}"
+        )
+    if not isinstance(record.get("export_id"), str) or not record["export_id"]:
+        raise BadExport(number, "the header has no export_id")
+    return record
+
+
+def _check_record(number: int, record: dict[str, Any], seen: dict[str, set[int]]) -> None:
+    kind = record.get("kind")
+    if kind not in TABLES:
+        raise BadExport(number, f"unknown kind {kind!r}; the kinds are {', '.join(TABLES)}")
+    columns = TABLES[kind].columns
+    required = {c.name for c in columns if not c.nullable and c.name not in EMBEDDING_COLUMNS}
+    missing = sorted(name for name in required if record.get(name) is None)
+    unknown = sorted(set(record) - {c.name for c in columns} - {"kind"})
+    if missing or unknown:
+        problem = f"no {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"
+        raise BadExport(number, f"a {kind} line has {problem}")
+    for column, target in _LINKS[kind].items():
+        linked = record.get(column)
+        if linked is not None and linked not in seen[target]:
+            raise BadExport(number, f"{kind} names {target} {linked!r}, which no line before holds")
+    if kind == "context_injection":
+        named = record["memory_ids"]
+        if not isinstance(named, list) or not set(named) <= seen["memory"]:
+            raise BadExport(number, "a context injection names memories no line before holds")
+    if kind == "memory" and record["content_hash"] != memory_store.content_hash(record["content"]):
+        raise BadExport(number, "a memory's content_hash is not the hash of its content")
+    if "id" in record:
+        seen[kind].add(record["id"])
+
+
+def _records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    for text in lines:
+        yield json.loads(text)
+
+
+def _chunks(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _Import:
+    """An import's id maps (source id -> id here, by kind, the ledger's to begin with), and
+    the writing of its lines, a transaction's worth at a time."""
+
+    def __init__(self, report: ImportReport, maps: dict[str, dict[int, int]]) -> None:
+        self._report = report
+        self._maps: dict[str, dict[int, int]] = {kind: dict(maps.get(kind, {})) for kind in TABLES}
+        # Memories this run wrote, by content hash and links: a later line with the same
+        # ones maps onto it.
+        self._memories: dict[tuple[object, ...], int] = {}
+
+    async def lines(self, conn: AsyncConnection, records: Iterable[dict[str, Any]]) -> None:
+        by_kind: dict[str, list[dict[str, Any]]] = {kind: [] for kind in TABLES}
+        for record in records:
+            by_kind[record["kind"]].append(record)
+        for kind, rows in by_kind.items():
+            if kind == "dependency":
+                await self._dependencies(conn, rows)
+            elif rows:
+                await self._rows(conn, kind, rows)
+
+    async def _rows(self, conn: AsyncConnection, kind: str, rows: list[dict[str, Any]]) -> None:
+        known, report = self._maps[kind], self._report
+        fresh = [self._linked(kind, row) for row in rows if row["id"] not in known]
+        report.resumed += len(rows) - len(fresh)
+        if kind == "memory":
+            fresh = await self._unmatched(conn, fresh)
+        start = await store.next_id(conn, kind)
+        mapped = {row["id"]: start + offset for offset, row in enumerate(fresh)}
+        if not report.dry_run:
+            await store.write(conn, kind, [{**row, "id": mapped[row["id"]]} for row in fresh])
+            await store.remember(conn, report.export_id, kind, mapped)
+        known.update(mapped)
+        if kind == "memory":
+            self._memories.update({_memory_key(row): mapped[row["id"]] for row in fresh})
+        report.added[kind] += len(fresh)
+
+    def _linked(self, kind: str, row: dict[str, Any]) -> dict[str, Any]:
+        """The row as it is written here: links to the ids their rows got, values typed."""
+        values = {name: _decoded(name, value) for name, value in row.items() if name != "kind"}
+        for column, target in _LINKS[kind].items():
+            if row.get(column) is not None:
+                values[column] = self._maps[target][int(row[column])]
+        if kind == "context_injection":
+            memories = self._maps["memory"]
+            values["memory_ids"] = json.dumps([memories[int(i)] for i in row["memory_ids"]])
+        return values
+
+    async def _unmatched(
+        self, conn: AsyncConnection, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The memories not here yet; the others map onto the entries that are."""
+        hashes = sorted({row["content_hash"] for row in rows})
+        entries = await memory_store.by_hashes(conn, hashes)
+        here = {**{_memory_key(vars(entry)): entry.id for entry in entries}, **self._memories}
+        fresh: list[dict[str, Any]] = []
+        matched: dict[int, int] = {}
+        for row in rows:
+            target = here.get(_memory_key(row))
+            if target is None:
+                fresh.append(row)
+            else:
+                matched[row["id"]] = target
+        if not self._report.dry_run:
+            await store.remember(conn, self._report.export_id, "memory", matched)
+        self._maps["memory"].update(matched)
+        self._report.matched += len(matched)
+        return fresh
+
+    async def _dependencies(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        """Edges between the tasks' new ids; those an earlier run wrote are there already."""
+        edges = [self._linked("dependency", row) for row in rows]
+        there = await store.existing_dependencies(
+            conn, [(edge["task_id"], edge["depends_on_id"]) for edge in edges]
+        )
+        fresh = [edge for edge in edges if (edge["task_id"], edge["depends_on_id"]) not in there]
+        self._report.resumed += len(edges) - len(fresh)
+        if not self._report.dry_run:
+            await store.write(conn, "dependency", fresh)
+        self._report.added["dependency"] += len(fresh)
+
+
+def _memory_key(row: dict[str, Any]) -> tuple[object, ...]:
+    return (row["content_hash"], row.get("plan_id"), row.get("phase_id"), row.get("task_id"))
+
+
+def _decoded(name: str, value: object) -> object:
+    if isinstance(value, str) and (name.endswith("_at") or name == "at"):
+        return datetime.fromisoformat(value)
+    if name == "embedding" and isinstance(value, str):
+        return base64.b64decode(value)
+    return value
