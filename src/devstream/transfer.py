@@ -23,7 +23,7 @@ import json
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -100,7 +100,9 @@ async def export(ds: DevStream, out: IO[str], *, embeddings: bool = False) -> Ex
     return ExportReport(export_id, dict(rows))
 
 
-async def _rows(conn: AsyncConnection, kind: str, *, embeddings: bool) -> Any:
+async def _rows(
+    conn: AsyncConnection, kind: str, *, embeddings: bool
+) -> AsyncIterator[dict[str, Any]]:
     after = None
     while rows := await store.rows_after(conn, kind, after, _PAGE, embeddings=embeddings):
         for row in rows:
@@ -303,11 +305,12 @@ class _Import:
         """The memories not here yet; the others map onto the entries that are."""
         hashes = sorted({row["content_hash"] for row in rows})
         entries = await memory_store.by_hashes(conn, hashes)
-        here = {**{_memory_key(vars(entry)): entry.id for entry in entries}, **self._memories}
+        here = {_memory_key(vars(entry)): entry.id for entry in entries}
         fresh: list[dict[str, Any]] = []
         matched: dict[int, int] = {}
         for row in rows:
-            target = here.get(_memory_key(row))
+            key = _memory_key(row)
+            target = self._memories.get(key, here.get(key))
             if target is None:
                 fresh.append(row)
             else:
