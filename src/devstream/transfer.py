@@ -28,12 +28,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from sqlalchemy import LargeBinary, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.app import DevStream
 from devstream.db import memory_store, revision
 from devstream.db import transfer as store
 from devstream.db.transfer import EMBEDDING_COLUMNS, TABLES
+from devstream.db.types import UTCDateTime
 from devstream.errors import BadExport, ExportTooNew
 from devstream.tasks.graph import find_cycle
 
@@ -214,10 +216,8 @@ def _check_record(number: int, record: dict[str, Any], seen: dict[str, set[int]]
     kind = record.get("kind")
     if kind not in TABLES:
         raise BadExport(number, f"unknown kind {kind!r}; the kinds are {', '.join(TABLES)}")
-    columns = TABLES[kind].columns
-    required = {c.name for c in columns if not c.nullable and c.name not in EMBEDDING_COLUMNS}
-    missing = sorted(name for name in required if record.get(name) is None)
-    unknown = sorted(set(record) - {c.name for c in columns} - {"kind"})
+    missing = sorted(name for name in _REQUIRED[kind] if record.get(name) is None)
+    unknown = sorted(record.keys() - _FIELDS[kind])
     if missing or unknown:
         problem = f"no {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"
         raise BadExport(number, f"a {kind} line has {problem}")
@@ -290,7 +290,10 @@ class _Import:
 
     def _linked(self, kind: str, row: dict[str, Any]) -> dict[str, Any]:
         """The row as it is written here: links to the ids their rows got, values typed."""
-        values = {name: _decoded(name, value) for name, value in row.items() if name != "kind"}
+        values = {name: value for name, value in row.items() if name != "kind"}
+        for name, decode in _DECODERS[kind].items():
+            if values.get(name) is not None:
+                values[name] = decode(values[name])
         for column, target in _LINKS[kind].items():
             if row.get(column) is not None:
                 values[column] = self._maps[target][int(row[column])]
@@ -338,9 +341,22 @@ def _memory_key(row: dict[str, Any]) -> tuple[object, ...]:
     return (row["content_hash"], row.get("plan_id"), row.get("phase_id"), row.get("task_id"))
 
 
-def _decoded(name: str, value: object) -> object:
-    if isinstance(value, str) and (name.endswith("_at") or name == "at"):
-        return datetime.fromisoformat(value)
-    if name == "embedding" and isinstance(value, str):
-        return base64.b64decode(value)
-    return value
+def _decoders(table: Table) -> dict[str, Callable[[Any], object]]:
+    """How the columns that JSON cannot hold as they are come back from their text."""
+    found: dict[str, Callable[[Any], object]] = {}
+    for column in table.columns:
+        if isinstance(column.type, UTCDateTime):
+            found[column.name] = datetime.fromisoformat
+        elif isinstance(column.type, LargeBinary):
+            found[column.name] = base64.b64decode
+    return found
+
+
+_FIELDS = {
+    kind: {column.name for column in table.columns} | {"kind"} for kind, table in TABLES.items()
+}
+_REQUIRED = {
+    kind: [c.name for c in table.columns if not c.nullable and c.name not in EMBEDDING_COLUMNS]
+    for kind, table in TABLES.items()
+}
+_DECODERS = {kind: _decoders(table) for kind, table in TABLES.items()}
