@@ -16,7 +16,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 from sqlalchemy import func, insert, select
 
-from devstream import DevStream, Settings
+from devstream import DevStream, Settings, transfer
 from devstream.db import schema
 from devstream.db.pool import ConnectionPool
 from tests.integration.benchmarks.conftest import create_migrated, median_s, record
@@ -161,3 +161,51 @@ def test_repository_operation_latency(
     for name, dist in sorted(latencies.items()):
         p99 = dist.summary().p99_ms
         record(f"p99 {name}", p99, "ms", f"< {P99_BAR_MS:g} ms", p99 < P99_BAR_MS)
+
+
+IMPORT_TARGET_S = 30.0
+IMPORT_SIZE = 100_000
+
+
+def test_export_and_import_of_100k_memories(
+    benchmark: BenchmarkFixture,
+    corpora: Callable[[int], Path],
+    bench_db: Path,
+    tmp_path: Path,
+    run: Run,
+) -> None:
+    """The 100k corpus exported with its vectors, then imported into an empty store: what
+    moving a store to another costs (each timed once: the import needs an empty store)."""
+    exported = tmp_path / "export.jsonl"
+
+    async def export() -> float:
+        async with DevStream.open(
+            Settings(db=str(corpora(IMPORT_SIZE))), migrate_schema=False
+        ) as ds:
+            started = time.perf_counter()
+            with exported.open("w", encoding="utf-8") as out:
+                await transfer.export(ds, out, embeddings=True)
+            return time.perf_counter() - started
+
+    async def load() -> tuple[float, transfer.ImportReport]:
+        async with DevStream.open(Settings(db=str(bench_db)), migrate_schema=False) as ds:
+            started = time.perf_counter()
+            with exported.open(encoding="utf-8") as source:
+                report = await transfer.import_(ds, source)
+            return time.perf_counter() - started, report
+
+    export_s = run(export())
+    import_s, report = benchmark.pedantic(lambda: run(load()), rounds=1, iterations=1)
+    assert report.added["memory"] == IMPORT_SIZE
+    size_mb = exported.stat().st_size / 2**20
+    record(
+        f"export {IMPORT_SIZE // 1000}k memories with vectors ({size_mb:,.0f} MB)", export_s, "s"
+    )
+    record(
+        f"import {IMPORT_SIZE // 1000}k memories with vectors",
+        import_s,
+        "s",
+        f"<= {IMPORT_TARGET_S:g} s",
+        import_s <= IMPORT_TARGET_S,
+    )
+    record(f"import {IMPORT_SIZE // 1000}k: rate", IMPORT_SIZE / import_s, "memories/s")
