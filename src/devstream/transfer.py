@@ -19,6 +19,7 @@ when run again and adds nothing twice.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import tempfile
 import uuid
@@ -144,28 +145,49 @@ async def import_(
     progress: Progress | None = None,
 ) -> ImportReport:
     """Import an export read from `source`; with `dry_run`, only say what it would add."""
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+    finish = functools.partial(_imported, ds, dry_run=dry_run, batch=batch, progress=progress)
+    if source.seekable():  # read twice: once to check every line, then to import them
+        start = source.tell()
+        header, total = _checked(source, None)
+        source.seek(start)
+        source.readline()  # the header
+        return await finish(header, source, total)
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:  # stdin: checked into a copy
         header, total = _checked(source, spool)
         spool.seek(0)
-        spool.readline()  # the header
-        report = ImportReport(str(header["export_id"]), dry_run)
-        async with ds.pool.read_transaction() as conn:
-            run = _Import(report, await store.imported(conn, report.export_id))
-            if dry_run:
-                await run.lines(conn, _records(spool))
-                return report
-        done = 0
-        for chunk in _chunks(_records(spool), batch):
-            async with ds.pool.write_transaction() as conn:
-                await run.lines(conn, chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
+        spool.readline()
+        return await finish(header, spool, total)
+
+
+async def _imported(
+    ds: DevStream,
+    header: dict[str, Any],
+    lines: IO[str],
+    total: int,
+    *,
+    dry_run: bool,
+    batch: int,
+    progress: Progress | None,
+) -> ImportReport:
+    """The import proper, from the line after the header of a file checked whole."""
+    report = ImportReport(str(header["export_id"]), dry_run)
+    async with ds.pool.read_transaction() as conn:
+        run = _Import(report, await store.imported(conn, report.export_id))
+        if dry_run:
+            await run.lines(conn, _records(lines))
+            return report
+    done = 0
+    for chunk in _chunks(_records(lines), batch):
+        async with ds.pool.write_transaction() as conn:
+            await run.lines(conn, chunk)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, total)
     return report
 
 
-def _checked(source: IO[str], spool: IO[str]) -> tuple[dict[str, Any], int]:
-    """Read every line, check it, and copy it to `spool`: the header and the line count."""
+def _checked(source: IO[str], spool: IO[str] | None) -> tuple[dict[str, Any], int]:
+    """Read every line, check it (and copy it to `spool`): the header and the line count."""
     seen: dict[str, set[int]] = {kind: set() for kind in TABLES}
     edges: list[tuple[int, int]] = []
     header: dict[str, Any] | None = None
@@ -178,7 +200,8 @@ def _checked(source: IO[str], spool: IO[str]) -> tuple[dict[str, Any], int]:
             _check_record(number, record, seen)
             if record["kind"] == "dependency":
                 edges.append((record["task_id"], record["depends_on_id"]))
-        spool.write(text if text.endswith("\n") else text + "\n")
+        if spool is not None:
+            spool.write(text if text.endswith("\n") else text + "\n")
     if header is None:
         raise BadExport(1, "the file is empty: an export starts with its header line")
     cycle = find_cycle(edges)

@@ -546,7 +546,22 @@ async def test_the_cli_exports_to_a_file_and_imports_it_elsewhere(
     assert await devstream_cli("--db", target, "init") == 0
     assert await devstream_cli("--db", target, "import", str(path), "--dry-run") == 0
     assert await devstream_cli("--db", target, "import", str(path)) == 0
-    async with DevStream.open(Settings(db=target)) as moved:
-        assert normalised(await exported(moved, embeddings=False)) == normalised(
-            [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    # Through a pipe, as `devstream export | devstream import -` runs: stdin cannot be read
+    # twice, so it is checked on its way into a temporary copy.
+    piped = str(tmp_path / "piped.db")
+    with path.open("rb") as stdin:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "devstream", "--db", piped, "import", "-"],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("added 2 plans, 2 phases, 3 tasks, 3 dependencies")
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    for db in (target, piped):
+        async with DevStream.open(Settings(db=db)) as moved:
+            assert normalised(await exported(moved, embeddings=False)) == normalised(lines)
