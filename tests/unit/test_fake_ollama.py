@@ -270,6 +270,20 @@ def test_refuse_then_recover_on_the_same_port(server: FakeOllama, client: httpx.
     ]
 
 
+def test_a_refused_port_stays_taken_until_the_fake_stops() -> None:
+    """While refusing, no other server can be given the port and answer in the fake's
+    place (a fake that never had a connection: nothing lingers in TIME_WAIT there)."""
+    fake = FakeOllama().start()
+    try:
+        fake.refuse()
+        with socket.socket() as other, pytest.raises(OSError, match="in use"):
+            other.bind((fake.host, fake.port))
+    finally:
+        fake.stop()
+    with socket.socket() as other:
+        other.bind((fake.host, fake.port))  # released
+
+
 def test_stall_outlasts_a_short_client_timeout(server: FakeOllama, client: httpx.Client) -> None:
     server.stall(0.3)
     with pytest.raises(httpx.ReadTimeout):

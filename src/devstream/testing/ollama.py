@@ -141,9 +141,7 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False  # handlers are tracked here and joined with a deadline
 
     def __init__(self, address: tuple[str, int], fake: FakeOllama) -> None:
-        self.address_family = (
-            socket.AF_INET6 if ipaddress.ip_address(address[0]).version == 6 else socket.AF_INET
-        )
+        self.address_family = _family(address[0])
         self.fake = fake
         self._tracking = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -362,6 +360,8 @@ class FakeOllama:
         self._last_request: Any = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # While refusing: the port, bound but not listening (see `refuse`).
+        self._held: socket.socket | None = None
         self._running = False
 
     # Lifecycle
@@ -380,6 +380,7 @@ class FakeOllama:
         with self._lifecycle:
             self._running = False
             self._close()
+            self._release_port()
             self._switch(_HEALTHY)
 
     def __enter__(self: _Self) -> _Self:
@@ -412,11 +413,21 @@ class FakeOllama:
     # Switches
 
     def refuse(self) -> None:
-        """Close the listening socket and cut open connections: connecting is refused."""
+        """Close the listening socket and cut open connections: connecting is refused.
+
+        The port stays bound (not listening), so connecting to it is refused and no other
+        server on the machine can be given it meanwhile: a client of this fake never reaches
+        another program's server by its URL.
+        """
         with self._lifecycle:
             if not self._running:
                 raise RuntimeError("the fake Ollama is not running")
             self._close()
+            held = socket.socket(_family(self.host), socket.SOCK_STREAM)
+            # As the server's own socket does: its closed connections may linger in TIME_WAIT.
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            held.bind((self.host, self._port))
+            self._held = held
 
     def recover(self) -> None:
         """Back to healthy: stalled requests go on at once; a refused port listens again."""
@@ -619,6 +630,7 @@ class FakeOllama:
             self._behaviour.release.set()
 
     def _listen(self) -> None:
+        self._release_port()
         server = _Server((self.host, self._port), self)
         self._port = int(server.server_address[1])
         thread = threading.Thread(
@@ -628,6 +640,11 @@ class FakeOllama:
         )
         thread.start()
         self._server, self._thread = server, thread
+
+    def _release_port(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
 
     def _close(self) -> None:
         """Close the port and cut connections, then let stalled requests go: they find no client."""
@@ -641,6 +658,10 @@ class FakeOllama:
         self._release_stalled()
         thread.join(_JOIN_TIMEOUT_S)
         server.join_handlers(_JOIN_TIMEOUT_S)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
 
 
 def _cut(vector: list[float], dimensions: int | None) -> list[float]:
