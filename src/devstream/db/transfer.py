@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, tuple_
+from sqlalchemy import Table, func, insert, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db import memory_store
@@ -63,7 +63,7 @@ async def rows_after(
     ]
     query = select(*columns).order_by(*key).limit(limit)
     if after is not None:
-        query = query.where(tuple_(*key) > tuple_(*after))
+        query = query.where(tuple_(*key) > tuple_(*(literal(value) for value in after)))
     return [dict(row._mapping) for row in await conn.execute(query)]
 
 
