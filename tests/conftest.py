@@ -1,8 +1,13 @@
-"""Suite-wide settings: which event loop runs the async tests, and Hypothesis's profile.
+"""Suite-wide settings: which event loop runs the async tests, which backend stores, and
+Hypothesis's profile.
 
 `--loop` (or DEVSTREAM_TEST_LOOP, which nox sets) picks the loop through pytest-asyncio's
 loop-factory hook. The default is uvloop where it is installed; a loop that was asked for
 but cannot be had is a usage error, never a silent fallback to another loop.
+
+`--backend` (or DEVSTREAM_TEST_BACKEND) picks the store the integration suite runs on:
+sqlite (the default) or postgresql (see tests/postgres.py). A test marked
+`sqlite_only(reason)` is skipped on PostgreSQL with its reason.
 
 Hypothesis runs the "dev" profile, or "ci" (more examples) when the CI variable is set.
 Neither has a deadline, so no test depends on the machine's speed, and a failure prints
@@ -24,9 +29,12 @@ pytest_plugins = ["pytester", "devstream.testing.fixtures", "tests.leaks"]
 
 LOOP_ENV = "DEVSTREAM_TEST_LOOP"
 LOOPS = ("asyncio", "uvloop")
+BACKEND_ENV = "DEVSTREAM_TEST_BACKEND"
+BACKENDS = ("sqlite", "postgresql")
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 _LOOP_KEY = pytest.StashKey[tuple[str, LoopFactory]]()  # the loop this run uses
+_BACKEND_KEY = pytest.StashKey[str]()
 
 settings.register_profile(
     "dev", max_examples=100, deadline=None, derandomize=False, print_blob=True
@@ -61,6 +69,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"event loop for async tests: {' or '.join(LOOPS)} "
         f"(default: ${LOOP_ENV}, else uvloop where installed)",
     )
+    parser.addoption(
+        "--backend",
+        default=None,
+        help=f"store for integration tests: {' or '.join(BACKENDS)} "
+        f"(default: ${BACKEND_ENV}, else sqlite)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -68,6 +82,28 @@ def pytest_configure(config: pytest.Config) -> None:
     if name not in LOOPS:
         raise pytest.UsageError(f"unknown --loop {name!r}; choose one of {', '.join(LOOPS)}")
     config.stash[_LOOP_KEY] = (name, loop_factory(name))
+    backend = config.getoption("--backend") or os.environ.get(BACKEND_ENV) or "sqlite"
+    if backend not in BACKENDS:
+        raise pytest.UsageError(
+            f"unknown --backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+        )
+    config.stash[_BACKEND_KEY] = backend
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL, tests of what only SQLite has are skipped, saying what it is."""
+    if requested_backend(config) == "sqlite":
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            if not marker.args:
+                raise pytest.UsageError(f"{item.nodeid}: sqlite_only needs a reason")
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {marker.args[0]}"))
+
+
+def requested_backend(config: pytest.Config) -> str:
+    return config.stash[_BACKEND_KEY]
 
 
 def requested_loop(config: pytest.Config) -> str:
@@ -82,4 +118,4 @@ def pytest_asyncio_loop_factories(
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"devstream event loop: {requested_loop(config)}"
+    return f"devstream event loop: {requested_loop(config)}, backend: {requested_backend(config)}"

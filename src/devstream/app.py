@@ -60,8 +60,9 @@ class DevStream:
         memory = MemoryService(
             self.pool, self.metrics, embedder, self.settings, index=self._memory_index
         )
-        # Looked up when read: the index is built on a first search, not here.
-        self.metrics.register_gauge("memory_index", lambda: memory.index.footprint())  # noqa: PLW0108
+        if self.pool.on_sqlite:
+            # Looked up when read: the index is built on a first search, not here.
+            self.metrics.register_gauge("memory_index", lambda: memory.index.footprint())  # noqa: PLW0108
         return memory
 
     @cached_property
@@ -93,6 +94,7 @@ class DevStream:
                 from devstream.db import migrate  # noqa: PLC0415
 
                 await migrate.ensure_current(pool, migrate=migrate_schema)
+                await pool.reconnect()  # connections that predate the schema's types
             ds = cls(settings, pool, embedder)
             try:
                 yield ds

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -96,6 +97,12 @@ class Settings:
         return f"sqlite+aiosqlite:///{path.resolve()}"
 
     @property
+    def shown_database(self) -> str:
+        """`database_url` with its password masked: what messages, `doctor` and logs show."""
+        masked = _PASSWORD.sub(r"\1:***@", self.database_url)
+        return _QUERY_PASSWORD.sub(r"\1***", masked)
+
+    @property
     def sqlite_path(self) -> Path | None:
         """The database file when the store is SQLite on disk, else None."""
         url = self.database_url
@@ -103,6 +110,9 @@ class Settings:
         return Path(url.removeprefix(prefix)) if url.startswith(prefix) else None
 
 
+# The password of a URL's user: scheme://user:PASSWORD@host
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*")
 _FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
 
 

@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import text
 
 from devstream.config import Settings
-from devstream.db import migrate, sqlite
+from devstream.db import migrate, postgres, sqlite
 from devstream.db.pool import ConnectionPool
 from devstream.errors import DevStreamError
 from devstream.memory.ollama import describe, ollama_name
@@ -35,14 +35,31 @@ async def _database_checks(settings: Settings) -> list[Check]:
     except DevStreamError as exc:
         return [Check("database", False, str(exc))]
     try:
+        if not pool.on_sqlite:
+            return [await _server(pool, settings), await _schema(pool)]
         async with pool.read_transaction() as conn:
             version = await conn.scalar(text("SELECT sqlite_version()"))
-        reachable = Check("database", True, f"{settings.database_url} (SQLite {version})")
+        reachable = Check("database", True, f"{settings.shown_database} (SQLite {version})")
         return [reachable, await _schema(pool), await _pragmas(pool, settings)]
     except DevStreamError as exc:
         return [Check("database", False, str(exc))]
     finally:
         await pool.close()
+
+
+async def _server(pool: ConnectionPool, settings: Settings) -> Check:
+    """PostgreSQL: its version and pgvector's, against what DevStream needs."""
+    async with pool.read_transaction() as conn:
+        version = str(await conn.scalar(text("SHOW server_version")))
+        number = int(await conn.scalar(text("SHOW server_version_num")) or 0)
+        row = (await conn.execute(text(postgres.PGVECTOR_VERSIONS))).first()
+    refusal = postgres.pgvector_refusal(*(row or (None, None)))
+    if number < postgres.MIN_SERVER * 10_000:
+        refusal = postgres.server_too_old(version)
+    detail = (
+        f"{settings.shown_database} (PostgreSQL {version}, pgvector {row and (row[0] or row[1])})"
+    )
+    return Check("database", refusal is None, detail if refusal is None else str(refusal))
 
 
 async def _schema(pool: ConnectionPool) -> Check:

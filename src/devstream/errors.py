@@ -65,6 +65,10 @@ class PoolTimeout(StorageError):
     hint = "raise pool_timeout or pool_size, or lower concurrency"
 
 
+class ServerUnsupported(StorageError):
+    """The database server lacks what DevStream needs: a version, or the pgvector extension."""
+
+
 class SchemaError(StorageError):
     """The database schema is not the one this version of DevStream expects."""
 

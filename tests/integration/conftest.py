@@ -39,6 +39,8 @@ from devstream.memory.ollama import OllamaEmbedder
 from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama, deterministic_embedding
 from devstream.vocabulary import EMBED_DIMENSION
+from tests import postgres
+from tests.conftest import requested_backend
 from tests.support import ManualClock
 
 _INTEGRATION = Path(__file__).parent
@@ -64,18 +66,31 @@ def _test_body(item: pytest.Item) -> object:
 
 @dataclass(frozen=True)
 class MigratedSchema:
-    """The worker's database at head: a template copy and its pristine row counts."""
+    """The worker's database at head: a template copy and its pristine row counts. The
+    template is a file on SQLite, a database's name on PostgreSQL."""
 
-    template: Path
+    template: Path | str
     head: str
     baseline: dict[str, int]
     generation: str
 
 
+def template_file(schema: MigratedSchema) -> Path:
+    """The template as a file, for a test that copies it (SQLite only)."""
+    assert isinstance(schema.template, Path), "on PostgreSQL the template is a database"
+    return schema.template
+
+
+_TABLES = {
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+    "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+    "ORDER BY tablename",
+}
+
+
 async def table_names(conn: AsyncConnection) -> list[str]:
     """Every table, FTS shadow tables included."""
-    query = text("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-    return list(await conn.scalars(query))
+    return list(await conn.scalars(text(_TABLES[conn.dialect.name])))
 
 
 async def table_row_counts(pool: ConnectionPool) -> dict[str, int]:
@@ -105,9 +120,33 @@ def integration_db_path(tmp_path_factory: pytest.TempPathFactory, worker_id: str
 
 
 @pytest.fixture(scope="session")
-def integration_config(integration_db_path: Path) -> Settings:
-    """The settings a user's default has (WAL, foreign keys, timeouts), on the worker's file."""
-    return Settings(db=str(integration_db_path))
+def integration_backend(request: pytest.FixtureRequest) -> str:
+    """sqlite or postgresql (`--backend`)."""
+    return requested_backend(request.config)
+
+
+@pytest.fixture(scope="session")
+def integration_pg_server(integration_backend: str) -> str | None:
+    """The PostgreSQL server's URL (None on SQLite): see tests/postgres.py."""
+    return postgres.server_url() if integration_backend == "postgresql" else None
+
+
+@pytest_asyncio.fixture(scope="session")
+async def integration_config(
+    integration_db_path: Path,
+    integration_pg_server: str | None,
+    integration_event_loop: asyncio.AbstractEventLoop,
+) -> AsyncIterator[Settings]:
+    """The settings a user's default has (WAL, foreign keys, timeouts), on the worker's file;
+    on PostgreSQL, on a database of the worker's own, a copy of the migrated template."""
+    server = integration_pg_server
+    if server is None:
+        yield Settings(db=str(integration_db_path))
+        return
+    name = postgres.unique_name(f"devstream_{integration_db_path.stem.replace('-', '_')}")
+    url = await postgres.copy_of(server, await postgres.template(server), name)
+    yield Settings(db=url)
+    await postgres.drop(server, name)
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -121,14 +160,20 @@ async def integration_connection_pool(
 
 @pytest_asyncio.fixture(scope="session")
 async def integration_database_schema(
-    integration_connection_pool: ConnectionPool, integration_db_path: Path
+    integration_connection_pool: ConnectionPool,
+    integration_db_path: Path,
+    integration_pg_server: str | None,
 ) -> MigratedSchema:
     """`alembic upgrade head` once per worker, then a template copy for real-database tests."""
     pool = integration_connection_pool
     await migrate.upgrade(pool)
-    template = integration_db_path.with_name(f"template-{integration_db_path.name}")
-    with closing(sqlite3.connect(integration_db_path)) as source:
-        source.execute("VACUUM INTO ?", (str(template),))
+    template: Path | str
+    if integration_pg_server is not None:
+        template = await postgres.template(integration_pg_server)
+    else:
+        template = integration_db_path.with_name(f"template-{integration_db_path.name}")
+        with closing(sqlite3.connect(integration_db_path)) as source:
+            source.execute("VACUUM INTO ?", (str(template),))
     state = await migrate.status(pool)
     return MigratedSchema(
         template=template,
@@ -178,11 +223,25 @@ def integration_query_manager(integration_devstream: DevStream) -> QueryManager:
 
 @pytest_asyncio.fixture
 async def integration_real_database(
-    integration_database_schema: MigratedSchema, tmp_path: Path
+    integration_database_schema: MigratedSchema,
+    integration_pg_server: str | None,
+    tmp_path: Path,
 ) -> AsyncIterator[DevStream]:
     """A fresh copy of the migrated template with a real pool; deleted afterwards."""
+    template, server = integration_database_schema.template, integration_pg_server
+    if server is not None:
+        assert isinstance(template, str), "on PostgreSQL the template is a database"
+        name = postgres.unique_name("devstream_real")
+        url = await postgres.copy_of(server, template, name)
+        try:
+            async with DevStream.open(Settings(db=url), migrate_schema=False) as ds:
+                yield ds
+        finally:
+            await postgres.drop(server, name)
+        return
+    assert isinstance(template, Path)
     path = tmp_path / "real.db"
-    shutil.copyfile(integration_database_schema.template, path)
+    shutil.copyfile(template, path)
     async with DevStream.open(Settings(db=str(path)), migrate_schema=False) as ds:
         yield ds
     for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):

@@ -77,15 +77,15 @@ async def test_pool_serves_hundreds_of_concurrent_mixed_operations(
     assert stats.peak_in_use == stats.size == ds.settings.pool_size
     assert stats.waits > 0
     assert stats.wait_time_s > 0
-    assert stats.writer_waits > 0
+    assert (stats.writer_waits > 0) == ds.pool.on_sqlite  # one writer per process there
     assert stats.timeouts == 0
     assert ds.stats()["gauges"]["pool"] == stats.as_dict()  # type: ignore[index]
 
 
 @pytest.mark.clock
 async def test_pool_timeout_is_a_typed_error(integration_real_database: DevStream) -> None:
-    path = integration_real_database.settings.sqlite_path
-    pool = ConnectionPool.create(Settings(db=str(path), pool_size=1, pool_timeout_s=0.05))
+    db = integration_real_database.settings.db  # a file or a server's database
+    pool = ConnectionPool.create(Settings(db=db, pool_size=1, pool_timeout_s=0.05))
     try:
         assert pool.stats.as_dict() == {  # a fresh pool has counted nothing
             "size": 1.0,
@@ -113,8 +113,7 @@ async def test_pool_timeout_is_a_typed_error(integration_real_database: DevStrea
 async def test_every_caller_queued_for_a_connection_is_counted_once(
     integration_real_database: DevStream,
 ) -> None:
-    path = integration_real_database.settings.sqlite_path
-    pool = ConnectionPool.create(Settings(db=str(path), pool_size=2))
+    pool = ConnectionPool.create(Settings(db=integration_real_database.settings.db, pool_size=2))
     try:
         assert pool.concurrent_reads
         async with pool.read_statement() as conn:  # one statement, no transaction: a read
@@ -137,6 +136,7 @@ async def test_every_caller_queued_for_a_connection_is_counted_once(
         await pool.close()
 
 
+@pytest.mark.sqlite_only("one writer at a time per process")
 async def test_a_writer_waits_for_the_one_before_it_and_is_counted(
     integration_real_database: DevStream,
 ) -> None:
@@ -157,6 +157,11 @@ async def test_a_writer_waits_for_the_one_before_it_and_is_counted(
     assert pool.stats.writer_waits == waiting_before + 1
 
 
+# How each backend words a refused write.
+CHECK_FAILED = "CHECK constraint failed|violates check constraint"
+FOREIGN_KEY_FAILED = "FOREIGN KEY|violates foreign key"
+
+
 def other_writer_can_begin(path: Path) -> bool:
     """Whether another connection (another process, as far as SQLite knows) can take the
     write lock now, without waiting."""
@@ -174,6 +179,7 @@ def other_writer_can_begin(path: Path) -> bool:
         other.close()
 
 
+@pytest.mark.sqlite_only("BEGIN IMMEDIATE takes the file's write lock")
 async def test_a_write_transaction_takes_the_write_lock_as_it_begins(
     integration_real_database: DevStream,
 ) -> None:
@@ -224,7 +230,7 @@ async def test_constraint_failure_rolls_back_the_whole_transaction(
     ds = integration_real_database
     token_before = await store_generation(ds.pool)
 
-    with pytest.raises(ConstraintViolation, match="CHECK constraint failed"):
+    with pytest.raises(ConstraintViolation, match=CHECK_FAILED):
         async with ds.pool.write_transaction() as conn:
             plan_id = await conn.scalar(
                 insert(schema.intervention_plans)
@@ -239,6 +245,7 @@ async def test_constraint_failure_rolls_back_the_whole_transaction(
     assert await store_generation(ds.pool) == token_before
 
 
+@pytest.mark.sqlite_only("the store-generation token (PostgreSQL has none)")
 async def test_every_committed_write_replaces_the_generation_token(
     integration_real_database: DevStream,
 ) -> None:
@@ -294,9 +301,10 @@ async def test_migrated_schema_matches_metadata_and_drift_is_detected(
 ) -> None:
     pool = integration_query_manager.pool
     assert await migrate.schema_drift(pool) == []
-    assert {"memory_fts", "memory_fts_data", "memory_fts_docsize"} <= set(
-        integration_database_schema.baseline
-    )
+    if pool.on_sqlite:
+        assert {"memory_fts", "memory_fts_data", "memory_fts_docsize"} <= set(
+            integration_database_schema.baseline
+        )
 
     drifted = MetaData(naming_convention=schema.metadata.naming_convention)
     for source in schema.metadata.tables.values():
@@ -330,12 +338,23 @@ async def test_schema_states_are_refused_with_typed_errors(tmp_path: Path) -> No
             pass
 
 
-async def test_only_sqlite_urls_are_accepted() -> None:
-    with pytest.raises(ConfigError, match="this version stores in SQLite"):
-        async with DevStream.open("postgresql+asyncpg://127.0.0.1/devstream"):
+async def test_only_sqlite_and_postgresql_urls_are_accepted() -> None:
+    with pytest.raises(ConfigError, match=r"SQLite \(a file path .*\) or PostgreSQL"):
+        async with DevStream.open("mysql+aiomysql://someone:hunter2@127.0.0.1/devstream"):
             pass
 
 
+async def test_an_unreachable_server_is_a_storage_error_that_hides_the_password() -> None:
+    # Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    url = "postgresql+asyncpg://someone:hunter2@127.0.0.1:1/devstream"
+    with pytest.raises(StorageError, match="cannot reach the database") as refused:
+        async with DevStream.open(url):
+            pass
+    assert "hunter2" not in str(refused.value)
+    assert "someone:***@127.0.0.1:1" in str(refused.value)
+
+
+@pytest.mark.sqlite_only("the SQLite driver's own connection")
 async def test_a_connection_returned_mid_transaction_is_rolled_back(
     integration_real_database: DevStream,
 ) -> None:
@@ -356,6 +375,7 @@ async def test_a_connection_returned_mid_transaction_is_rolled_back(
     assert (await plans.create(title="next")).title == "next"
 
 
+@pytest.mark.sqlite_only("driver queries run on the SQLite driver's connection")
 async def test_driver_queries_see_the_callers_transaction_and_type_their_results(
     integration_query_manager: QueryManager,
 ) -> None:
@@ -393,6 +413,7 @@ class _LockedOnLoop:
         return self.real.execute(sql, *parameters)
 
 
+@pytest.mark.sqlite_only("driver queries run on the SQLite driver's connection")
 async def test_a_driver_query_runs_on_the_loop_and_one_that_would_wait_on_the_drivers_thread(
     integration_query_manager: QueryManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -432,22 +453,22 @@ async def _stamp(path: Path, revision: str) -> None:
 
 
 async def test_deleting_a_plan_cascades_and_clears_memory_links(
-    integration_query_manager: QueryManager,
-    integration_sample_plan: Plan,
-    integration_sample_phase: Phase,
-    integration_sample_task: MicroTask,
+    integration_real_database: DevStream,
 ) -> None:
-    qm = integration_query_manager
-    other = await qm.tasks.create(phase_id=integration_sample_phase.id, title="second")
-    await qm.dependencies.create(other.id, integration_sample_task.id)
+    """On a real database: under the seam the memory would be inserted in the same
+    transaction as the delete, and PostgreSQL then checks a foreign key of the row that
+    clearing its plan link updates, before clearing its task link."""
+    qm = integration_real_database.queries
+    plan = await qm.plans.create(title="doomed")
+    phase = await qm.phases.create(plan_id=plan.id, name="only", position=0)
+    task = await qm.tasks.create(phase_id=phase.id, title="first")
+    other = await qm.tasks.create(phase_id=phase.id, title="second")
+    await qm.dependencies.create(other.id, task.id)
     memory = await qm.memories.create(
-        content="the plan's decision",
-        content_type="decision",
-        plan_id=integration_sample_plan.id,
-        task_id=integration_sample_task.id,
+        content="the plan's decision", content_type="decision", plan_id=plan.id, task_id=task.id
     )
 
-    await qm.plans.delete(integration_sample_plan.id)
+    await qm.plans.delete(plan.id)
 
     assert await qm.phases.count() == 0
     assert await qm.tasks.count() == 0
@@ -470,7 +491,7 @@ async def test_a_task_others_depend_on_cannot_be_deleted(
     dependent = await qm.tasks.create(phase_id=integration_sample_phase.id, title="after")
     await qm.dependencies.create(dependent.id, integration_sample_task.id)
 
-    with pytest.raises(ConstraintViolation, match="FOREIGN KEY"):
+    with pytest.raises(ConstraintViolation, match=FOREIGN_KEY_FAILED):
         await qm.tasks.delete(integration_sample_task.id)
     assert await qm.tasks.get(integration_sample_task.id) == integration_sample_task
 
@@ -483,7 +504,7 @@ async def test_a_task_others_depend_on_cannot_be_deleted(
 async def test_references_to_missing_rows_are_refused(
     integration_query_manager: QueryManager,
 ) -> None:
-    with pytest.raises(ConstraintViolation, match="FOREIGN KEY"):
+    with pytest.raises(ConstraintViolation, match=FOREIGN_KEY_FAILED):
         await integration_query_manager.phases.create(plan_id=424242, name="orphan", position=0)
     assert await integration_query_manager.phases.count() == 0
 
@@ -495,7 +516,7 @@ async def test_references_to_missing_rows_are_refused(
 async def test_check_constraints_guard_plans(
     integration_query_manager: QueryManager, field: str, value: object
 ) -> None:
-    with pytest.raises(ConstraintViolation, match="CHECK constraint failed"):
+    with pytest.raises(ConstraintViolation, match=CHECK_FAILED):
         await integration_query_manager.plans.create(**{"title": "ok", field: value})
 
 
@@ -577,6 +598,7 @@ async def test_memory_rows_written_through_the_query_manager_follow_the_services
     assert (again.created, again.entry.id) == (False, made.id)
 
 
+@pytest.mark.sqlite_only("the FTS5 table and its triggers")
 async def test_memory_entries_get_a_content_hash_and_stay_searchable(
     integration_query_manager: QueryManager,
 ) -> None:
@@ -636,7 +658,7 @@ async def test_processes_write_one_file_without_lock_errors(
     """Several processes write one file at the default busy_timeout: no caller ever sees
     "database is locked". The longest write (waiting for the lock included) is printed
     (`pytest -rP`); the benchmarks run 8 processes."""
-    db = str(integration_real_database.settings.sqlite_path)
+    db = integration_real_database.settings.db
     writes = 25
     env = {**os.environ, "PYTHONPATH": repo_pythonpath()}
     workers = [
@@ -701,15 +723,11 @@ async def test_seam_serialises_concurrent_callers(
 
 
 async def test_pristine_baseline_counts_only_bookkeeping_rows(
-    integration_database_schema: MigratedSchema,
+    integration_database_schema: MigratedSchema, integration_backend: str
 ) -> None:
     nonzero = {table: rows for table, rows in integration_database_schema.baseline.items() if rows}
-    assert set(nonzero) == {
-        "alembic_version",
-        "memory_fts_config",
-        "memory_fts_data",
-        "store_state",
-    }
+    fts = {"memory_fts_config", "memory_fts_data"} if integration_backend == "sqlite" else set()
+    assert set(nonzero) == {"alembic_version", "store_state", *fts}
     assert nonzero["store_state"] == nonzero["alembic_version"] == 1
 
 

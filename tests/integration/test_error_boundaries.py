@@ -38,6 +38,7 @@ from tests.integration.conftest import (
     after_cooldown,
     ollama_devstream,
     store_generation,
+    template_file,
 )
 from tests.support import REPO_ROOT, repo_pythonpath, single_task
 
@@ -51,7 +52,7 @@ async def one_connection(
     """A real database whose pool has a single connection, so a connection-level pragma
     (a size limit) applies to every statement."""
     path = tmp_path / "single.db"
-    path.write_bytes(integration_database_schema.template.read_bytes())
+    path.write_bytes(template_file(integration_database_schema).read_bytes())
     async with DevStream.open(Settings(db=str(path), pool_size=1), migrate_schema=False) as ds:
         yield ds
 
@@ -151,7 +152,7 @@ async def test_a_long_held_lock_is_a_typed_error_and_writes_resume(
     integration_database_schema: MigratedSchema, tmp_path: Path
 ) -> None:
     path = tmp_path / "locked.db"
-    path.write_bytes(integration_database_schema.template.read_bytes())
+    path.write_bytes(template_file(integration_database_schema).read_bytes())
     settings = Settings(db=str(path), busy_timeout_ms=100)
     async with DevStream.open(settings, migrate_schema=False) as ds:
         before = await ds.memory.store("stored before the lock", "context")

@@ -19,9 +19,13 @@ from devstream.memory import cache
 from devstream.memory import index as index_module
 from devstream.memory.follow import CachePolicy, Followed, catch_up
 from devstream.memory.index import MemoryIndex
-from devstream.memory.search import SearchHit, SearchWeights
+from devstream.memory.search import Searcher, SearchHit, SearchWeights
 from devstream.memory.service import NewMemory
 
+pytestmark = pytest.mark.sqlite_only(
+    "the in-process index, its change log and cache, held to FTS5; PostgreSQL searches in "
+    "the database"
+)
 TEXT_ONLY = SearchWeights(text=1.0, vector=0.0)
 NOTES = [
     "the writer holds the lock while readers read",
@@ -56,9 +60,15 @@ async def second_process(integration_real_database: DevStream) -> AsyncIterator[
         yield other
 
 
+def in_process(ds: DevStream) -> Searcher:
+    searcher = ds.memory.searcher
+    assert isinstance(searcher, Searcher), "the in-process index serves SQLite stores"
+    return searcher
+
+
 def _cached(ds: DevStream, min_rows: int = 0) -> DevStream:
     """Let the store's cache be written from `min_rows` entries on (tests hold few)."""
-    ds.memory.searcher.cache = CachePolicy(cache.path_for(_path(ds)), min_rows=min_rows)
+    in_process(ds).cache = CachePolicy(cache.path_for(_path(ds)), min_rows=min_rows)
     return ds
 
 
@@ -232,7 +242,7 @@ async def test_no_cache_where_it_cannot_be_written(integration_real_database: De
     ds = integration_real_database
     blocked = _path(ds).with_name("not-a-folder")
     blocked.write_text("a file where the cache's folder would be")
-    ds.memory.searcher.cache = CachePolicy(blocked / "devstream.db-index", min_rows=0)
+    in_process(ds).cache = CachePolicy(blocked / "devstream.db-index", min_rows=0)
     await ds.memory.store_many([NewMemory(note, "learning") for note in NOTES])
     assert len(await _ids(ds, "writer", weights=TEXT_ONLY)) == 2
     assert (await ds.memory.catch_up()) == Followed()

@@ -43,7 +43,7 @@ from devstream.testing import FakeOllama
 from devstream.vocabulary import DONE, OPEN_PLANS
 from devstream.workflow import Artifact
 from tests.conftest import loop_factory, requested_loop
-from tests.integration.conftest import MigratedSchema, after_cooldown
+from tests.integration.conftest import MigratedSchema, after_cooldown, template_file
 
 
 @dataclass
@@ -872,7 +872,7 @@ async def test_plans_and_tasks_follow_a_plain_model_rule_by_rule(
     """Hypothesis's rule-based state machine over the real services; it runs in a thread
     with a loop of its own (rules are synchronous), on a private copy of the schema."""
     path = tmp_path / "rules.db"
-    path.write_bytes(integration_database_schema.template.read_bytes())
+    path.write_bytes(template_file(integration_database_schema).read_bytes())
 
     def machine() -> None:
         loop = loop_factory(requested_loop(pytestconfig))()

@@ -54,6 +54,25 @@ def test_database_urls_and_paths(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql+asyncpg://me:s3cr:et@db.example/x",
+            "postgresql+asyncpg://me:***@db.example/x",
+        ),
+        ("postgresql+asyncpg://me:@/x?host=/run/pg", "postgresql+asyncpg://me:***@/x?host=/run/pg"),
+        ("postgresql+asyncpg://me@db/x", "postgresql+asyncpg://me@db/x"),
+        (
+            "postgresql+asyncpg://db/x?password=no&ssl=1",
+            "postgresql+asyncpg://db/x?password=***&ssl=1",
+        ),
+    ],
+)
+def test_a_database_password_is_never_shown(url: str, shown: str) -> None:
+    assert Settings(db=url).shown_database == shown
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         ("pool_size = 'lots'", "pool_size must be a number, got 'lots'"),

@@ -59,7 +59,7 @@ def init(out: Output, project: bool) -> None:
     if project:
         out = replace(out, settings=replace(out.settings, db=str(_project_store())))
     state = with_store(out, lambda ds: ds.schema_status())
-    url = out.settings.database_url
+    url = out.settings.shown_database
     out.emit({"database": url, "schema": state.current}, f"ready: {url} (schema {state.current})")
 
 

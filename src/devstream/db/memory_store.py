@@ -26,6 +26,7 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -86,6 +87,19 @@ def _record(row: Any) -> MemoryEntry:
     return MemoryEntry(*row)
 
 
+async def lock_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> None:
+    """Until the transaction ends, no other one stores these contents (PostgreSQL, where
+    writers run at once; SQLite's take turns): the dedup check and the insert that follows
+    it see every store of the same content. Taken in one order, so two never deadlock."""
+    if conn.dialect.name != "sqlite" and hashes:
+        await conn.execute(_LOCK_HASHES, {"keys": sorted({_lock_key(h) for h in hashes})})
+
+
+def _lock_key(digest: str) -> int:
+    """A content hash as an advisory lock key: its first 60 bits, a positive bigint."""
+    return int(digest[:15], 16)
+
+
 async def by_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> list[MemoryEntry]:
     """Every entry with one of these content hashes, in any scope."""
     if not hashes:
@@ -94,6 +108,9 @@ async def by_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> list[Memory
 
 
 # Built once: every store runs these, and building a statement costs more than running it.
+_LOCK_HASHES = text(
+    "SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS bigint[])) AS key ORDER BY key"
+)
 _BY_HASHES = select(memory_entries).where(
     memory_entries.c.content_hash.in_(bindparam("hashes", expanding=True))
 )

@@ -17,7 +17,8 @@ from sqlalchemy.engine import Connection
 
 from devstream.db.pool import ConnectionPool
 from devstream.db.revision import stamped
-from devstream.db.schema import is_fts_object, metadata
+from devstream.db.schema import PREREQUISITE_FK, is_search_object, metadata
+from devstream.db.types import PgVector
 from devstream.errors import NotInitialised, SchemaError, SchemaTooNew, SchemaTooOld
 
 SCRIPT_LOCATION = "devstream.db:migrations"
@@ -96,9 +97,16 @@ async def schema_drift(pool: ConnectionPool, target: MetaData = metadata) -> lis
     """Differences between the live schema and `target`; empty when they agree."""
 
     def compare(sync: Connection) -> list[Any]:
-        context = MigrationContext.configure(
-            sync, opts={"include_name": lambda name, *_: not is_fts_object(name)}
-        )
+        skipped = {PREREQUISITE_FK} if sync.dialect.name == "postgresql" else set()
+        if skipped:
+            # Reflection learns pgvector's type, for this engine's dialect only.
+            dialect: Any = sync.dialect
+            dialect.ischema_names = {**dialect.ischema_names, "vector": PgVector}
+
+        def include(_object: object, name: str | None, *_: object) -> bool:
+            return not is_search_object(name) and name not in skipped
+
+        context = MigrationContext.configure(sync, opts={"include_object": include})
         return list(compare_metadata(context, target))
 
     async with pool.read_transaction() as conn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from devstream.config import Settings
-from devstream.db import generation, sqlite
+from devstream.db import generation, postgres, sqlite
 from devstream.db.seam import IsolationSeam
 from devstream.errors import ConfigError, ConstraintViolation, PoolTimeout, StorageError
 
@@ -36,10 +37,12 @@ class PoolStats:
 
 
 class ConnectionPool:
-    """Owns the engine. Reads share a small pool; writes go one at a time per process."""
+    """Owns the engine. Reads share a small pool; on SQLite writes go one at a time per
+    process (PostgreSQL takes many writers: its rules hold by locks in the database)."""
 
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self.engine = engine
+        self.on_sqlite = engine.dialect.name == "sqlite"
         # Engines sharing the pool whose connections carry an option from checkout on,
         # which saves setting it (a round trip through SQLAlchemy) on every transaction.
         self._writing = engine.execution_options(**{sqlite.WRITE_OPTION: True})
@@ -52,10 +55,13 @@ class ConnectionPool:
 
     @classmethod
     def create(cls, settings: Settings) -> ConnectionPool:
+        if settings.database_url.startswith(postgres.DRIVER + "://"):
+            return cls(postgres.create_engine(settings), settings)
         if settings.sqlite_path is None:
             raise ConfigError(
-                f"unsupported database {settings.database_url!r}: this version stores in "
-                "SQLite (a file path or sqlite+aiosqlite:///PATH)"
+                f"unsupported database {settings.shown_database!r}: DevStream stores in "
+                "SQLite (a file path or sqlite+aiosqlite:///PATH) or PostgreSQL "
+                "(postgresql+asyncpg://USER@HOST/DATABASE)"
             )
         path = settings.sqlite_path
         _prepare_sqlite_file(path)
@@ -87,10 +93,15 @@ class ConnectionPool:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    async def reconnect(self) -> None:
+        """Replace the idle connections: after a migration, new ones see its types (the
+        `vector` codec on PostgreSQL)."""
+        await self.engine.dispose(close=True)
+
     @asynccontextmanager
     async def read_transaction(self) -> AsyncIterator[AsyncConnection]:
         self.stats.reads += 1
-        with _translate_errors():
+        with self._translate_errors():
             async with self._transaction(write=False) as conn:
                 yield conn
 
@@ -98,7 +109,7 @@ class ConnectionPool:
     async def read_statement(self) -> AsyncIterator[AsyncConnection]:
         """For a single statement, atomic by itself: no BEGIN and no COMMIT around it."""
         self.stats.reads += 1
-        with _translate_errors():
+        with self._translate_errors():
             if self._seam is not None:
                 async with self._seam.transaction() as conn:
                     yield conn
@@ -110,16 +121,21 @@ class ConnectionPool:
     async def write_transaction(
         self, *, bump_generation: bool = True
     ) -> AsyncIterator[AsyncConnection]:
-        """A write transaction; it replaces the store-generation token as it begins.
+        """A write transaction; on SQLite it replaces the store-generation token as it begins
+        (on PostgreSQL no row may be written by every transaction: it would serialise them,
+        and search there needs no token).
 
         Only schema migrations opt out: the token's table may not exist yet (or any more).
         """
         self.stats.writes += 1
-        with _translate_errors():
+        with self._translate_errors():
             async with self._writer_turn(), self._transaction(write=True) as conn:
-                if bump_generation:
+                if bump_generation and self.on_sqlite:
                     await generation.replace(conn)
                 yield conn
+
+    def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
+        return _translated(self.on_sqlite)
 
     @property
     def seam(self) -> IsolationSeam | None:
@@ -151,6 +167,9 @@ class ConnectionPool:
 
     @asynccontextmanager
     async def _writer_turn(self) -> AsyncIterator[None]:
+        if not self.on_sqlite:
+            yield
+            return
         if self._writer.locked():
             self.stats.writer_waits += 1
         async with self._writer:
@@ -173,6 +192,9 @@ class ConnectionPool:
                 raise PoolTimeout(
                     f"no database connection free after {self.settings.pool_timeout_s:g}s"
                 ) from exc
+            if isinstance(exc, OSError):  # a server that cannot be reached
+                shown = self.settings.shown_database
+                raise StorageError(f"cannot reach the database {shown}: {exc}") from exc
             raise
         finally:
             self.stats.wait_time_s += time.perf_counter() - started
@@ -197,10 +219,11 @@ def _prepare_sqlite_file(path: Path) -> None:
 
 
 @contextmanager
-def _translate_errors() -> Iterator[None]:
+def _translated(on_sqlite: bool) -> Iterator[None]:
     try:
         yield
     except sa_exc.IntegrityError as exc:
         raise ConstraintViolation(f"rejected by the database: {exc.orig}") from exc
     except sa_exc.DBAPIError as exc:
-        raise sqlite.storage_error(exc.orig) from exc
+        backend = sqlite if on_sqlite else postgres
+        raise backend.storage_error(exc.orig) from exc

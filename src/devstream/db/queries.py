@@ -6,10 +6,11 @@ and out, unknown fields refused, missing rows reported, every operation timed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import Row, Table, delete, func, insert, select, update
+from sqlalchemy import Row, Table, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db import memory_store, records, schema
@@ -22,6 +23,18 @@ RecordT = TypeVar("RecordT")
 
 # Columns the store manages itself; callers never set them.
 _MANAGED = frozenset({"id", "created_at", "updated_at"})
+
+
+@asynccontextmanager
+async def _cascading(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Around a delete: on PostgreSQL, a task others depend on is refused once the delete's
+    cascade has run, as SQLite does at the end of the statement."""
+    if conn.dialect.name == "sqlite":
+        yield
+        return
+    await conn.execute(text(f"SET CONSTRAINTS {schema.PREREQUISITE_FK} DEFERRED"))
+    yield
+    await conn.execute(text(f"SET CONSTRAINTS {schema.PREREQUISITE_FK} IMMEDIATE"))
 
 
 class Repository(Generic[RecordT]):
@@ -96,7 +109,7 @@ class Repository(Generic[RecordT]):
 
     async def delete(self, id: int) -> None:
         with self._metrics.timed(f"repo.{self.kind}.delete"):
-            async with self._pool.write_transaction() as conn:
+            async with self._pool.write_transaction() as conn, _cascading(conn):
                 result = await conn.execute(delete(self.table).where(self.table.c.id == id))
                 if result.rowcount == 0:
                     raise NotFound(self.kind, id)

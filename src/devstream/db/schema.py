@@ -8,13 +8,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
     Float,
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
@@ -22,7 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from devstream.db.types import UTCDateTime, utcnow
+from devstream.db.types import Embedding, UTCDateTime, utcnow
 from devstream.vocabulary import (
     CONTENT_TYPES,
     EMBEDDING_STATUSES,
@@ -36,14 +36,32 @@ from devstream.vocabulary import (
     TASK_STATUSES,
 )
 
-# Full-text index objects living beside the tables; schema comparison ignores them.
+# Search objects living beside the tables, each backend's own; schema comparison ignores
+# them: on SQLite the FTS5 table and its shadow tables, on PostgreSQL the tsvector column,
+# its index and the vector indexes made per model (migration 0007, db/pg_search.py).
 FTS_TABLE = "memory_fts"
+_PG_SEARCH_OBJECTS = ("search_text", "ix_memory_entries_search_text")
+PG_VECTOR_INDEX_PREFIX = "ix_memory_vectors_"
 
 
 def is_fts_object(name: str | None) -> bool:
     """The FTS5 virtual table or one of its shadow tables (memory_fts_data, ...)."""
     return name is not None and (name == FTS_TABLE or name.startswith(FTS_TABLE + "_"))
 
+
+# Deferrable on PostgreSQL only (migration 0007): schema comparison there leaves it out.
+PREREQUISITE_FK = "fk_task_dependencies_depends_on_id_micro_tasks"
+
+
+def is_search_object(name: str | None) -> bool:
+    """A search object of either backend (see above)."""
+    return is_fts_object(name) or (
+        name is not None and (name in _PG_SEARCH_OBJECTS or name.startswith(PG_VECTOR_INDEX_PREFIX))
+    )
+
+
+# Ids and links to them: 64-bit on PostgreSQL (migration 0007), SQLite's INTEGER is already.
+Id = Integer().with_variant(BigInteger(), "postgresql")
 
 metadata = MetaData(
     naming_convention={
@@ -73,7 +91,7 @@ def _timestamps() -> list[Column[datetime]]:
 intervention_plans = Table(
     "intervention_plans",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", Id, primary_key=True),
     Column("title", String(MAX_TITLE), nullable=False),
     Column("description", Text, nullable=False, default=""),
     Column("status", String(16), nullable=False, default="draft"),
@@ -87,10 +105,10 @@ intervention_plans = Table(
 phases = Table(
     "phases",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", Id, primary_key=True),
     Column(
         "plan_id",
-        Integer,
+        Id,
         ForeignKey("intervention_plans.id", ondelete="CASCADE"),
         nullable=False,
     ),
@@ -107,8 +125,8 @@ phases = Table(
 micro_tasks = Table(
     "micro_tasks",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("phase_id", Integer, ForeignKey("phases.id", ondelete="CASCADE"), nullable=False),
+    Column("id", Id, primary_key=True),
+    Column("phase_id", Id, ForeignKey("phases.id", ondelete="CASCADE"), nullable=False),
     Column("title", String(MAX_TITLE), nullable=False),
     Column("description", Text, nullable=False, default=""),
     Column("status", String(16), nullable=False, default="pending"),
@@ -137,13 +155,13 @@ task_dependencies = Table(
     metadata,
     Column(
         "task_id",
-        Integer,
+        Id,
         ForeignKey("micro_tasks.id", ondelete="CASCADE"),
         primary_key=True,
     ),
     Column(
         "depends_on_id",
-        Integer,
+        Id,
         ForeignKey("micro_tasks.id", ondelete="NO ACTION"),
         primary_key=True,
     ),
@@ -156,20 +174,20 @@ task_dependencies = Table(
 memory_entries = Table(
     "memory_entries",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", Id, primary_key=True),
     Column("content", Text, nullable=False),
     Column("content_type", String(16), nullable=False),
     Column("keywords", Text, nullable=False, default=""),
     Column("content_hash", String(64), nullable=False),
     Column(
         "plan_id",
-        Integer,
+        Id,
         ForeignKey("intervention_plans.id", ondelete="SET NULL"),
         nullable=True,
     ),
-    Column("phase_id", Integer, ForeignKey("phases.id", ondelete="SET NULL"), nullable=True),
-    Column("task_id", Integer, ForeignKey("micro_tasks.id", ondelete="SET NULL"), nullable=True),
-    Column("embedding", LargeBinary, nullable=True),
+    Column("phase_id", Id, ForeignKey("phases.id", ondelete="SET NULL"), nullable=True),
+    Column("task_id", Id, ForeignKey("micro_tasks.id", ondelete="SET NULL"), nullable=True),
+    Column("embedding", Embedding, nullable=True),
     Column("embedding_model", String(100), nullable=True),
     Column("embedding_dim", Integer, nullable=True),
     Column("embedding_status", String(16), nullable=False, default="pending"),
@@ -191,8 +209,8 @@ memory_entries = Table(
 context_injections = Table(
     "context_injections",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("task_id", Integer, ForeignKey("micro_tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("id", Id, primary_key=True),
+    Column("task_id", Id, ForeignKey("micro_tasks.id", ondelete="CASCADE"), nullable=False),
     Column("memory_ids", Text, nullable=False, default="[]"),
     Column("tokens", Integer, nullable=False, default=0),
     Column("injected_at", UTCDateTime(), nullable=False, default=utcnow),
@@ -204,8 +222,8 @@ context_injections = Table(
 task_events = Table(
     "task_events",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("task_id", Integer, ForeignKey("micro_tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("id", Id, primary_key=True),
+    Column("task_id", Id, ForeignKey("micro_tasks.id", ondelete="CASCADE"), nullable=False),
     Column("from_status", String(16), nullable=False),
     Column("to_status", String(16), nullable=False),
     Column("at", UTCDateTime(), nullable=False, default=utcnow),
@@ -227,8 +245,8 @@ store_state = Table(
 memory_changes = Table(
     "memory_changes",
     metadata,
-    Column("seq", Integer, primary_key=True),
-    Column("entry_id", Integer, nullable=False),
+    Column("seq", Id, primary_key=True),
+    Column("entry_id", Id, nullable=False),
     Column("generation", String(64), nullable=False),
 )
 
@@ -239,6 +257,6 @@ import_ledger = Table(
     metadata,
     Column("export_id", String(36), primary_key=True),
     Column("kind", String(24), primary_key=True),
-    Column("source_id", Integer, primary_key=True),
-    Column("target_id", Integer, nullable=False),
+    Column("source_id", Id, primary_key=True),
+    Column("target_id", Id, nullable=False),
 )

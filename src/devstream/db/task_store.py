@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, exists, func, insert, select, update
+from sqlalchemy import Table, case, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db.records import ContextInjection, MicroTask, Phase
@@ -46,7 +46,10 @@ class Located:
     plan_status: str
 
 
-async def locate(conn: AsyncConnection, task_id: int) -> Located | None:
+async def locate(conn: AsyncConnection, task_id: int, *, lock: bool = False) -> Located | None:
+    """The task and its plan; `lock`: its row stays locked until the transaction ends, so of
+    concurrent claims one wins and the others see what it did (a no-op on SQLite, whose
+    writers take turns)."""
     query = (
         select(
             micro_tasks,
@@ -57,6 +60,8 @@ async def locate(conn: AsyncConnection, task_id: int) -> Located | None:
         .join(intervention_plans, intervention_plans.c.id == phases.c.plan_id)
         .where(micro_tasks.c.id == task_id)
     )
+    if lock:
+        query = query.with_for_update(of=micro_tasks)
     row = (await conn.execute(query)).first()
     if row is None:
         return None
@@ -95,11 +100,24 @@ async def change_status(
 async def sync_phase(conn: AsyncConnection, phase_id: int) -> None:
     """A phase is completed when all its tasks are done, active once one has been worked on
     (active, completed or failed), pending before."""
+    # The phase's row first, then its tasks in a new statement: of two transactions finishing
+    # a phase's last tasks at once, the second waits and then sees the first's.
+    await lock_rows(conn, phases, [phase_id])
     tasks = select(micro_tasks.c.id).where(micro_tasks.c.phase_id == phase_id)
     done = exists(tasks) & ~exists(tasks.where(micro_tasks.c.status.not_in(DONE)))
     worked_on = exists(tasks.where(micro_tasks.c.status.in_(WORKED_ON)))
     status = case((done, "completed"), (worked_on, "active"), else_="pending")
     await conn.execute(update(phases).where(phases.c.id == phase_id).values(status=status))
+
+
+async def lock_rows(conn: AsyncConnection, table: Table, ids: Sequence[int]) -> None:
+    """Lock these rows until the transaction ends (PostgreSQL; SQLite's writers take turns)."""
+    if conn.dialect.name != "sqlite":
+        await conn.execute(select(table.c.id).where(table.c.id.in_(ids)).with_for_update())
+
+
+async def lock_plan(conn: AsyncConnection, plan_id: int) -> None:
+    await lock_rows(conn, intervention_plans, [plan_id])
 
 
 async def plan_edges(conn: AsyncConnection, plan_id: int) -> list[tuple[int, int]]:

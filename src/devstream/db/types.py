@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, LargeBinary
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine, UserDefinedType
 
 
 def utcnow() -> datetime:
@@ -34,3 +34,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         if moment.tzinfo is None:
             return moment.replace(tzinfo=timezone.utc)
         return moment.astimezone(timezone.utc)
+
+
+class PgVector(UserDefinedType[bytes]):
+    """pgvector's `vector`, without a fixed dimension. Values are float32 bytes, as on
+    SQLite: the connection's codec converts them (`devstream.db.postgres`), so no bind
+    cast or processing is needed here."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_: Any) -> str:
+        return "vector"
+
+
+# A vector as float32 little-endian bytes: a BLOB on SQLite, a `vector` on PostgreSQL.
+Embedding: TypeEngine[bytes] = LargeBinary().with_variant(PgVector(), "postgresql")

@@ -92,27 +92,26 @@ class Searcher:
         # fast path checks where the store stands either way).
         self._writes_seen = -1
 
-    async def search(
-        self,
-        query: str,
-        *,
-        limit: int,
-        filters: MemoryFilter | None,
-        min_similarity: float | None,
-        weights: SearchWeights | None,
-        exact: bool,
-    ) -> SearchResult:
-        """`MemoryService.search`, whose defaults these arguments take."""
-        checks.query(query)
-        checks.whole(limit, "limit", 1)
-        filters, weights = checked_filter(filters), _checked_weights(weights)
-        if min_similarity is not None:
-            checks.number(min_similarity, "min_similarity", -1.0, 1.0)
-        checks.flag(exact, "exact")
+    async def search(self, request: SearchRequest) -> SearchResult:
+        """`MemoryService.search`, its arguments checked."""
+        query, filters, weights, exact = (
+            request.query,
+            request.filters,
+            request.weights,
+            request.exact,
+        )
         with self.metrics.timed("memory.search"):
-            query_vector, reason = await self._query_vector(query)
+            query_vector, reason = await embed_query(self.embedder, self.metrics, query)
             phrases = query_phrases(query)
-            asked = _Query(query, phrases, query_vector, filters, min_similarity, weights, limit)
+            asked = _Query(
+                query,
+                phrases,
+                query_vector,
+                filters,
+                request.min_similarity,
+                weights,
+                request.limit,
+            )
             answer = None
             own_write = self._pool.stats.writes != self._writes_seen
             if not exact and not asked.long_phrases and not own_write:
@@ -121,15 +120,15 @@ class Searcher:
                 async with self._following, self._pool.read_transaction() as conn:
                     await self._catch_up(conn)
                     answer = await self._answer(asked, conn, exact=exact)
-        if reason is not None:
-            self.metrics.increment("memory.search.degraded")
         found, scores, best, entries = answer
-        text_scores = dict(found.text)
-        hits = [
-            SearchHit(entries[i], scores[i], found.similarity.get(i), text_scores.get(i))
-            for i in best
-        ]
-        return SearchResult(query, hits, degraded=reason is not None, reason=reason)
+        return answered(
+            self.metrics,
+            query,
+            text=found.text,
+            similarity=found.similarity,
+            winners=(scores, best, entries),
+            reason=reason,
+        )
 
     async def catch_up(self) -> Followed:
         """Bring the in-process indexes to the store's latest committed state."""
@@ -167,18 +166,8 @@ class Searcher:
         self, asked: _Query, conn: AsyncConnection | None, *, exact: bool
     ) -> tuple[_Candidates, dict[int, float], list[int]]:
         found = await self._candidates(asked, conn, exact=exact)
-        weights = asked.weights
-        scores = fuse([(weights.text, found.text_ids), (weights.vector, found.vector_ids)])
-        best = sorted(scores, key=lambda i: (-scores[i], i))[: asked.limit]
+        scores, best = fused(found.text, found.vector, asked.weights, asked.limit)
         return found, scores, best
-
-    async def _query_vector(self, query: str) -> tuple[Vector | None, str | None]:
-        try:
-            with self.metrics.timed("memory.embed"):
-                return normalise(await self.embedder.embed([query]))[0], None
-        except EmbeddingError as exc:
-            self.metrics.increment("memory.embed_failures")
-            return None, f"answered from full-text only: {exc}"
 
     async def _candidates(
         self, asked: _Query, conn: AsyncConnection | None, *, exact: bool
@@ -262,17 +251,84 @@ class _Candidates:
     vector: list[tuple[int, float]]  # (id, cosine similarity), best first
     similarity: dict[int, float]
 
-    @property
-    def text_ids(self) -> list[int]:
-        return [entry_id for entry_id, _ in self.text]
-
-    @property
-    def vector_ids(self) -> list[int]:
-        return [entry_id for entry_id, _ in self.vector]
-
 
 # The candidates, fused scores, winners best first, and the winners' entries.
 _Answer = tuple[_Candidates, dict[int, float], list[int], dict[int, MemoryEntry]]
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A search's arguments, checked."""
+
+    query: str
+    limit: int
+    filters: MemoryFilter
+    min_similarity: float | None
+    weights: SearchWeights
+    exact: bool
+
+
+def checked_request(
+    query: object,
+    *,
+    limit: object,
+    filters: object,
+    min_similarity: object,
+    weights: object,
+    exact: object,
+) -> SearchRequest:
+    """A search's arguments, or a typed error for the first bad one."""
+    return SearchRequest(
+        checks.query(query),
+        checks.whole(limit, "limit", 1),
+        checked_filter(filters),
+        None
+        if min_similarity is None
+        else checks.number(min_similarity, "min_similarity", -1.0, 1.0),
+        _checked_weights(weights),
+        checks.flag(exact, "exact"),
+    )
+
+
+async def embed_query(
+    embedder: Embedder, metrics: MetricsRegistry, query: str
+) -> tuple[Vector | None, str | None]:
+    """The query's unit vector, or None and why: a search then answers from full text."""
+    try:
+        with metrics.timed("memory.embed"):
+            return normalise(await embedder.embed([query]))[0], None
+    except EmbeddingError as exc:
+        metrics.increment("memory.embed_failures")
+        return None, f"answered from full-text only: {exc}"
+
+
+def fused(
+    text: Sequence[tuple[int, float]],
+    vector: Sequence[tuple[int, float]],
+    weights: SearchWeights,
+    limit: int,
+) -> tuple[dict[int, float], list[int]]:
+    """Every candidate's fused score, and the best `limit` ids, best first (ties by id)."""
+    scores = fuse([(weights.text, [i for i, _ in text]), (weights.vector, [i for i, _ in vector])])
+    return scores, sorted(scores, key=lambda i: (-scores[i], i))[:limit]
+
+
+def answered(
+    metrics: MetricsRegistry,
+    query: str,
+    *,
+    text: Sequence[tuple[int, float]],
+    similarity: dict[int, float],
+    winners: tuple[dict[int, float], list[int], dict[int, MemoryEntry]],
+    reason: str | None,
+) -> SearchResult:
+    """The result: the winners with their fused score, similarity and full-text score."""
+    if reason is not None:
+        metrics.increment("memory.search.degraded")
+    scores, best, entries = winners
+    text_scores = dict(text)
+    hits = [SearchHit(entries[i], scores[i], similarity.get(i), text_scores.get(i)) for i in best]
+    return SearchResult(query, hits, degraded=reason is not None, reason=reason)
 
 
 def fuse(ranked: Iterable[tuple[float, Sequence[int]]], k: int = RRF_K) -> dict[int, float]:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from devstream.memory.backfill import Backfiller, EmbedReport, Progress
+    from devstream.memory.database_search import DatabaseSearcher
     from devstream.memory.follow import Followed
     from devstream.memory.index import MemoryIndex
     from devstream.memory.search import Searcher, SearchResult, SearchWeights
@@ -93,8 +94,17 @@ class MemoryService:
         self._database: Path | None = settings.sqlite_path
 
     @cached_property
-    def searcher(self) -> Searcher:
-        """The in-process indexes, how they follow the store, and the searches on them."""
+    def searcher(self) -> Searcher | DatabaseSearcher:
+        """On SQLite the in-process indexes, how they follow the store, and the searches on
+        them; on PostgreSQL the searches the database runs."""
+        if not self._pool.on_sqlite:
+            from devstream.memory.database_search import DatabaseSearcher  # noqa: PLC0415
+
+            return DatabaseSearcher(self._pool, self.metrics, self.embedder)
+        return self._in_process
+
+    @cached_property
+    def _in_process(self) -> Searcher:
         from devstream.memory.index import MemoryIndex  # noqa: PLC0415
         from devstream.memory.search import Searcher  # noqa: PLC0415
 
@@ -111,8 +121,10 @@ class MemoryService:
 
     @property
     def index(self) -> MemoryIndex:
-        """The in-process indexes searches rank on."""
-        return self.searcher.index
+        """The in-process indexes searches rank on (SQLite only)."""
+        if not self._pool.on_sqlite:
+            raise TypeError("a PostgreSQL store is searched in the database: it has no index")
+        return self._in_process.index
 
     # --- searching and embedding later -----------------------------------------------
 
@@ -128,10 +140,13 @@ class MemoryService:
     ) -> SearchResult:
         """Hybrid search: full-text and vector rankings fused by weighted RRF (k=60).
 
-        The full-text side comes from the in-process index, or with `exact` from SQLite's
-        FTS5 itself (slower on large stores, and the reference the fast path is held to).
+        On SQLite the full-text side comes from the in-process index, or with `exact` from
+        FTS5 itself (slower on large stores, and the reference the fast path is held to); on
+        PostgreSQL the database ranks both sides, `exact` scanning every vector.
         """
-        return await self.searcher.search(
+        from devstream.memory.search import checked_request  # noqa: PLC0415 (numpy)
+
+        request = checked_request(
             query,
             limit=limit,
             filters=filters,
@@ -139,6 +154,7 @@ class MemoryService:
             weights=weights,
             exact=exact,
         )
+        return await self.searcher.search(request)
 
     async def catch_up(self) -> Followed:
         """Bring the in-process indexes to where the store stands now."""
@@ -208,6 +224,7 @@ class MemoryService:
         vectors: dict[Key, Vector],
     ) -> tuple[dict[Key, MemoryEntry], dict[Key, MemoryEntry]]:
         """(entries already stored, entries inserted now), by key."""
+        await memory_store.lock_hashes(conn, hashes)
         existing = _by_key(await memory_store.by_hashes(conn, hashes))
         rows = [p.row(vectors.get(p.key), self.embedder) for p in fresh if p.key not in existing]
         return existing, _by_key(await memory_store.insert(conn, rows) if rows else [])

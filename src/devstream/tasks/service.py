@@ -283,6 +283,9 @@ class TaskService:
                 f"task {task_id} (plan {task.plan_id}) cannot depend on task {depends_on_id} "
                 f"of another plan ({prerequisite.plan_id})"
             )
+        # One dependency change per plan at a time: two that each close half a cycle must
+        # not both pass the check.
+        await task_store.lock_plan(conn, task.plan_id)
         cycle = cycle_through(
             await task_store.plan_edges(conn, task.plan_id), task_id, depends_on_id
         )
@@ -333,8 +336,9 @@ class TaskService:
         return released
 
     async def claim(self, conn: AsyncConnection, task_id: int, to: str) -> task_store.Located:
-        """Inside a transaction: the task, checked that it may move to `to` now."""
-        located = await self.locate(conn, task_id)
+        """Inside a transaction: the task, checked that it may move to `to` now (and locked:
+        of concurrent claims one wins)."""
+        located = await self.locate(conn, task_id, lock=True)
         check(TASK_FLOW, "task", task_id, located.task.status, to)
         checks.plan_open(located.plan_id, located.plan_status)
         return located
@@ -358,9 +362,11 @@ class TaskService:
         plan = await self._plan(conn, phase.plan_id)
         checks.plan_open(plan.id, plan.status)
 
-    async def locate(self, conn: AsyncConnection, task_id: int) -> task_store.Located:
-        """Inside a transaction: the task with its phase's plan."""
-        located = await task_store.locate(conn, task_id)
+    async def locate(
+        self, conn: AsyncConnection, task_id: int, *, lock: bool = False
+    ) -> task_store.Located:
+        """Inside a transaction: the task with its phase's plan (`lock`: see task_store)."""
+        located = await task_store.locate(conn, task_id, lock=lock)
         if located is None:
             raise NotFound("task", task_id)
         return located

@@ -1,0 +1,218 @@
+"""Hybrid search in PostgreSQL: both candidate lists and their entries in one statement.
+
+The full-text side matches the query's phrases (each through `phraseto_tsquery`, so user
+text is never tsquery syntax) against the generated `search_text` (migration 0007) and ranks
+with `ts_rank`; a query word in most rows would make that rank every row, so only the
+newest TEXT_POOL matches are ranked. The vector side takes the nearest rows from the model's
+partial HNSW index (`ensure_vector_index`) and orders them by their exact cosine distance;
+`exact` scans every vector of the model instead. The caller fuses the two lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any
+
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Float,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal_column,
+    null,
+    select,
+    text,
+    union,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from devstream.db.memory_store import MemoryFilter
+from devstream.db.records import MemoryEntry
+from devstream.db.schema import PG_VECTOR_INDEX_PREFIX, memory_entries
+from devstream.db.types import PgVector
+
+TEXT_CONFIG = "english"  # the configuration of `search_text` (migration 0007)
+# Matches ranked per query at most: the newest, when a word is in more rows than this.
+TEXT_POOL = 10_000
+# Rows the HNSW index hands over per query; they are then ordered by their exact distance.
+HNSW_DEPTH = 200
+
+_entries = memory_entries.c
+_search_text: ColumnElement[Any] = literal_column("memory_entries.search_text")
+
+
+@dataclass(frozen=True)
+class Found:
+    text: list[tuple[int, float]]  # (id, ts_rank), best first
+    vector: list[tuple[int, float]]  # (id, cosine similarity), best first
+    similarity: dict[int, float]  # every candidate's with a vector of the model
+    entries: dict[int, MemoryEntry]
+
+
+@dataclass(frozen=True)
+class VectorQuery:
+    blob: bytes  # the query, unit length, float32
+    model: str
+    dimension: int
+
+    @property
+    def index_name(self) -> str:
+        digest = hashlib.sha256(f"{self.model}\0{self.dimension}".encode()).hexdigest()[:16]
+        return f"{PG_VECTOR_INDEX_PREFIX}{digest}"
+
+    def typed(self, column: str = "memory_entries.embedding") -> ColumnElement[bytes]:
+        """The column cast to this dimension, as the partial index holds it."""
+        return literal_column(f"({column}::vector({int(self.dimension)}))")
+
+    @property
+    def of_model(self) -> ColumnElement[bool]:
+        """The partial index's predicate, with literals: a parameter would hide from the
+        planner that a query's rows are the index's."""
+        model: ColumnElement[str] = literal_column(_quoted(self.model))
+        dimension: ColumnElement[int] = literal_column(str(int(self.dimension)))
+        return and_(_entries.embedding_model == model, _entries.embedding_dim == dimension)
+
+
+async def ensure_vector_index(conn: AsyncConnection, query: VectorQuery) -> None:
+    """The model's partial HNSW index (cosine), made when first needed."""
+    if await conn.scalar(text("SELECT to_regclass(:name)"), {"name": query.index_name}):
+        return
+    predicate = (
+        f"embedding_model = {_quoted(query.model)} AND embedding_dim = {int(query.dimension)}"
+    )
+    await conn.execute(
+        text(
+            f"CREATE INDEX IF NOT EXISTS {query.index_name} ON memory_entries USING hnsw "
+            f"((embedding::vector({int(query.dimension)})) vector_cosine_ops) WHERE {predicate}"
+        )
+    )
+
+
+async def hybrid(
+    conn: AsyncConnection,
+    phrases: Sequence[str],
+    vector: VectorQuery | None,
+    filters: MemoryFilter,
+    candidates: int,
+    *,
+    exact: bool,
+) -> Found:
+    """Each side's best `candidates` and every candidate's entry, in one round trip."""
+    params: dict[str, object] = {}
+    text_hits = _text_side(phrases, filters, candidates, params) if phrases else None
+    vector_hits = None
+    if vector is not None:
+        params["vector"] = vector.blob
+        vector_hits = _vector_side(vector, filters, candidates, exact=exact)
+    sides = [side for side in (text_hits, vector_hits) if side is not None]
+    if not sides:
+        return Found([], [], {}, {})
+    ids = union(*[select(side.c.id) for side in sides]).subquery("candidates")
+    joined = memory_entries.join(ids, ids.c.id == _entries.id)
+    for side in sides:
+        joined = joined.outerjoin(side, side.c.id == _entries.id)
+    query = select(
+        *memory_entries.c,
+        _or_null(text_hits, "rank"),
+        _or_null(vector_hits, "distance"),
+        _similarity(vector),
+    ).select_from(joined)
+    rows = (await conn.execute(query, params)).all()
+    return _found(rows)
+
+
+def _or_null(side: CTE | None, name: str) -> ColumnElement[float]:
+    return cast(null(), Float) if side is None else side.c[name]
+
+
+def _text_side(
+    phrases: Sequence[str], filters: MemoryFilter, candidates: int, params: dict[str, object]
+) -> CTE:
+    config: ColumnElement[Any] = literal_column(f"'{TEXT_CONFIG}'::regconfig")
+    parts: list[ColumnElement[Any]] = []
+    for n, phrase in enumerate(phrases):
+        params[f"phrase_{n}"] = phrase
+        parts.append(func.phraseto_tsquery(config, bindparam(f"phrase_{n}")))
+    tsquery = reduce(lambda a, b: a.op("||")(b), parts)
+    matches = (
+        select(_entries.id, _search_text.label("search_text"))
+        .where(_search_text.op("@@")(tsquery), *filters.clauses())
+        .order_by(_entries.id.desc())
+        .limit(TEXT_POOL)
+        .subquery("matches")
+    )
+    rank = func.ts_rank(matches.c.search_text, tsquery, type_=Float)
+    return (
+        select(matches.c.id, rank.label("rank"))
+        .order_by(rank.desc(), matches.c.id)
+        .limit(candidates)
+        .cte("text_hits")
+    )
+
+
+def _vector_side(
+    vector: VectorQuery, filters: MemoryFilter, candidates: int, *, exact: bool
+) -> CTE:
+    query = bindparam("vector", type_=PgVector())
+    # The operator uses the index; the function of the same distance never does.
+    distance = (
+        func.cosine_distance(vector.typed(), query, type_=Float)
+        if exact
+        else vector.typed().op("<=>", return_type=Float)(query)
+    )
+    nearest = (
+        select(_entries.id, distance.label("distance"))
+        .where(vector.of_model, *filters.clauses())
+        .order_by(distance)
+        .limit(candidates if exact else HNSW_DEPTH)
+        .subquery("nearest")
+    )
+    # The index may hand rows over slightly out of order: their exact distance decides.
+    return (
+        select(nearest.c.id, nearest.c.distance)
+        .order_by(nearest.c.distance, nearest.c.id)
+        .limit(candidates)
+        .cte("vector_hits")
+    )
+
+
+def _similarity(vector: VectorQuery | None) -> ColumnElement[float]:
+    """Cosine similarity to the query, for rows with a vector of its model (else NULL)."""
+    if vector is None:
+        return cast(null(), Float)
+    query = bindparam("vector", type_=PgVector())
+    exact = 1.0 - func.cosine_distance(vector.typed(), query, type_=Float)
+    return case((vector.of_model, exact), else_=None)
+
+
+def _found(rows: Sequence[Sequence[Any]]) -> Found:
+    width = len(memory_entries.c)
+    entries: dict[int, MemoryEntry] = {}
+    text_hits: list[tuple[int, float]] = []
+    vector_hits: list[tuple[int, float]] = []
+    similarity: dict[int, float] = {}
+    for row in rows:
+        entry = MemoryEntry(*row[:width])
+        entries[entry.id] = entry
+        rank, distance, cosine = row[width:]
+        if rank is not None:
+            text_hits.append((entry.id, float(rank)))
+        if cosine is not None:
+            similarity[entry.id] = float(cosine)
+            if distance is not None:
+                vector_hits.append((entry.id, float(cosine)))
+    text_hits.sort(key=lambda hit: (-hit[1], hit[0]))
+    vector_hits.sort(key=lambda hit: (-hit[1], hit[0]))
+    return Found(text_hits, vector_hits, similarity, entries)
+
+
+def _quoted(value: str) -> str:
+    """A SQL string literal (standard_conforming_strings is on in every supported server)."""
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,120 @@
+"""PostgreSQL specifics: the engine, the vector codec, the server's requirements, its errors.
+
+Vectors travel as DevStream keeps them everywhere else - little-endian float32 bytes - and
+are stored in pgvector's `vector` type: a codec on every connection converts between the
+two in pgvector's binary format (a 16-bit dimension, 16 unused bits, big-endian float32s),
+so no code above this module knows which backend holds them.
+
+asyncpg looks the `vector` type up when a connection opens; a connection opened before the
+extension existed (the first migration of a new database) has no codec, so the pool is
+reconnected after migrating (`ConnectionPool.reconnect`).
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from devstream.config import Settings
+from devstream.errors import ServerUnsupported, StorageBusy, StorageError, StorageFull
+
+DRIVER = "postgresql+asyncpg"
+MIN_SERVER = 15
+MIN_PGVECTOR = (0, 8)
+# (installed, available) versions of pgvector; no row when the server has none.
+PGVECTOR_VERSIONS = (
+    "SELECT installed_version, default_version FROM pg_available_extensions WHERE name = 'vector'"
+)
+_HEADER = struct.Struct(">HH")  # dimension, unused
+# SQLSTATE classes and codes DevStream maps to its own errors.
+_FULL = {"53100", "53200", "54000"}  # disk_full, out_of_memory, program_limit_exceeded
+_BUSY = {"55P03", "57014", "40P01"}  # lock_not_available, query_canceled (timeout), deadlock
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    engine = create_async_engine(
+        settings.database_url,
+        pool_size=settings.pool_size,
+        max_overflow=0,
+        pool_timeout=settings.pool_timeout_s,
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: object) -> None:
+        dbapi_connection.run_async(_register_vector)
+
+    return engine
+
+
+async def _register_vector(connection: Any) -> None:
+    """The `vector` codec, when the extension is installed in this database."""
+    found = await connection.fetchval(
+        "SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+        "WHERE t.typname = 'vector'"
+    )
+    if found is not None:
+        await connection.set_type_codec(
+            "vector", schema=found, encoder=encode, decoder=decode, format="binary"
+        )
+
+
+def encode(blob: bytes) -> bytes:
+    """Float32 little-endian bytes as pgvector's binary format."""
+    values = _swapped(blob)
+    return _HEADER.pack(len(values), 0) + values.tobytes()
+
+
+def decode(data: bytes) -> bytes:
+    """pgvector's binary format as float32 little-endian bytes."""
+    return _swapped(data[_HEADER.size :]).tobytes()
+
+
+def _swapped(blob: bytes) -> array[float]:
+    """Float32s between little- and big-endian (array, not numpy: a task command on
+    PostgreSQL must not load numpy)."""
+    values = array("f", blob)
+    if sys.byteorder == "little":
+        values.byteswap()
+    return values
+
+
+def server_too_old(version: str) -> ServerUnsupported:
+    return ServerUnsupported(
+        f"PostgreSQL {version} is too old: DevStream needs PostgreSQL {MIN_SERVER} or newer"
+    )
+
+
+def pgvector_refusal(installed: str | None, available: str | None) -> ServerUnsupported | None:
+    """Why pgvector cannot serve this database, or None if it can."""
+    if installed is None and available is None:
+        return ServerUnsupported(
+            "the pgvector extension is not available on this server: install pgvector "
+            f"{'.'.join(map(str, MIN_PGVECTOR))} or newer, then run `devstream init`"
+        )
+    version = installed or available or ""
+    if _version(version) < MIN_PGVECTOR:
+        return ServerUnsupported(
+            f"pgvector {version} is too old: DevStream needs "
+            f"{'.'.join(map(str, MIN_PGVECTOR))} or newer (ALTER EXTENSION vector UPDATE)"
+        )
+    return None
+
+
+def _version(value: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in value.split(".")[:2] if part.isdigit())
+
+
+def storage_error(error: BaseException) -> StorageError:
+    """The typed error for a failure the server reported, by its SQLSTATE."""
+    code = getattr(error, "sqlstate", None) or getattr(error.__cause__, "sqlstate", None)
+    message = f"database error: {error}"
+    if code in _FULL:
+        return StorageFull(message)
+    if code in _BUSY:
+        return StorageBusy(message)
+    return StorageError(message)

