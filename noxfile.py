@@ -22,6 +22,7 @@ PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 
 PYTHONS = nox.project.python_versions(PYPROJECT)  # from its classifiers, as ci/test reads them
 LOOPS = ["asyncio", "uvloop"]
+BACKENDS = ["sqlite", "postgresql"]  # postgresql: tests/postgres.py says which server
 CATEGORIES = {
     "database": "tests/integration/test_database_integration.py",
     "memory_database": "tests/integration/test_memory_database_integration.py",
@@ -54,7 +55,7 @@ MUTATION_THRESHOLD = 80.0  # killed, in % of the mutants that ran; a timeout is 
 
 OLDEST = PYTHONS[0]  # typecheck: matches `python_version` in [tool.mypy]
 NEWEST = PYTHONS[-1]  # lint, unit
-REPORT_PYTHON = "3.12"  # coverage, benchmark
+REPORT_PYTHON = "3.12"  # coverage, benchmark; the default run's PostgreSQL cells
 
 # Options ------------------------------------------------------------------------------------
 
@@ -62,7 +63,15 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 nox.options.download_python = "never"
-nox.options.sessions = ["lint", "typecheck", "unit", "parallel", "coverage"]
+# The default run (ci/test): every parallel cell on SQLite, and on PostgreSQL one Python with
+# both loops (`nox -t postgresql` runs every PostgreSQL cell).
+DEFAULT_CELLS = [
+    f"parallel-{python}({backend}, {loop})"
+    for backend in BACKENDS
+    for python in (PYTHONS if backend == "sqlite" else [REPORT_PYTHON])
+    for loop in LOOPS
+]
+nox.options.sessions = ["lint", "typecheck", "unit", *DEFAULT_CELLS, "coverage"]
 
 COVERAGE_DIR = ROOT / ".coverage-data"
 BENCHMARK_RESULT = ROOT / ".benchmarks" / "figures.json"  # the latest run; its plot beside it
@@ -112,9 +121,15 @@ def hypothesis_seed(session: nox.Session) -> str:
 
 
 def run_pytest(
-    session: nox.Session, *args: str, loop: str, coverage: bool = True, compiled: bool = False
+    session: nox.Session,
+    *args: str,
+    loop: str,
+    backend: str = "sqlite",
+    coverage: bool = True,
+    compiled: bool = False,
 ) -> None:
-    """Install the test environment and run pytest on `loop`, collecting coverage data.
+    """Install the test environment and run pytest on `loop` and `backend`, collecting
+    coverage data.
 
     `compiled`: the venv's bytecode is written first, as pip writes it at install (uv does
     not), so that processes the tests start are timed as users run them.
@@ -125,7 +140,7 @@ def run_pytest(
             "import compileall, sysconfig as s; compileall.compile_dir(s.get_path('purelib'))"
         )
         session.run("python", "-c", compile_all, silent=True)
-    env = {"DEVSTREAM_TEST_LOOP": loop}
+    env = {"DEVSTREAM_TEST_LOOP": loop, "DEVSTREAM_TEST_BACKEND": backend}
     if coverage:
         # One data file prefix per session: pytest-cov erases `<COVERAGE_FILE>.*` when it
         # starts, so a shared prefix would let sessions delete each other's data.
@@ -147,17 +162,20 @@ def run_pytest(
 
 @nox.session(python=PYTHONS)
 @nox.parametrize("loop", tagged(*LOOPS))
+@nox.parametrize("backend", tagged(*BACKENDS))
 @nox.parametrize("category", tagged(*CATEGORIES))
-def integration(session: nox.Session, category: str, loop: str) -> None:
-    """One category of integration tests on one Python and event loop."""
-    run_pytest(session, CATEGORIES[category], "-q", loop=loop)
+def integration(session: nox.Session, category: str, backend: str, loop: str) -> None:
+    """One category of integration tests on one Python, backend and event loop."""
+    run_pytest(session, CATEGORIES[category], "-q", loop=loop, backend=backend)
 
 
 @nox.session(python=PYTHONS)
 @nox.parametrize("loop", tagged(*LOOPS))
-def parallel(session: nox.Session, loop: str) -> None:
-    """All integration tests, spread over CPUs by pytest-xdist."""
-    run_pytest(session, "tests/integration/", "-n", "auto", "--dist", "loadgroup", loop=loop)
+@nox.parametrize("backend", tagged(*BACKENDS))
+def parallel(session: nox.Session, backend: str, loop: str) -> None:
+    """All integration tests on one backend, spread over CPUs by pytest-xdist."""
+    args = ("tests/integration/", "-n", "auto", "--dist", "loadgroup")
+    run_pytest(session, *args, loop=loop, backend=backend)
 
 
 @nox.session(python=NEWEST)

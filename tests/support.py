@@ -50,3 +50,8 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+# How each backend words a write it refuses.
+CHECK_FAILED = r"CHECK constraint failed|violates check constraint"
+FOREIGN_KEY_FAILED = r"FOREIGN KEY|violates foreign key"

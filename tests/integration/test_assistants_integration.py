@@ -87,10 +87,9 @@ def error_text(result: CallToolResult) -> str:
     return content.text
 
 
-def file_of(ds: DevStream) -> Path:
-    path = ds.settings.sqlite_path
-    assert path is not None, "a store in a file"
-    return path
+def store_of(ds: DevStream) -> str:
+    """How another process names the same store: its file, or its server's URL."""
+    return ds.settings.db
 
 
 def undescribed(schema: dict[str, Any], where: str) -> list[str]:
@@ -266,8 +265,8 @@ async def test_two_clients_asking_for_the_next_task_at_once_get_different_ones(
     ds = integration_real_database
     tasks = [{"title": title} for title in ("a", "b", "c")]
     outline = {"title": "Race", "phases": [{"name": "p", "tasks": tasks}]}
-    path = file_of(ds)
-    other_process = DevStream.open(Settings(db=str(path)), migrate_schema=False)
+    path = store_of(ds)
+    other_process = DevStream.open(Settings(db=path), migrate_schema=False)
     async with other_process as other, client_of(ds) as one, client_of(other) as two:
         ok(await call(one, "outline_plan", **outline))
         for winners in (2, 1):  # three ready tasks: two, then the last one
@@ -283,10 +282,10 @@ async def test_the_server_follows_what_other_processes_write(
     integration_real_database: DevStream,
 ) -> None:
     ds = integration_real_database
-    path = file_of(ds)
+    path = store_of(ds)
     async with client_of(ds) as client:
         assert ok(await call(client, "search_memory", query="flamegraph"))["hits"] == []
-        async with DevStream.open(Settings(db=str(path)), migrate_schema=False) as other:
+        async with DevStream.open(Settings(db=path), migrate_schema=False) as other:
             await other.memory.store("profile with a flamegraph first", "learning")
         found = ok(await call(client, "search_memory", query="flamegraph"))
         assert [hit["content"] for hit in found["hits"]] == ["profile with a flamegraph first"]
@@ -297,11 +296,11 @@ async def test_the_server_follows_what_other_processes_write(
 async def test_devstream_mcp_serves_a_real_client_over_stdio(
     integration_real_database: DevStream,
 ) -> None:
-    path = file_of(integration_real_database)
+    path = store_of(integration_real_database)
     await integration_real_database.memory.store("the importer reads UTF-8 only", "decision")
     command = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "devstream", "--db", str(path), "mcp"],
+        args=["-m", "devstream", "--db", path, "mcp"],
         env={**os.environ, "DEVSTREAM_MCP_TOOLS": "search_memory,ready_tasks"},
         cwd=Path.cwd(),
     )
@@ -313,10 +312,10 @@ async def test_devstream_mcp_serves_a_real_client_over_stdio(
 
 
 @asynccontextmanager
-async def http_server(path: Path, token: str) -> AsyncIterator[str]:
+async def http_server(path: str, token: str) -> AsyncIterator[str]:
     """`devstream mcp --http 127.0.0.1:0` in a subprocess; yields the URL it announces."""
     env = {**os.environ, "DEVSTREAM_MCP_TOKEN": token}
-    command = [sys.executable, "-m", "devstream", "--db", str(path), "mcp", "--http", "127.0.0.1:0"]
+    command = [sys.executable, "-m", "devstream", "--db", path, "mcp", "--http", "127.0.0.1:0"]
     process = await asyncio.create_subprocess_exec(
         *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
@@ -341,7 +340,7 @@ async def http_server(path: Path, token: str) -> AsyncIterator[str]:
 async def test_devstream_mcp_serves_http_on_loopback_to_the_token_and_named_hosts_only(
     integration_real_database: DevStream,
 ) -> None:
-    path = file_of(integration_real_database)
+    path = store_of(integration_real_database)
     await integration_real_database.memory.store("releases are tagged vMAJOR.MINOR", "decision")
     token = "s3cret-for-this-test"
     initialize = {
@@ -410,8 +409,8 @@ def payload(name: str, cwd: Path, transcript: Path | None = None) -> str:
     return text.replace("{cwd}", str(cwd)).replace("{transcript}", str(transcript or ""))
 
 
-async def hook(event: str, stdin: str, store: Path, **settings: str) -> dict[str, Any] | None:
-    flags = {"db": str(store), **settings}
+async def hook(event: str, stdin: str, store: str, **settings: str) -> dict[str, Any] | None:
+    flags = {"db": store, **settings}
     return await handle(event, stdin, flags)
 
 
@@ -434,7 +433,7 @@ async def test_session_start_briefs_the_next_task_with_its_most_relevant_memory(
     relevant = decided.entry
     await ds.memory.store("deploys happen on Tuesdays", "context")
     for name in ("claude_session_start.json", "codex_session_start.json"):
-        answer = await hook("session-start", payload(name, tmp_path), file_of(ds))
+        answer = await hook("session-start", payload(name, tmp_path), store_of(ds))
         assert answer is not None
         context = answer["hookSpecificOutput"]["additionalContext"]
         assert answer["hookSpecificOutput"]["hookEventName"] == "SessionStart"
@@ -473,7 +472,7 @@ async def test_post_tool_keeps_written_code_and_failures_once_and_pending(
         "claude_post_tool_bash_ok.json",  # succeeded: nothing to keep
         "claude_post_tool_webfetch.json",  # fetched content: never kept
     ):
-        assert await hook("post-tool", payload(name, tmp_path), file_of(ds)) is None
+        assert await hook("post-tool", payload(name, tmp_path), store_of(ds)) is None
     kept = await ds.memory.entries()
     assert [(e.content_type, e.content.split("\n")[0]) for e in kept] == [
         ("code", f"{tmp_path}/importer/header.py"),
@@ -491,7 +490,7 @@ async def test_post_tool_removes_secret_looking_lines_and_caps_the_size(
 ) -> None:
     ds = integration_real_database
     stdin = payload("claude_post_tool_edit_with_secret.json", tmp_path)
-    await hook("post-tool", stdin, file_of(ds))
+    await hook("post-tool", stdin, store_of(ds))
     (kept,) = await ds.memory.entries()
     assert "wJalrXUtnFEMI" not in kept.content
     assert "ghp_" not in kept.content
@@ -500,7 +499,7 @@ async def test_post_tool_removes_secret_looking_lines_and_caps_the_size(
     assert "RETRIES = 3" in kept.content
     huge = json.loads(payload("claude_post_tool_write.json", tmp_path))
     huge["tool_input"]["content"] = "x = 1\n" * 10_000
-    await hook("post-tool", json.dumps(huge), file_of(ds), capture_max_chars="500")
+    await hook("post-tool", json.dumps(huge), store_of(ds), capture_max_chars="500")
     largest = max(len(e.content) for e in await ds.memory.entries())
     assert largest <= 500
 
@@ -529,7 +528,7 @@ async def test_a_capture_whose_secret_scan_fails_is_not_stored(
     monkeypatch.setattr(secrets, "SCAN_TIMEOUT_S", timeout_s)
     stdin = payload("claude_post_tool_edit_with_secret.json", tmp_path)
     with pytest.raises(ScanFailed, match=says):
-        await hook("post-tool", stdin, file_of(ds))
+        await hook("post-tool", stdin, store_of(ds))
     assert await ds.memory.entries() == []
 
 
@@ -540,8 +539,8 @@ async def test_stop_links_the_last_answer_to_the_task_in_progress_and_leaves_its
     ds = integration_real_database
     task_id = await active_task(ds, "Handle the BOM")
     transcript = PAYLOADS / "claude_transcript.jsonl"
-    await hook("stop", payload("claude_stop.json", tmp_path, transcript), file_of(ds))
-    await hook("stop", payload("codex_stop.json", tmp_path), file_of(ds))
+    await hook("stop", payload("claude_stop.json", tmp_path, transcript), store_of(ds))
+    await hook("stop", payload("codex_stop.json", tmp_path), store_of(ds))
     kept = await ds.memory.entries()
     assert [e.content for e in kept] == [
         "Done: read_header strips the UTF-8 BOM, and the header test passes.",
@@ -558,9 +557,9 @@ async def test_capture_follows_its_setting_and_can_be_switched_off(
     ds = integration_real_database
     await active_task(ds, "Handle the BOM")
     stdin = payload("claude_post_tool_write.json", tmp_path)
-    await hook("post-tool", stdin, file_of(ds), capture="none")
-    await hook("post-tool", stdin, file_of(ds), capture="errors")
-    await hook("stop", payload("codex_stop.json", tmp_path), file_of(ds), capture="code")
+    await hook("post-tool", stdin, store_of(ds), capture="none")
+    await hook("post-tool", stdin, store_of(ds), capture="errors")
+    await hook("stop", payload("codex_stop.json", tmp_path), store_of(ds), capture="code")
     assert await ds.memory.entries() == []
     with pytest.raises(ConfigError, match="unknown: secrets"):
         capture_kinds("code,secrets")
@@ -658,7 +657,7 @@ async def test_a_hook_loads_only_what_its_event_needs(
         ("post-tool", "claude_post_tool_write.json", keeping),
         ("stop", "codex_stop.json", keeping),
     ):
-        command = [sys.executable, "-c", LOADED_AFTER, "--db", str(file_of(ds)), "hook", event]
+        command = [sys.executable, "-c", LOADED_AFTER, "--db", store_of(ds), "hook", event]
         done = await asyncio.to_thread(
             subprocess.run,
             command,
@@ -681,7 +680,7 @@ async def test_a_serving_process_embeds_what_hooks_stored_as_pending(
     integration_real_database: DevStream, tmp_path: Path
 ) -> None:
     ds = integration_real_database
-    await hook("post-tool", payload("claude_post_tool_write.json", tmp_path), file_of(ds))
+    await hook("post-tool", payload("claude_post_tool_write.json", tmp_path), store_of(ds))
     assert await ds.memory.waiting() == 1
     async with embedding_pending(ds, every_s=0.01):
         for _ in range(3_000):  # up to 30 s of polls: generous on a loaded machine
@@ -813,7 +812,7 @@ async def test_a_session_holds_what_it_started_until_it_ends(
     assert (mine["session_id"], theirs["session_id"]) == ("8c1f2a7e-claude", "0199a3c4-codex")
 
     answer = await hook(
-        "session-start", payload("claude_session_start.json", tmp_path), file_of(ds)
+        "session-start", payload("claude_session_start.json", tmp_path), store_of(ds)
     )
     assert answer is not None
     context = answer["hookSpecificOutput"]["additionalContext"]
@@ -823,13 +822,13 @@ async def test_a_session_holds_what_it_started_until_it_ends(
 
     # Two tasks are active: the answer goes to the one this session holds.
     transcript = PAYLOADS / "claude_transcript.jsonl"
-    await hook("stop", payload("claude_stop.json", tmp_path, transcript), file_of(ds))
+    await hook("stop", payload("claude_stop.json", tmp_path, transcript), store_of(ds))
     (kept,) = await ds.memory.entries()
     assert kept.task_id == mine["id"]
 
     end = json.loads(payload("claude_session_start.json", tmp_path))
     end["hook_event_name"] = "SessionEnd"
-    assert await hook("session-end", json.dumps(end), file_of(ds)) is None
+    assert await hook("session-end", json.dumps(end), store_of(ds)) is None
     released, held = await ds.tasks.task(mine["id"]), await ds.tasks.task(theirs["id"])
     assert (released.status, released.session_id, released.started_at) == ("pending", None, None)
     assert (held.status, held.session_id) == ("active", "0199a3c4-codex")

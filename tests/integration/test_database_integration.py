@@ -46,7 +46,13 @@ from devstream.errors import (
 from devstream.testing import FakeOllama
 from tests.conftest import requested_loop
 from tests.integration.conftest import MigratedSchema, store_generation, table_row_counts
-from tests.support import REPO_ROOT, devstream_cli, repo_pythonpath
+from tests.support import (
+    CHECK_FAILED,
+    FOREIGN_KEY_FAILED,
+    REPO_ROOT,
+    devstream_cli,
+    repo_pythonpath,
+)
 
 # --- connection pool under load ---------------------------------------------------------
 
@@ -155,11 +161,6 @@ async def test_a_writer_waits_for_the_one_before_it_and_is_counted(
     await second
     await write()  # alone: no wait
     assert pool.stats.writer_waits == waiting_before + 1
-
-
-# How each backend words a refused write.
-CHECK_FAILED = "CHECK constraint failed|violates check constraint"
-FOREIGN_KEY_FAILED = "FOREIGN KEY|violates foreign key"
 
 
 def other_writer_can_begin(path: Path) -> bool:
@@ -746,7 +747,13 @@ async def test_running_loop_is_the_kind_requested(
 
 GUARDED_CONFTEST = """
 from tests.conftest import *  # noqa: F403
-from tests.support import REPO_ROOT, devstream_cli, repo_pythonpath
+from tests.support import (
+    CHECK_FAILED,
+    FOREIGN_KEY_FAILED,
+    REPO_ROOT,
+    devstream_cli,
+    repo_pythonpath,
+)
 from tests.integration.conftest import *  # noqa: F403
 """
 

@@ -441,7 +441,7 @@ async def test_concurrent_starts_through_separate_pools_have_one_winner(
 ) -> None:
     ds = integration_real_database
     work = await make_work(ds)
-    db = str(ds.settings.sqlite_path)
+    db = ds.settings.db
 
     # Each opener has its own pool and writer lock, as another process would.
     async def start_elsewhere() -> str:
@@ -864,6 +864,7 @@ class _TaskRules(RuleBasedStateMachine):
         assert {t.id for t in self._run(self.ds.tasks.ready())} == self.model.ready()
 
 
+@pytest.mark.sqlite_only("each example runs on a private copy of the template file")
 async def test_plans_and_tasks_follow_a_plain_model_rule_by_rule(
     integration_database_schema: MigratedSchema,
     tmp_path: Path,

@@ -55,8 +55,9 @@ def test_reads_a_listing_from_stdin(
 
 
 def test_the_jobs_are_the_noxfile_table() -> None:
-    """From the noxfile as it is: one job per Python and loop of the parallel session (which
-    runs every category's file), one per other default session, coverage last apart."""
+    """From the noxfile as it is: one job per Python and loop of the parallel session on
+    SQLite (which runs every category's file), and per loop on PostgreSQL on the report
+    Python, one per other default session, coverage last apart."""
     listed = subprocess.run(
         [sys.executable, "-m", "nox", "--list", "--json", "-f", str(REPO_ROOT / "noxfile.py")],
         capture_output=True,
@@ -65,10 +66,11 @@ def test_the_jobs_are_the_noxfile_table() -> None:
         timeout=120,
     )
     jobs = {job["session"] for job in gha_matrix.matrix(json.loads(listed.stdout))["include"]}
-    table = {f"parallel-{py}({loop})" for py in noxfile.PYTHONS for loop in noxfile.LOOPS}
+    table = {f"parallel-{py}(sqlite, {loop})" for py in noxfile.PYTHONS for loop in noxfile.LOOPS}
+    table |= {f"parallel-{noxfile.REPORT_PYTHON}(postgresql, {loop})" for loop in noxfile.LOOPS}
     defaults = nox.options.sessions  # as importing the noxfile set them
     assert defaults is not None
-    others = set(defaults) - {"parallel", "coverage"}
+    others = {name for name in defaults if not name.startswith("parallel")} - {"coverage"}
     assert jobs == table | others
     assert all(path.startswith("tests/integration/") for path in noxfile.CATEGORIES.values())
 
