@@ -7,7 +7,8 @@ but cannot be had is a usage error, never a silent fallback to another loop.
 
 `--backend` (or DEVSTREAM_TEST_BACKEND) picks the store the integration suite runs on:
 sqlite (the default) or postgresql (see tests/postgres.py). A test marked
-`sqlite_only(reason)` is skipped on PostgreSQL with its reason.
+`sqlite_only(reason)` is skipped on PostgreSQL with its reason, `postgresql_only(reason)` on
+SQLite.
 
 Hypothesis runs the "dev" profile, or "ci" (more examples) when the CI variable is set.
 Neither has a deadline, so no test depends on the machine's speed, and a failure prints
@@ -91,15 +92,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On PostgreSQL, tests of what only SQLite has are skipped, saying what it is."""
-    if requested_backend(config) == "sqlite":
-        return
+    """Tests of what only one backend has are skipped on the other, saying what it is."""
+    backend = requested_backend(config)
     for item in items:
-        marker = item.get_closest_marker("sqlite_only")
-        if marker is not None:
+        for other in ("sqlite", "postgresql"):
+            marker = item.get_closest_marker(f"{other}_only")
+            if marker is None or other == backend:
+                continue
             if not marker.args:
-                raise pytest.UsageError(f"{item.nodeid}: sqlite_only needs a reason")
-            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {marker.args[0]}"))
+                raise pytest.UsageError(f"{item.nodeid}: {other}_only needs a reason")
+            label = "SQLite" if other == "sqlite" else "PostgreSQL"
+            item.add_marker(pytest.mark.skip(reason=f"{label} only: {marker.args[0]}"))
 
 
 def requested_backend(config: pytest.Config) -> str:

@@ -13,11 +13,11 @@ database per worker and one per real-database test, each a copy of the template.
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from pathlib import Path
 
 import asyncpg
+import pytest
 from sqlalchemy import make_url
 
 from devstream import DevStream, Settings
@@ -25,19 +25,18 @@ from devstream import DevStream, Settings
 PG_URL_ENV = "DEVSTREAM_TEST_PG_URL"
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex  # shared by xdist workers
 _TEMPLATE_LOCK = 0x_DE57_0001  # advisory lock key: one worker migrates the template
-# Outside the session's temporary folder (tests/leaks.py), which a worker empties when it
-# ends: the server outlives every worker but the last.
-_SERVER_ROOT = Path(tempfile.gettempdir())
 
 
-def server_url() -> str:
-    """A URL of the server's maintenance database."""
+def server_url(root: Path) -> str:
+    """A URL of the server's maintenance database. `root`: a folder every worker of the run
+    shares, outside their temporary folders (tests/leaks.py), since the server outlives
+    every worker but the last."""
     named = os.environ.get(PG_URL_ENV)
     if named:
         return named
     # The package keeps its lock file in the runtime folder it reads when imported: the
-    # same for every worker, and outside the session's temporary folder.
-    runtime = _SERVER_ROOT / "devstream-pg-runtime"
+    # same for every worker.
+    runtime = root / "devstream-pg-runtime"
     runtime.mkdir(mode=0o700, exist_ok=True)
     saved = os.environ.get("XDG_RUNTIME_DIR")
     os.environ["XDG_RUNTIME_DIR"] = str(runtime)
@@ -48,7 +47,7 @@ def server_url() -> str:
             del os.environ["XDG_RUNTIME_DIR"]
         else:
             os.environ["XDG_RUNTIME_DIR"] = saved
-    data = _SERVER_ROOT / f"devstream-pg-{_RUN[:12]}"
+    data = root / f"devstream-pg-{_RUN[:12]}"
     # Made here, as every worker may: the package's own mkdir fails for all but the first.
     data.mkdir(exist_ok=True)
     server = postgres_server.get_server(data, cleanup_mode="delete")
@@ -59,7 +58,7 @@ def database_url(server: str, name: str) -> str:
     return make_url(server).set(database=name).render_as_string(hide_password=False)
 
 
-async def _admin(server: str) -> asyncpg.Connection:
+async def maintenance(server: str) -> asyncpg.Connection:
     url = make_url(server)
     return await asyncpg.connect(
         user=url.username,
@@ -73,7 +72,7 @@ async def _admin(server: str) -> asyncpg.Connection:
 async def template(server: str) -> str:
     """The run's template database, migrated to head (made by the first worker to ask)."""
     name = f"devstream_template_{_RUN[:12]}"
-    admin = await _admin(server)
+    admin = await maintenance(server)
     try:
         await admin.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
         try:
@@ -91,7 +90,7 @@ async def template(server: str) -> str:
 
 async def copy_of(server: str, template_name: str, name: str) -> str:
     """A new database `name`, a copy of the template; its URL."""
-    admin = await _admin(server)
+    admin = await maintenance(server)
     try:
         # The template may have no other user while it is copied: copies take turns.
         await admin.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
@@ -107,11 +106,16 @@ async def copy_of(server: str, template_name: str, name: str) -> str:
 
 
 async def drop(server: str, name: str) -> None:
-    admin = await _admin(server)
+    admin = await maintenance(server)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+def shared_root(factory: pytest.TempPathFactory) -> Path:
+    """The folder above the workers' own: the run's, shared by its xdist workers."""
+    return factory.getbasetemp().parent
 
 
 def unique_name(prefix: str) -> str:

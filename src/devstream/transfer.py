@@ -281,8 +281,8 @@ class _Import:
     def __init__(self, report: ImportReport, maps: dict[str, dict[int, int]]) -> None:
         self._report = report
         self._maps: dict[str, dict[int, int]] = {kind: dict(maps.get(kind, {})) for kind in TABLES}
-        # Memories this run wrote, by content hash and links: a later line with the same
-        # ones maps onto it.
+        # Memories this run wrote (or, in a dry run, would have), by content hash and links:
+        # a later line with the same ones maps onto it.
         self._memories: dict[tuple[object, ...], int] = {}
 
     async def lines(self, conn: AsyncConnection, records: Iterable[dict[str, Any]]) -> None:
@@ -299,17 +299,26 @@ class _Import:
         known, report = self._maps[kind], self._report
         fresh = [self._linked(kind, row) for row in rows if row["id"] not in known]
         report.resumed += len(rows) - len(fresh)
+        repeats: dict[int, int] = {}
         if kind == "memory":
-            fresh = await self._unmatched(conn, fresh)
-        start = await store.next_id(conn, kind)
-        mapped = {row["id"]: start + offset for offset, row in enumerate(fresh)}
+            fresh, repeats = await self._unmatched(conn, fresh)
+        # A dry run maps onto placeholders: it takes no id from a sequence.
+        ids = (
+            range(-1, -len(fresh) - 1, -1)
+            if report.dry_run
+            else await store.new_ids(conn, kind, len(fresh))
+        )
+        mapped = {row["id"]: new for row, new in zip(fresh, ids, strict=True)}
+        writes = [{**row, "id": mapped[row["id"]]} for row in fresh]
+        mapped.update({repeat: mapped[first] for repeat, first in repeats.items()})
         if not report.dry_run:
-            await store.write(conn, kind, [{**row, "id": mapped[row["id"]]} for row in fresh])
+            await store.write(conn, kind, writes)
             await store.remember(conn, report.export_id, kind, mapped)
         known.update(mapped)
         if kind == "memory":
             self._memories.update({_memory_key(row): mapped[row["id"]] for row in fresh})
         report.added[kind] += len(fresh)
+        report.matched += len(repeats)
 
     def _linked(self, kind: str, row: dict[str, Any]) -> dict[str, Any]:
         """The row as it is written here: links to the ids their rows got, values typed."""
@@ -327,25 +336,33 @@ class _Import:
 
     async def _unmatched(
         self, conn: AsyncConnection, rows: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """The memories not here yet; the others map onto the entries that are."""
+    ) -> tuple[list[dict[str, Any]], dict[int, int]]:
+        """The memories not here yet, and the repeats among them (source id -> the source id
+        of the first with the same content and links, written in its place); the others
+        map onto the entries that are here. (A dry run writes nothing, so what it would have
+        written in earlier transactions is looked up among this run's own.)"""
         hashes = sorted({row["content_hash"] for row in rows})
         entries = await memory_store.by_hashes(conn, hashes)
         here = {_memory_key(vars(entry)): entry.id for entry in entries}
         fresh: list[dict[str, Any]] = []
+        firsts: dict[tuple[object, ...], int] = {}
+        repeats: dict[int, int] = {}
         matched: dict[int, int] = {}
         for row in rows:
             key = _memory_key(row)
             target = self._memories.get(key, here.get(key))
-            if target is None:
-                fresh.append(row)
-            else:
+            if target is not None:
                 matched[row["id"]] = target
+            elif key in firsts:
+                repeats[row["id"]] = firsts[key]
+            else:
+                firsts[key] = row["id"]
+                fresh.append(row)
         if not self._report.dry_run:
             await store.remember(conn, self._report.export_id, "memory", matched)
         self._maps["memory"].update(matched)
         self._report.matched += len(matched)
-        return fresh
+        return fresh, repeats
 
     async def _dependencies(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         """Edges between the tasks' new ids; those an earlier run wrote are there already."""

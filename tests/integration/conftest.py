@@ -126,9 +126,13 @@ def integration_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def integration_pg_server(integration_backend: str) -> str | None:
+def integration_pg_server(
+    integration_backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> str | None:
     """The PostgreSQL server's URL (None on SQLite): see tests/postgres.py."""
-    return postgres.server_url() if integration_backend == "postgresql" else None
+    if integration_backend != "postgresql":
+        return None
+    return postgres.server_url(postgres.shared_root(tmp_path_factory))
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -404,6 +404,26 @@ async def test_a_store_moves_by_export_and_import_and_comes_out_the_same(
     assert hits[0].entry.content == "JSON Lines keep one record per line"
 
 
+async def test_a_store_crosses_to_this_backend_and_back_byte_for_byte(
+    integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    """SQLite -> JSON Lines -> this run's backend (PostgreSQL in its cells) -> JSON Lines ->
+    SQLite: the first and last exports are the same bytes once ids are renumbered."""
+    async with DevStream.open(tmp_path / "origin.db") as origin:
+        await filled(origin)
+        first = await exported(origin)
+    await imported(integration_real_database, export_file(tmp_path, first))
+    middle = await exported(integration_real_database)
+    # The ids the import took are not given out again (PostgreSQL's come from sequences).
+    after = await integration_real_database.tasks.create_plan("Added after the import")
+    assert after.id > max(r["id"] for r in middle[1:] if r["kind"] == "plan")
+    async with DevStream.open(tmp_path / "back.db") as back:
+        await imported(back, export_file(tmp_path, middle, "middle.jsonl"))
+        last = await exported(back)
+    assert [json.dumps(r) for r in normalised(last)] == [json.dumps(r) for r in normalised(first)]
+    assert [json.dumps(r) for r in normalised(middle)] == [json.dumps(r) for r in normalised(first)]
+
+
 async def test_an_import_cut_short_resumes_and_adds_nothing_twice(
     integration_devstream: DevStream, integration_real_database: DevStream, tmp_path: Path
 ) -> None:
@@ -454,6 +474,35 @@ async def test_memories_already_in_the_store_are_matched_not_copied(
     assert again.matched == 2
     assert again.added["memory"] == 3
     assert again.added["plan"] == 2
+
+
+async def test_repeated_memories_in_one_transaction_are_written_once(
+    integration_devstream: DevStream, integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    """A file (edited by hand: a store never holds such a pair) with the same memory twice,
+    and an injection of the repeat: one row is written, both lines map onto it."""
+    await filled(integration_devstream)
+    records = await exported(integration_devstream)
+    rows = records[1:]  # past the header
+    memory = next(r for r in rows if r["kind"] == "memory")
+    repeat = {**memory, "id": max(r["id"] for r in rows if r["kind"] == "memory") + 1}
+    injection = next(r for r in rows if r["kind"] == "context_injection")
+    at = records.index(memory) + 1
+    records[at:at] = [repeat]
+    injection["memory_ids"] = [repeat["id"]]
+    report = await imported(integration_real_database, export_file(tmp_path, records))
+    assert (report.added["memory"], report.matched) == (5, 1)
+    target = integration_real_database
+    (kept,) = [e for e in await target.memory.entries() if e.content == memory["content"]]
+    async with target.pool.read_transaction() as conn:
+        injected = [
+            json.loads(injection.memory_ids)
+            for task in await target.tasks.tasks()
+            for injection in await task_store.injections(conn, task.id)
+        ]
+    assert [kept.id] in injected
+    again = await imported(target, export_file(tmp_path, records))
+    assert again.added["memory"] == 0  # the ledger has both lines
 
 
 def _bad(records: list[dict[str, Any]], case: str) -> list[dict[str, Any]]:

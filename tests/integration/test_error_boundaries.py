@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,26 @@ async def test_a_long_held_lock_is_a_typed_error_and_writes_resume(
         contents = sorted(e.content for e in await ds.memory.entries())
         assert contents == ["stored after the lock", "stored before the lock"]
         assert after.entry.id > before.entry.id
+
+
+@pytest.mark.clock
+@pytest.mark.postgresql_only("a row lock held by another session, bounded by lock_timeout")
+async def test_a_row_lock_held_past_busy_timeout_is_a_typed_error_and_writes_resume(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    plan = await ds.tasks.create_plan("Held by another session")
+    impatient = replace(ds.settings, busy_timeout_ms=100)
+    async with DevStream.open(impatient, migrate_schema=False) as other:
+        async with ds.pool.write_transaction() as holder:
+            await holder.execute(
+                text("SELECT id FROM intervention_plans WHERE id = :id FOR UPDATE"),
+                {"id": plan.id},
+            )
+            with pytest.raises(StorageBusy, match="lock timeout") as busy:
+                await other.tasks.set_plan_status(plan.id, "cancelled")
+            assert "busy_timeout_ms" in str(busy.value)
+        assert (await other.tasks.set_plan_status(plan.id, "cancelled")).status == "cancelled"
 
 
 # --- transaction failures with partial data ------------------------------------------------------

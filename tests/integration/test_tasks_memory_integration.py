@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ from devstream.vocabulary import DONE, OPEN_PLANS
 from devstream.workflow import Artifact
 from tests.conftest import loop_factory, requested_loop
 from tests.integration.conftest import MigratedSchema, after_cooldown, template_file
+from tests.support import REPO_ROOT, repo_pythonpath
 
 
 @dataclass
@@ -454,6 +457,110 @@ async def test_concurrent_starts_through_separate_pools_have_one_winner(
 
     outcomes = await asyncio.gather(*(start_elsewhere() for _ in range(4)))
     assert sorted(outcomes) == ["lost", "lost", "lost", "won"]
+
+
+# --- the same rules with several OS processes on one store -------------------------------------
+
+PROCESSES = 4
+PROCESS_WAIT_S = 120.0  # generous: four interpreters importing on a busy machine
+
+
+async def in_processes(db: str, *commands: list[str]) -> list[dict[str, Any]]:
+    """Run each command as `tests.integration.invariant_worker DB ...` in a process of its
+    own; all open the store first, then start their work at once. Their JSON answers."""
+    env = {**os.environ, "PYTHONPATH": repo_pythonpath()}
+    workers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.integration.invariant_worker",
+            db,
+            *command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=REPO_ROOT,
+        )
+        for command in commands
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            line = await asyncio.wait_for(worker.stdout.readline(), PROCESS_WAIT_S)
+            assert line == b"ready\n", f"a worker did not open the store: {line!r}"
+        outcomes = [worker.communicate(b"go\n") for worker in workers]
+        answers = await asyncio.wait_for(asyncio.gather(*outcomes), PROCESS_WAIT_S)
+    finally:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+    for worker, (_, stderr) in zip(workers, answers, strict=True):
+        assert worker.returncode == 0, stderr.decode()[-2000:]
+    return [json.loads(stdout) for stdout, _ in answers]
+
+
+@pytest.mark.multiprocess
+async def test_processes_storing_the_same_memories_keep_each_once(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    answers = await in_processes(ds.settings.db, *[["store", "20"]] * PROCESSES)
+    created = [entry_id for answer in answers for entry_id in answer["created"]]
+    assert len(created) == len(set(created)) == 20  # each created once, by one process
+    assert len(await ds.memory.entries(limit=None)) == 20
+
+
+@pytest.mark.multiprocess
+async def test_processes_claiming_ready_tasks_each_win_different_ones(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    plan = await ds.tasks.create_plan("Claimed from many processes")
+    phase = await ds.tasks.add_phase(plan.id, "All at once")
+    tasks = [await ds.tasks.add_task(phase.id, f"task {n}") for n in range(12)]
+    answers = await in_processes(ds.settings.db, *[["claim"]] * PROCESSES)
+    started = [task_id for answer in answers for task_id in answer["started"]]
+    assert sorted(started) == [task.id for task in tasks]  # every task, each by one process
+    async with ds.pool.read_transaction() as conn:
+        assert await task_store.transition_counts(conn) == {"pending->active": 12}
+
+
+@pytest.mark.multiprocess
+async def test_processes_closing_a_cycle_from_both_ends_are_refused_but_one(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    plan = await ds.tasks.create_plan("Cycles from two sides")
+    phase = await ds.tasks.add_phase(plan.id, "Pairs")
+    pairs = [
+        (await ds.tasks.add_task(phase.id, f"a{n}"), await ds.tasks.add_task(phase.id, f"b{n}"))
+        for n in range(PROCESSES // 2)
+    ]
+    commands = []
+    for a, b in pairs:  # for each pair, one process adds a -> b and another b -> a
+        commands += [["depend", str(a.id), str(b.id)], ["depend", str(b.id), str(a.id)]]
+    answers = await in_processes(ds.settings.db, *commands)
+    for n, _ in enumerate(pairs):
+        assert sorted(answer["added"] for answer in answers[2 * n : 2 * n + 2]) == [False, True]
+    async with ds.pool.read_transaction() as conn:
+        assert len(await task_store.plan_edges(conn, plan.id)) == len(pairs)
+
+
+@pytest.mark.multiprocess
+async def test_processes_finishing_a_phase_together_leave_it_completed(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    plan = await ds.tasks.create_plan("Finished from many processes")
+    phase = await ds.tasks.add_phase(plan.id, "Last tasks")
+    tasks = [await ds.tasks.add_task(phase.id, f"task {n}") for n in range(PROCESSES)]
+    for task in tasks:
+        await ds.workflow.start_task(task.id)
+    answers = await in_processes(ds.settings.db, *[["complete", str(t.id)] for t in tasks])
+    assert sorted(answer["completed"] for answer in answers) == [task.id for task in tasks]
+    assert (await ds.queries.phases.get(phase.id)).status == "completed"
 
 
 # --- progress ---------------------------------------------------------------------------------

@@ -160,12 +160,21 @@ def _consistent(values: dict[str, Any]) -> dict[str, Any]:
 
 async def insert(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> list[MemoryEntry]:
     """Insert entries; returns them, in no particular order. Every write of a memory row
-    goes through here or `update_entry`, which keep the hash and the vector consistent
-    with the content."""
-    now = utcnow()
-    rows = [{"created_at": now, "updated_at": now, **_consistent(value)} for value in values]
-    result = await conn.execute(_INSERT, rows)
+    goes through here, `insert_quietly` or `update_entry`, which keep the hash and the
+    vector consistent with the content."""
+    result = await conn.execute(_INSERT, _new_rows(values))
     return [_record(row) for row in result]
+
+
+async def insert_quietly(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> None:
+    """`insert` for a caller that needs nothing back (an import): no row, blobs included,
+    is sent back, and the driver inserts the batch in one go."""
+    await conn.execute(memory_entries.insert(), _new_rows(values))
+
+
+def _new_rows(values: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [{"created_at": now, "updated_at": now, **_consistent(value)} for value in values]
 
 
 async def get(conn: AsyncConnection, entry_id: int) -> MemoryEntry | None:

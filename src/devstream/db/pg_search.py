@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db.memory_store import MemoryFilter
+from devstream.db.postgres import HNSW_DEPTH
 from devstream.db.records import MemoryEntry
 from devstream.db.schema import PG_VECTOR_INDEX_PREFIX, memory_entries
 from devstream.db.types import PgVector
@@ -41,10 +42,9 @@ from devstream.db.types import PgVector
 TEXT_CONFIG = "english"  # the configuration of `search_text` (migration 0007)
 # Matches ranked per query at most: the newest, when a word is in more rows than this.
 TEXT_POOL = 10_000
-# Rows the HNSW index hands over per query; they are then ordered by their exact distance.
-HNSW_DEPTH = 200
 
 _entries = memory_entries.c
+_INDEX_EXISTS = text("SELECT to_regclass(:name) IS NOT NULL")
 _search_text: ColumnElement[Any] = literal_column("memory_entries.search_text")
 
 
@@ -81,8 +81,14 @@ class VectorQuery:
 
 
 async def ensure_vector_index(conn: AsyncConnection, query: VectorQuery) -> None:
-    """The model's partial HNSW index (cosine), made when first needed."""
-    if await conn.scalar(text("SELECT to_regclass(:name)"), {"name": query.index_name}):
+    """The model's partial HNSW index (cosine), made when first needed. Two processes
+    making it at once would collide (IF NOT EXISTS is no lock): the second waits for the
+    first's transaction, then finds the index."""
+    name = {"name": query.index_name}
+    if await conn.scalar(_INDEX_EXISTS, name):
+        return
+    await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), name)
+    if await conn.scalar(_INDEX_EXISTS, name):
         return
     predicate = (
         f"embedding_model = {_quoted(query.model)} AND embedding_dim = {int(query.dimension)}"

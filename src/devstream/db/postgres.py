@@ -30,6 +30,10 @@ MIN_PGVECTOR = (0, 8)
 PGVECTOR_VERSIONS = (
     "SELECT installed_version, default_version FROM pg_available_extensions WHERE name = 'vector'"
 )
+# Rows an HNSW index scan hands over per query (db/pg_search.py reads this many), and past
+# a filter it keeps scanning until it has them: pgvector's defaults stop at 40, unfiltered.
+HNSW_DEPTH = 200
+_HNSW_SETTINGS = {"hnsw.ef_search": str(HNSW_DEPTH), "hnsw.iterative_scan": "relaxed_order"}
 _HEADER = struct.Struct(">HH")  # dimension, unused
 # SQLSTATE classes and codes DevStream maps to its own errors.
 _FULL = {"53100", "53200", "54000"}  # disk_full, out_of_memory, program_limit_exceeded
@@ -42,6 +46,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.pool_size,
         max_overflow=0,
         pool_timeout=settings.pool_timeout_s,
+        connect_args={"server_settings": _server_settings(settings)},
     )
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -49,6 +54,12 @@ def create_engine(settings: Settings) -> AsyncEngine:
         dbapi_connection.run_async(_register_vector)
 
     return engine
+
+
+def _server_settings(settings: Settings) -> dict[str, str]:
+    """Every connection's: busy_timeout_ms bounds a wait for a lock, as on SQLite (past it,
+    StorageBusy); the HNSW scan's depth."""
+    return {"lock_timeout": f"{settings.busy_timeout_ms}ms", **_HNSW_SETTINGS}
 
 
 async def _register_vector(connection: Any) -> None:

@@ -71,12 +71,18 @@ def key_of(kind: str, row: dict[str, Any]) -> Key:
     return tuple(int(row[column.name]) for column in TABLES[kind].primary_key.columns)
 
 
-async def next_id(conn: AsyncConnection, kind: str) -> int:
-    """The id the next row of a kind can take: past every row there is."""
+async def new_ids(conn: AsyncConnection, kind: str, count: int) -> list[int]:
+    """Ids for `count` new rows of a kind: past every row there is on SQLite (whose writers
+    take turns); from the table's sequence on PostgreSQL, where others insert meanwhile."""
+    if count == 0:
+        return []
     table = TABLES[kind]
-    return (
-        int((await conn.execute(select(func.coalesce(func.max(table.c.id), 0)))).scalar_one()) + 1
-    )
+    if conn.dialect.name == "sqlite":
+        last = (await conn.execute(select(func.coalesce(func.max(table.c.id), 0)))).scalar_one()
+        return list(range(int(last) + 1, int(last) + 1 + count))
+    taken = func.nextval(func.pg_get_serial_sequence(table.name, "id"))
+    drawn = await conn.execute(select(taken).select_from(func.generate_series(1, count)))
+    return [int(value) for value in drawn.scalars()]
 
 
 async def write(conn: AsyncConnection, kind: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -84,7 +90,7 @@ async def write(conn: AsyncConnection, kind: str, rows: Sequence[dict[str, Any]]
     if not rows:
         return
     if kind == "memory":
-        await memory_store.insert(conn, rows)
+        await memory_store.insert_quietly(conn, rows)
     else:
         await conn.execute(insert(TABLES[kind]), list(rows))
 

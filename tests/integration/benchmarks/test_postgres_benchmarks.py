@@ -1,0 +1,218 @@
+"""PostgreSQL benchmarks, side by side with SQLite in the same run: a store moved in by import,
+hybrid search in the database over the Zipf corpus (common words included), and writer
+processes on one store.
+
+The server is the run's PostgreSQL (`DEVSTREAM_TEST_PG_URL`, or the throwaway one of
+tests/postgres.py); each benchmark makes databases of its own and drops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from devstream import DevStream, Settings, transfer
+from tests import postgres
+from tests.integration.benchmarks.conftest import record
+from tests.integration.benchmarks.corpus import Corpus
+from tests.support import REPO_ROOT, repo_pythonpath
+
+Run = Callable[[Awaitable[Any]], Any]
+
+SEARCH_P50_TARGET_MS = {100_000: 50.0}
+RECALL_TARGET = 0.95
+ROUNDS = 3
+QUERIES = 100
+WRITER_COUNTS = (1, 2, 4, 8)
+WRITES_PER_WRITER = 200
+THROUGHPUT_RATIO_TARGET = 1.5  # PostgreSQL over SQLite, 8 writers
+PROCESS_TIMEOUT_S = 300.0
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return postgres.server_url(postgres.shared_root(tmp_path_factory))
+
+
+@asynccontextmanager
+async def pg_database(server: str, prefix: str) -> AsyncIterator[str]:
+    """A new, empty database of its own (migrated on first open); dropped afterwards."""
+    name = postgres.unique_name(prefix)
+    admin = await postgres.maintenance(server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield postgres.database_url(server, name)
+    finally:
+        await postgres.drop(server, name)
+
+
+async def _moved_in(corpus: Path, url: str, exported: Path) -> tuple[float, int]:
+    """The SQLite corpus exported with its vectors and imported into `url`: the import's
+    seconds and memories."""
+    async with DevStream.open(Settings(db=str(corpus)), migrate_schema=False) as source:
+        with exported.open("w", encoding="utf-8") as out:
+            await transfer.export(source, out, embeddings=True)
+    async with DevStream.open(Settings(db=url)) as target:
+        started = time.perf_counter()
+        with exported.open(encoding="utf-8") as lines:
+            report = await transfer.import_(target, lines)
+        return time.perf_counter() - started, report.added["memory"]
+
+
+async def _search_figures(url: str) -> dict[str, Any]:
+    queries = Corpus().queries()[:QUERIES]
+    async with DevStream.open(Settings(db=url), migrate_schema=False) as ds:
+        started = time.perf_counter()
+        await ds.memory.search(queries[0])  # makes the model's HNSW index
+        index_s = time.perf_counter() - started
+        rounds: list[list[float]] = []
+        found: dict[str, list[int]] = {}
+        for _ in range(ROUNDS):
+            rounds.append([])
+            for query in queries:
+                started = time.perf_counter()
+                result = await ds.memory.search(query)
+                rounds[-1].append(time.perf_counter() - started)
+                found[query] = [hit.entry.id for hit in result.hits]
+        exact = {
+            query: [hit.entry.id for hit in (await ds.memory.search(query, exact=True)).hits]
+            for query in queries
+        }
+    shares = [len(set(ids) & set(found[q])) / len(ids) for q, ids in exact.items() if ids]
+    return {
+        "index_s": index_s,
+        "p50_ms": min(statistics.median(r) for r in rounds) * 1000,
+        "recall": statistics.mean(shares),
+    }
+
+
+@pytest.mark.parametrize("size", [10_000, 100_000], ids=["10k", "100k"])
+def test_postgresql_import_and_hybrid_search(
+    benchmark: BenchmarkFixture,
+    corpora: Callable[[int], Path],
+    pg_server: str,
+    tmp_path: Path,
+    run: Run,
+    size: int,
+) -> None:
+    """The corpus moved into PostgreSQL by export and import, then searched there: the first
+    search makes the HNSW index; then warm p50 (best of ROUNDS) and recall@10 against
+    PostgreSQL's own exact search (every vector scored, the same fusion)."""
+    corpus = corpora(size)
+
+    async def measure() -> dict[str, Any]:
+        async with pg_database(pg_server, "devstream_bench_search") as url:
+            import_s, memories = await _moved_in(corpus, url, tmp_path / "export.jsonl")
+            return {"import_s": import_s, "memories": memories, **await _search_figures(url)}
+
+    figures = benchmark.pedantic(lambda: run(measure()), rounds=1, iterations=1)
+    assert figures["memories"] == size
+    label = f"postgresql {size // 1000}k"
+    record(f"{label}: import with vectors", figures["import_s"], "s")
+    record(f"{label}: import rate", size / figures["import_s"], "memories/s")
+    record(f"{label}: HNSW index made by the first search", figures["index_s"], "s")
+    target = SEARCH_P50_TARGET_MS.get(size)
+    record(
+        f"{label}: hybrid search p50",
+        figures["p50_ms"],
+        "ms",
+        f"<= {target:g} ms" if target else "",
+        None if target is None else figures["p50_ms"] <= target,
+    )
+    record(
+        f"{label}: recall@10 vs exact",
+        figures["recall"],
+        "",
+        f">= {RECALL_TARGET}",
+        figures["recall"] >= RECALL_TARGET,
+    )
+
+
+async def _writers(db: str, count: int) -> float:
+    """`count` processes each storing WRITES_PER_WRITER memories, one `store` call each,
+    started together: the seconds from "go" until the last one exited."""
+    env = {**os.environ, "PYTHONPATH": repo_pythonpath()}
+    writers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.integration.benchmarks.store_writer",
+            db,
+            str(WRITES_PER_WRITER),
+            f"writer-{n}",
+            "--go",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=REPO_ROOT,
+        )
+        for n in range(count)
+    ]
+    for writer in writers:
+        assert writer.stdout is not None
+        line = await asyncio.wait_for(writer.stdout.readline(), PROCESS_TIMEOUT_S)
+        assert line.strip() == b"ready", f"a writer did not open the store: {line!r}"
+    started = time.perf_counter()
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(writer.communicate(b"go\n") for writer in writers)), PROCESS_TIMEOUT_S
+    )
+    elapsed = time.perf_counter() - started
+    for writer, (_, stderr) in zip(writers, outcomes, strict=True):
+        assert writer.returncode == 0, stderr.decode(errors="replace")[-1500:]
+    return elapsed
+
+
+async def _stored(db: str) -> int:
+    async with DevStream.open(Settings(db=db), migrate_schema=False) as ds:
+        return len(await ds.memory.entries(limit=None))
+
+
+def test_writer_processes_postgresql_against_sqlite(
+    benchmark: BenchmarkFixture, pg_server: str, bench_db: Path, tmp_path: Path, run: Run
+) -> None:
+    """1, 2, 4 and 8 processes each making WRITES_PER_WRITER `store` calls (the offline
+    embedder, unique contents) on a fresh store of each backend: throughput, 0 errors, every
+    row present."""
+
+    async def measure() -> dict[tuple[str, int], float]:
+        rates: dict[tuple[str, int], float] = {}
+        for count in WRITER_COUNTS:
+            sqlite_db = tmp_path / f"writers-{count}.db"
+            await asyncio.to_thread(shutil.copyfile, bench_db, sqlite_db)
+            async with pg_database(pg_server, "devstream_bench_writers") as url:
+                async with DevStream.open(Settings(db=url)):
+                    pass  # migrated before the writers open it
+                for backend, db in (("sqlite", str(sqlite_db)), ("postgresql", url)):
+                    elapsed = await _writers(db, count)
+                    assert await _stored(db) == count * WRITES_PER_WRITER
+                    rates[backend, count] = count * WRITES_PER_WRITER / elapsed
+        return rates
+
+    rates = benchmark.pedantic(lambda: run(measure()), rounds=1, iterations=1)
+    for (backend, count), rate in sorted(rates.items()):
+        record(
+            f"{backend}: {count} writer processes x {WRITES_PER_WRITER} stores", rate, "stores/s"
+        )
+    ratio = rates["postgresql", 8] / rates["sqlite", 8]
+    record(
+        "8 writer processes: postgresql / sqlite throughput",
+        ratio,
+        "x",
+        f">= {THROUGHPUT_RATIO_TARGET:g}x",
+        ratio >= THROUGHPUT_RATIO_TARGET,
+    )
