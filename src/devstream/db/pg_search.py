@@ -41,7 +41,8 @@ from devstream.db.types import PgVector
 
 TEXT_CONFIG = "english"  # the configuration of `search_text` (migration 0007)
 # Matches ranked per query at most: the newest, when a word is in more rows than this.
-TEXT_POOL = 10_000
+TEXT_POOL = 1_000
+BUILD_MEMORY = "1GB"  # for building a vector index: a million 768-d vectors take about 4 GB
 
 _entries = memory_entries.c
 _INDEX_EXISTS = text("SELECT to_regclass(:name) IS NOT NULL")
@@ -90,6 +91,9 @@ async def ensure_vector_index(conn: AsyncConnection, query: VectorQuery) -> None
     await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), name)
     if await conn.scalar(_INDEX_EXISTS, name):
         return
+    # The graph is built in memory while it fits (pgvector's default, 64 MB, holds about
+    # 20,000 768-d vectors; past it the build slows to a crawl).
+    await conn.execute(text(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'"))
     predicate = (
         f"embedding_model = {_quoted(query.model)} AND embedding_dim = {int(query.dimension)}"
     )
