@@ -25,6 +25,9 @@ import pytest
 # Threads that live as long as the process by design: the vector scan's pool.
 LIFELONG_THREADS = ("devstream-scan",)
 _PROC = Path("/proc")
+# The system's temporary folder, as it was before any session pointed TMPDIR at its own: for
+# what outlives a session on purpose (the PostgreSQL server the xdist workers share).
+SYSTEM_TMP = Path(tempfile.gettempdir())
 _REPO = Path(__file__).resolve().parents[1]
 _DATABASE_FILES = ("*.db", "*.db-index", "*.db-wal", "*.db-shm")
 

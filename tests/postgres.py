@@ -14,29 +14,29 @@ from __future__ import annotations
 
 import os
 import uuid
-from pathlib import Path
 
 import asyncpg
-import pytest
 from sqlalchemy import make_url
 
 from devstream import DevStream, Settings
+from tests.leaks import SYSTEM_TMP
 
 PG_URL_ENV = "DEVSTREAM_TEST_PG_URL"
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex  # shared by xdist workers
 _TEMPLATE_LOCK = 0x_DE57_0001  # advisory lock key: one worker migrates the template
 
 
-def server_url(root: Path) -> str:
-    """A URL of the server's maintenance database. `root`: a folder every worker of the run
-    shares, outside their temporary folders (tests/leaks.py), since the server outlives
-    every worker but the last."""
+def server_url() -> str:
+    """A URL of the server's maintenance database. Its files live in the system's temporary
+    folder: the server outlives every worker but the last, so not in a session's own
+    (tests/leaks.py), and not in pytest's numbered folders either, which another pytest run
+    on the machine deletes, even while this one uses them."""
     named = os.environ.get(PG_URL_ENV)
     if named:
         return named
     # The package keeps its lock file in the runtime folder it reads when imported: the
     # same for every worker.
-    runtime = root / "devstream-pg-runtime"
+    runtime = SYSTEM_TMP / "devstream-pg-runtime"
     runtime.mkdir(mode=0o700, exist_ok=True)
     saved = os.environ.get("XDG_RUNTIME_DIR")
     os.environ["XDG_RUNTIME_DIR"] = str(runtime)
@@ -47,7 +47,7 @@ def server_url(root: Path) -> str:
             del os.environ["XDG_RUNTIME_DIR"]
         else:
             os.environ["XDG_RUNTIME_DIR"] = saved
-    data = root / f"devstream-pg-{_RUN[:12]}"
+    data = SYSTEM_TMP / f"devstream-pg-{_RUN[:12]}"
     # Made here, as every worker may: the package's own mkdir fails for all but the first.
     data.mkdir(exist_ok=True)
     server = postgres_server.get_server(data, cleanup_mode="delete")
@@ -111,11 +111,6 @@ async def drop(server: str, name: str) -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
-
-
-def shared_root(factory: pytest.TempPathFactory) -> Path:
-    """The folder above the workers' own: the run's, shared by its xdist workers."""
-    return factory.getbasetemp().parent
 
 
 def unique_name(prefix: str) -> str:

@@ -183,6 +183,8 @@ async def _imported(
         done += len(chunk)
         if progress is not None:
             progress(done, total)
+    async with ds.pool.write_transaction() as conn:
+        await store.refresh_statistics(conn)
     return report
 
 

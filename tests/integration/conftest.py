@@ -126,13 +126,11 @@ def integration_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def integration_pg_server(
-    integration_backend: str, tmp_path_factory: pytest.TempPathFactory
-) -> str | None:
+def integration_pg_server(integration_backend: str) -> str | None:
     """The PostgreSQL server's URL (None on SQLite): see tests/postgres.py."""
     if integration_backend != "postgresql":
         return None
-    return postgres.server_url(postgres.shared_root(tmp_path_factory))
+    return postgres.server_url()
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -44,6 +44,7 @@ from devstream.errors import (
     StorageError,
 )
 from devstream.testing import FakeOllama
+from tests import postgres
 from tests.conftest import requested_loop
 from tests.integration.conftest import MigratedSchema, store_generation, table_row_counts
 from tests.support import (
@@ -784,6 +785,7 @@ async def test_pollution_guard_fires_only_without_rollback(
     pytester: pytest.Pytester,
     pytestconfig: pytest.Config,
     monkeypatch: pytest.MonkeyPatch,
+    integration_pg_server: str | None,
     rollback: bool,
 ) -> None:
     pytester.makeini(
@@ -794,6 +796,8 @@ async def test_pollution_guard_fires_only_without_rollback(
     pytester.makeconftest(GUARDED_CONFTEST + ("" if rollback else SEAMLESS_OVERRIDE))
     pytester.makepyfile(test_leaky=LEAKY_TEST)
     monkeypatch.setenv("PYTHONPATH", repo_pythonpath())
+    if integration_pg_server is not None:  # the inner run shares this run's server
+        monkeypatch.setenv(postgres.PG_URL_ENV, integration_pg_server)
 
     result = pytester.runpytest_subprocess(
         f"--loop={requested_loop(pytestconfig)}", "-p", "no:randomly", "-p", "no:cacheprovider"

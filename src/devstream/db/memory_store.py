@@ -202,11 +202,14 @@ async def delete_entry(conn: AsyncConnection, entry_id: int) -> bool:
 
 
 async def touch(conn: AsyncConnection, ids: Sequence[int]) -> None:
-    """Count a retrieval of each entry."""
+    """Count a retrieval of each entry. The rows are locked in id order first: two
+    PostgreSQL transactions counting the same entries found in other orders deadlocked."""
     if ids:
+        entry = memory_entries.c.id
+        in_order = select(entry).where(entry.in_(ids)).order_by(entry).with_for_update()
         await conn.execute(
             update(memory_entries)
-            .where(memory_entries.c.id.in_(ids))
+            .where(entry.in_(in_order.scalar_subquery()))
             .values(access_count=memory_entries.c.access_count + 1)
         )
 

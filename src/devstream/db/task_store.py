@@ -61,7 +61,8 @@ async def locate(conn: AsyncConnection, task_id: int, *, lock: bool = False) -> 
         .where(micro_tasks.c.id == task_id)
     )
     if lock:
-        query = query.with_for_update(of=micro_tasks)
+        # NO KEY UPDATE: foreign keys to the row (a dependency added meanwhile) still check.
+        query = query.with_for_update(of=micro_tasks, key_share=True)
     row = (await conn.execute(query)).first()
     if row is None:
         return None
@@ -113,7 +114,8 @@ async def sync_phase(conn: AsyncConnection, phase_id: int) -> None:
 async def lock_rows(conn: AsyncConnection, table: Table, ids: Sequence[int]) -> None:
     """Lock these rows until the transaction ends (PostgreSQL; SQLite's writers take turns)."""
     if conn.dialect.name != "sqlite":
-        await conn.execute(select(table.c.id).where(table.c.id.in_(ids)).with_for_update())
+        locked = select(table.c.id).where(table.c.id.in_(ids)).order_by(table.c.id)
+        await conn.execute(locked.with_for_update(key_share=True))
 
 
 async def lock_plan(conn: AsyncConnection, plan_id: int) -> None:

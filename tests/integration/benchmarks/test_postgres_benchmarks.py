@@ -41,8 +41,8 @@ PROCESS_TIMEOUT_S = 300.0
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return postgres.server_url(postgres.shared_root(tmp_path_factory))
+def pg_server() -> str:
+    return postgres.server_url()
 
 
 @asynccontextmanager
