@@ -37,7 +37,8 @@ def server_url() -> str:
     # The package keeps its lock file in the runtime folder it reads when imported: the
     # same for every worker.
     runtime = SYSTEM_TMP / "devstream-pg-runtime"
-    runtime.mkdir(mode=0o700, exist_ok=True)
+    runtime.mkdir(exist_ok=True)
+    runtime.chmod(0o700)  # platformdirs takes a runtime folder that only its owner reads
     saved = os.environ.get("XDG_RUNTIME_DIR")
     os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     try:
