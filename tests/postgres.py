@@ -96,9 +96,7 @@ async def copy_of(server: str, template_name: str, name: str) -> str:
         # The template may have no other user while it is copied: copies take turns.
         await admin.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
         try:
-            await admin.execute(
-                f'CREATE DATABASE "{name}" TEMPLATE "{template_name}" STRATEGY file_copy'
-            )
+            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"')
         finally:
             await admin.execute("SELECT pg_advisory_unlock($1)", _TEMPLATE_LOCK)
     finally:

@@ -463,6 +463,9 @@ async def test_concurrent_starts_through_separate_pools_have_one_winner(
 
 PROCESSES = 4
 PROCESS_WAIT_S = 120.0  # generous: four interpreters importing on a busy machine
+# SQLite's writers take turns (test_processes_write_one_file_without_lock_errors holds that
+# for processes); PostgreSQL's run at once, and its locks keep these rules.
+ON_POSTGRESQL = pytest.mark.postgresql_only("writers that run at once, kept in step by locks")
 
 
 async def in_processes(db: str, *commands: list[str]) -> list[dict[str, Any]]:
@@ -502,6 +505,7 @@ async def in_processes(db: str, *commands: list[str]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.multiprocess
+@ON_POSTGRESQL
 async def test_processes_storing_the_same_memories_keep_each_once(
     integration_real_database: DevStream,
 ) -> None:
@@ -513,6 +517,7 @@ async def test_processes_storing_the_same_memories_keep_each_once(
 
 
 @pytest.mark.multiprocess
+@ON_POSTGRESQL
 async def test_processes_claiming_ready_tasks_each_win_different_ones(
     integration_real_database: DevStream,
 ) -> None:
@@ -528,6 +533,7 @@ async def test_processes_claiming_ready_tasks_each_win_different_ones(
 
 
 @pytest.mark.multiprocess
+@ON_POSTGRESQL
 async def test_processes_closing_a_cycle_from_both_ends_are_refused_but_one(
     integration_real_database: DevStream,
 ) -> None:
@@ -549,6 +555,7 @@ async def test_processes_closing_a_cycle_from_both_ends_are_refused_but_one(
 
 
 @pytest.mark.multiprocess
+@ON_POSTGRESQL
 async def test_processes_finishing_a_phase_together_leave_it_completed(
     integration_real_database: DevStream,
 ) -> None:
