@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,44 @@ class ManualClock:
 # How each backend words a write it refuses.
 CHECK_FAILED = r"CHECK constraint failed|violates check constraint"
 FOREIGN_KEY_FAILED = r"FOREIGN KEY|violates foreign key"
+
+
+async def started_together(
+    modules: Sequence[Sequence[str]], timeout_s: float
+) -> tuple[list[bytes], float]:
+    """Run each `python -m MODULE ARGS...` from the repository; each opens what it needs,
+    prints "ready" and waits for "go" on stdin, which all get at once. Their standard
+    output, once every one has exited 0, and the seconds from "go" until the last exited."""
+    env = {**os.environ, "PYTHONPATH": repo_pythonpath()}
+    pipe = asyncio.subprocess.PIPE
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            *module,
+            stdin=pipe,
+            stdout=pipe,
+            stderr=pipe,
+            env=env,
+            cwd=REPO_ROOT,
+        )
+        for module in modules
+    ]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), timeout_s)
+            assert line.strip() == b"ready", f"a process did not get ready: {line!r}"
+        started = time.perf_counter()
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(process.communicate(b"go\n") for process in processes)), timeout_s
+        )
+        elapsed = time.perf_counter() - started
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    for process, (_, stderr) in zip(processes, outcomes, strict=True):
+        assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+    return [stdout for stdout, _ in outcomes], elapsed

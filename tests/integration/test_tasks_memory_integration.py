@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +44,7 @@ from devstream.vocabulary import DONE, OPEN_PLANS
 from devstream.workflow import Artifact
 from tests.conftest import loop_factory, requested_loop
 from tests.integration.conftest import MigratedSchema, after_cooldown, template_file
-from tests.support import REPO_ROOT, repo_pythonpath
+from tests.support import started_together
 
 
 @dataclass
@@ -471,37 +469,9 @@ ON_POSTGRESQL = pytest.mark.postgresql_only("writers that run at once, kept in s
 async def in_processes(db: str, *commands: list[str]) -> list[dict[str, Any]]:
     """Run each command as `tests.integration.invariant_worker DB ...` in a process of its
     own; all open the store first, then start their work at once. Their JSON answers."""
-    env = {**os.environ, "PYTHONPATH": repo_pythonpath()}
-    workers = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.integration.invariant_worker",
-            db,
-            *command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            cwd=REPO_ROOT,
-        )
-        for command in commands
-    ]
-    try:
-        for worker in workers:
-            assert worker.stdout is not None
-            line = await asyncio.wait_for(worker.stdout.readline(), PROCESS_WAIT_S)
-            assert line == b"ready\n", f"a worker did not open the store: {line!r}"
-        outcomes = [worker.communicate(b"go\n") for worker in workers]
-        answers = await asyncio.wait_for(asyncio.gather(*outcomes), PROCESS_WAIT_S)
-    finally:
-        for worker in workers:
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
-    for worker, (_, stderr) in zip(workers, answers, strict=True):
-        assert worker.returncode == 0, stderr.decode()[-2000:]
-    return [json.loads(stdout) for stdout, _ in answers]
+    module = "tests.integration.invariant_worker"
+    outputs, _ = await started_together([[module, db, *c] for c in commands], PROCESS_WAIT_S)
+    return [json.loads(output) for output in outputs]
 
 
 @pytest.mark.multiprocess

@@ -9,10 +9,8 @@ tests/postgres.py); each benchmark makes databases of its own and drops them.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,7 +24,7 @@ from devstream import DevStream, Settings, transfer
 from tests import postgres
 from tests.integration.benchmarks.conftest import record
 from tests.integration.benchmarks.corpus import Corpus
-from tests.support import REPO_ROOT, repo_pythonpath
+from tests.support import started_together
 
 Run = Callable[[Awaitable[Any]], Any]
 
@@ -145,35 +143,9 @@ def test_postgresql_import_and_hybrid_search(
 async def _writers(db: str, count: int) -> float:
     """`count` processes each storing WRITES_PER_WRITER memories, one `store` call each,
     started together: the seconds from "go" until the last one exited."""
-    env = {**os.environ, "PYTHONPATH": repo_pythonpath()}
-    writers = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.integration.benchmarks.store_writer",
-            db,
-            str(WRITES_PER_WRITER),
-            f"writer-{n}",
-            "--go",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            cwd=REPO_ROOT,
-        )
-        for n in range(count)
-    ]
-    for writer in writers:
-        assert writer.stdout is not None
-        line = await asyncio.wait_for(writer.stdout.readline(), PROCESS_TIMEOUT_S)
-        assert line.strip() == b"ready", f"a writer did not open the store: {line!r}"
-    started = time.perf_counter()
-    outcomes = await asyncio.wait_for(
-        asyncio.gather(*(writer.communicate(b"go\n") for writer in writers)), PROCESS_TIMEOUT_S
-    )
-    elapsed = time.perf_counter() - started
-    for writer, (_, stderr) in zip(writers, outcomes, strict=True):
-        assert writer.returncode == 0, stderr.decode(errors="replace")[-1500:]
+    module = "tests.integration.benchmarks.store_writer"
+    writers = [[module, db, str(WRITES_PER_WRITER), f"writer-{n}", "--go"] for n in range(count)]
+    _, elapsed = await started_together(writers, PROCESS_TIMEOUT_S)
     return elapsed
 
 
