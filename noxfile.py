@@ -76,7 +76,7 @@ nox.options.sessions = ["lint", "typecheck", "unit", *DEFAULT_CELLS, "coverage"]
 COVERAGE_DIR = ROOT / ".coverage-data"
 BENCHMARK_RESULT = ROOT / ".benchmarks" / "figures.json"  # the latest run; its plot beside it
 BENCHMARK_BASELINE = ROOT / "ci" / "benchmark-baseline.json"
-FLAKY_DIR = ROOT / ".flaky"  # the flaky session's reports, one folder per loop
+FLAKY_DIR = ROOT / ".flaky"  # the flaky session's reports: .flaky/<backend>/<loop>/
 LINT_PATHS = ["src", "tests", "noxfile.py", "ci"]
 WORKFLOWS = ".github/workflows"
 
@@ -180,14 +180,15 @@ def parallel(session: nox.Session, backend: str, loop: str) -> None:
 
 @nox.session(python=NEWEST)
 @nox.parametrize("loop", tagged(*LOOPS))
-def flaky(session: nox.Session, loop: str) -> None:
+@nox.parametrize("backend", tagged(*BACKENDS))
+def flaky(session: nox.Session, backend: str, loop: str) -> None:
     """The integration suite N times in random orders under xdist while CPU burners keep
     every core busy, then each timing-sensitive test 100 times more; the pass rate per test
     (`-- --runs N --repeat N --repeated EXPR`, see ci/flaky.py). Not a default session."""
     install(session, "test")
-    report_dir = FLAKY_DIR / loop
+    report_dir = FLAKY_DIR / backend / loop
     seed = f"--hypothesis-seed={hypothesis_seed(session)}"
-    env = {"DEVSTREAM_TEST_LOOP": loop}
+    env = {"DEVSTREAM_TEST_LOOP": loop, "DEVSTREAM_TEST_BACKEND": backend}
     session.run(
         "python", "-m", "ci.flaky", f"--report-dir={report_dir}", seed, *session.posargs, env=env
     )
