@@ -117,6 +117,30 @@ async def test_pool_timeout_is_a_typed_error(integration_real_database: DevStrea
         await pool.close()
 
 
+async def test_a_lone_statement_is_sent_without_begin_or_commit(
+    integration_real_database: DevStream,
+) -> None:
+    """`read_statement` opens no transaction block: on PostgreSQL each statement is then a
+    transaction of its own, so `now()` (a transaction's start) moves between two of them;
+    on SQLite the driver reports no transaction open."""
+    pool = integration_real_database.pool
+    async with pool.read_statement() as conn:
+        if pool.on_sqlite:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert isinstance(driver, OneTripConnection)
+            assert await conn.scalar(text("SELECT 1")) == 1
+            assert not driver.in_transaction
+        else:
+            first = await conn.scalar(text("SELECT now()"))
+            await conn.execute(text("SELECT pg_sleep(0.01)"))
+            assert await conn.scalar(text("SELECT now()")) > first
+    async with pool.read_transaction() as conn:
+        if not pool.on_sqlite:  # the contrast: one transaction, one now()
+            first = await conn.scalar(text("SELECT now()"))
+            await conn.execute(text("SELECT pg_sleep(0.01)"))
+            assert await conn.scalar(text("SELECT now()")) == first
+
+
 async def test_every_caller_queued_for_a_connection_is_counted_once(
     integration_real_database: DevStream,
 ) -> None:

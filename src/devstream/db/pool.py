@@ -46,7 +46,14 @@ class ConnectionPool:
         # Engines sharing the pool whose connections carry an option from checkout on,
         # which saves setting it (a round trip through SQLAlchemy) on every transaction.
         self._writing = engine.execution_options(**{sqlite.WRITE_OPTION: True})
-        self._autocommit = engine.execution_options(**{sqlite.AUTOCOMMIT_OPTION: True})
+        # A lone statement: SQLite's connect handler skips its BEGIN; asyncpg in autocommit
+        # sends neither BEGIN nor COMMIT (two round trips fewer).
+        lone = (
+            {sqlite.AUTOCOMMIT_OPTION: True}
+            if self.on_sqlite
+            else {"isolation_level": "AUTOCOMMIT"}
+        )
+        self._autocommit = engine.execution_options(**lone)
         self.settings = settings
         self.stats = PoolStats(size=settings.pool_size)
         self._writer = asyncio.Lock()

@@ -27,7 +27,7 @@ from devstream.metrics import MetricsRegistry
 
 
 class DatabaseSearcher:
-    """Searches answered by the server, in one read transaction each."""
+    """Searches answered by the server, in one statement each."""
 
     def __init__(self, pool: ConnectionPool, metrics: MetricsRegistry, embedder: Embedder) -> None:
         self._pool = pool
@@ -46,7 +46,7 @@ class DatabaseSearcher:
                     encode(unit), self.embedder.model, self.embedder.dimension
                 )
                 await self._ensure_index(vector)
-            async with self._pool.read_transaction() as conn:
+            async with self._pool.read_statement() as conn:
                 found = await pg_search.hybrid(
                     conn, phrases(query), vector, request.filters, CANDIDATES, exact=request.exact
                 )

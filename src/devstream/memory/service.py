@@ -205,7 +205,7 @@ class MemoryService:
             fresh = _first_of_each(prepared)
             if any(p.vector is None for p in fresh):
                 # Look for duplicates first, so that they are not embedded again.
-                async with self._pool.read_transaction() as conn:
+                async with self._pool.read_statement() as conn:
                     stored = _by_key(await memory_store.by_hashes(conn, hashes))
                 fresh = [p for p in fresh if p.key not in stored]
             vectors, warning = await self._vectors_for(fresh)
