@@ -29,7 +29,7 @@ from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama, deterministic_embedding
 from devstream.testing.ollama import CONTEXT_LENGTH_ERROR
 from tests.integration.conftest import OLLAMA_DIMENSION, after_cooldown, ollama_devstream
-from tests.support import FOREIGN_KEY_FAILED, devstream_cli
+from tests.support import FOREIGN_KEY_FAILED, PROCESS_WAIT_S, devstream_cli
 
 TEXT_ONLY = SearchWeights(text=1.0, vector=0.0)
 VECTOR_ONLY = SearchWeights(text=0.0, vector=1.0)
@@ -682,7 +682,11 @@ async def test_fake_ollama_runs_as_a_module_and_doctor_sees_it(
     )
     try:
         assert server.stdout is not None
-        url = (await asyncio.wait_for(server.stdout.readline(), timeout=20)).decode().strip()
+        try:
+            line = await asyncio.wait_for(server.stdout.readline(), timeout=PROCESS_WAIT_S)
+        except asyncio.TimeoutError:  # not TimeoutError on Python 3.10
+            pytest.fail(f"the fake Ollama printed no URL within {PROCESS_WAIT_S:g} s")
+        url = line.decode().strip()
         assert url.startswith("http://127.0.0.1:")
         db = ["--db", str(tmp_path / "doctor.db"), "--ollama-url", url]
         assert await devstream_cli(*db, "init") == 0
@@ -690,7 +694,7 @@ async def test_fake_ollama_runs_as_a_module_and_doctor_sees_it(
         assert "(Ollama 0.0.0-fake)" in capsys.readouterr().out
     finally:
         server.terminate()
-        await asyncio.wait_for(server.wait(), timeout=20)
+        await asyncio.wait_for(server.wait(), timeout=PROCESS_WAIT_S)
     assert server.returncode is not None
 
 

@@ -30,10 +30,11 @@ from devstream.testing.ollama import (
     MAX_STALL_S,
     loopback_host,
 )
+from tests.support import PROCESS_WAIT_S
 
 DIMENSION = 16
 TIMEOUT = httpx.Timeout(5.0)
-# Bounds every wait on another thread or process.
+# Bounds every wait on another thread.
 DEADLINE_S = 10.0
 
 
@@ -519,9 +520,9 @@ def test_command_line_server(stop_signal: signal.Signals) -> None:
         reader = threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True)
         reader.start()
         try:
-            url = lines.get(timeout=60).strip()
+            url = lines.get(timeout=PROCESS_WAIT_S).strip()
         except queue.Empty:
-            pytest.fail("the server printed no URL in time")
+            pytest.fail(f"the server printed no URL within {PROCESS_WAIT_S:g} s")
         assert url.startswith("http://127.0.0.1:")
         assert not url.endswith(":0")
         with httpx.Client(base_url=url, timeout=TIMEOUT) as http:
@@ -529,11 +530,14 @@ def test_command_line_server(stop_signal: signal.Signals) -> None:
             [vector] = embed(http, "cli").json()["embeddings"]
         assert vector == deterministic_embedding("cli", 8)
         process.send_signal(stop_signal)
-        _, stderr = process.communicate(timeout=DEADLINE_S)
+        try:
+            _, stderr = process.communicate(timeout=PROCESS_WAIT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit within {PROCESS_WAIT_S:g} s of {stop_signal.name}")
     finally:
         if process.poll() is None:
             process.kill()
-            process.communicate(timeout=DEADLINE_S)
+            process.communicate(timeout=PROCESS_WAIT_S)
     assert "Ctrl-C" in stderr
     if sys.platform != "win32":
         assert process.returncode == 0, stderr
