@@ -504,10 +504,21 @@ def _stop_signals() -> list[signal.Signals]:
     return [signal.SIGTERM] if sys.platform == "win32" else [signal.SIGTERM, signal.SIGINT]
 
 
+# The server as a terminal starts it: Ctrl-C raises KeyboardInterrupt. A process started with
+# SIGINT ignored (a background job of a non-interactive shell, such as `ci/test &` in a
+# script) keeps ignoring it, as Python and Unix want, so the test does not depend on how the
+# suite was started.
+_IN_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv = ['devstream.testing', *sys.argv[1:]]; "
+    "runpy.run_module('devstream.testing', run_name='__main__', alter_sys=True)"
+)
+
+
 @pytest.mark.parametrize("stop_signal", _stop_signals(), ids=lambda s: s.name)
 def test_command_line_server(stop_signal: signal.Signals) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "devstream.testing", "--port", "0", "--dimension", "8"],
+        [sys.executable, "-c", _IN_A_TERMINAL, "--port", "0", "--dimension", "8"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
