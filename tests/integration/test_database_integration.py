@@ -25,6 +25,7 @@ from sqlalchemy import (
     table,
     text,
 )
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream import DevStream, Settings
 from devstream.db import migrate, schema
@@ -124,21 +125,26 @@ async def test_a_lone_statement_is_sent_without_begin_or_commit(
     transaction of its own, so `now()` (a transaction's start) moves between two of them;
     on SQLite the driver reports no transaction open."""
     pool = integration_real_database.pool
-    async with pool.read_statement() as conn:
-        if pool.on_sqlite:
+    if pool.on_sqlite:
+        async with pool.read_statement() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             assert isinstance(driver, OneTripConnection)
             assert await conn.scalar(text("SELECT 1")) == 1
             assert not driver.in_transaction
-        else:
-            first = await conn.scalar(text("SELECT now()"))
-            await conn.execute(text("SELECT pg_sleep(0.01)"))
-            assert await conn.scalar(text("SELECT now()")) > first
-    async with pool.read_transaction() as conn:
-        if not pool.on_sqlite:  # the contrast: one transaction, one now()
-            first = await conn.scalar(text("SELECT now()"))
-            await conn.execute(text("SELECT pg_sleep(0.01)"))
-            assert await conn.scalar(text("SELECT now()")) == first
+        return
+    async with pool.read_statement() as conn:
+        first, second = await _now_twice(conn)
+        assert second > first
+    async with pool.read_transaction() as conn:  # the contrast: one transaction, one now()
+        first, second = await _now_twice(conn)
+        assert second == first
+
+
+async def _now_twice(conn: AsyncConnection) -> tuple[Any, Any]:
+    """PostgreSQL's `now()` (its transaction's start) from two statements 10 ms apart."""
+    first = await conn.scalar(text("SELECT now()"))
+    await conn.execute(text("SELECT pg_sleep(0.01)"))
+    return first, await conn.scalar(text("SELECT now()"))
 
 
 async def test_every_caller_queued_for_a_connection_is_counted_once(
