@@ -113,6 +113,20 @@ def calibration_rounds() -> None:
 
 
 @pytest.fixture(scope="session")
+def child_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment fresh `devstream` processes run in: this one without DEVSTREAM_* or
+    coverage variables, and pointed at a config file that does not exist (so a user's
+    config cannot name an Ollama server)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("DEVSTREAM_", "COV_CORE_", "COVERAGE_"))
+    }
+    env["DEVSTREAM_CONFIG"] = str(tmp_path_factory.mktemp("no-config") / "absent.toml")
+    return env
+
+
+@pytest.fixture(scope="session")
 def bench_loop(pytestconfig: pytest.Config) -> Iterator[asyncio.AbstractEventLoop]:
     loop = loop_factory(requested_loop(pytestconfig))()
     yield loop

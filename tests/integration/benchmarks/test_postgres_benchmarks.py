@@ -1,6 +1,6 @@
 """PostgreSQL benchmarks, side by side with SQLite in the same run: a store moved in by import,
-hybrid search in the database over the Zipf corpus (common words included), and writer
-processes on one store.
+hybrid search in the database over the Zipf corpus (common words included), warm and by a
+fresh `devstream` process, and writer processes on one store.
 
 The server is the run's PostgreSQL (`DEVSTREAM_TEST_PG_URL`, or the throwaway one of
 tests/postgres.py); each benchmark makes databases of its own and drops them.
@@ -12,7 +12,7 @@ import asyncio
 import shutil
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,14 @@ from devstream import DevStream, Settings, transfer
 from tests import postgres
 from tests.integration.benchmarks.conftest import record
 from tests.integration.benchmarks.corpus import Corpus
+from tests.integration.benchmarks.fresh_process import (
+    Measured,
+    check_search,
+    common_queries,
+    measure,
+    record_cli_searches,
+    search_command,
+)
 from tests.support import started_together
 
 Run = Callable[[Awaitable[Any]], Any]
@@ -32,6 +40,7 @@ SEARCH_P50_TARGET_MS = {100_000: 50.0}
 RECALL_TARGET = 0.95
 ROUNDS = 3
 QUERIES = 100
+CLI_RUNS = 5
 WRITER_COUNTS = (1, 2, 4, 8)
 WRITES_PER_WRITER = 200
 THROUGHPUT_RATIO_TARGET = 1.5  # PostgreSQL over SQLite, 8 writers
@@ -98,26 +107,43 @@ async def _search_figures(url: str) -> dict[str, Any]:
     }
 
 
+async def _cli_searches(url: str, env: Mapping[str, str]) -> list[Measured]:
+    """CLI_RUNS searches, each by a new `devstream` process, through the common-word queries."""
+    queries = common_queries()
+    runs = []
+    for n in range(CLI_RUNS):
+        what = f"`devstream memory search {queries[n % len(queries)]!r}` on PostgreSQL"
+        command = search_command(url, queries[n % len(queries)])
+        measured = await asyncio.to_thread(measure, command, env, what)
+        check_search(measured, what)
+        runs.append(measured)
+    return runs
+
+
 @pytest.mark.parametrize("size", [10_000, 100_000], ids=["10k", "100k"])
 def test_postgresql_import_and_hybrid_search(
     benchmark: BenchmarkFixture,
     corpora: Callable[[int], Path],
     pg_server: str,
+    child_env: dict[str, str],
     tmp_path: Path,
     run: Run,
     size: int,
 ) -> None:
     """The corpus moved into PostgreSQL by export and import, then searched there: the first
     search makes the HNSW index; then warm p50 (best of ROUNDS) and recall@10 against
-    PostgreSQL's own exact search (every vector scored, the same fusion)."""
+    PostgreSQL's own exact search (every vector scored, the same fusion); then searches by
+    fresh processes, whole-process wall time and peak RSS, against SQLite's targets."""
     corpus = corpora(size)
 
-    async def measure() -> dict[str, Any]:
+    async def measure_all() -> dict[str, Any]:
         async with pg_database(pg_server, "devstream_bench_search") as url:
             import_s, memories = await _moved_in(corpus, url, tmp_path / "export.jsonl")
-            return {"import_s": import_s, "memories": memories, **await _search_figures(url)}
+            searched = await _search_figures(url)
+            cli = await _cli_searches(url, child_env)
+            return {"import_s": import_s, "memories": memories, "cli": cli, **searched}
 
-    figures = benchmark.pedantic(lambda: run(measure()), rounds=1, iterations=1)
+    figures = benchmark.pedantic(lambda: run(measure_all()), rounds=1, iterations=1)
     assert figures["memories"] == size
     label = f"postgresql {size // 1000}k"
     record(f"{label}: import with vectors", figures["import_s"], "s")
@@ -138,6 +164,7 @@ def test_postgresql_import_and_hybrid_search(
         f">= {RECALL_TARGET}",
         figures["recall"] >= RECALL_TARGET,
     )
+    record_cli_searches(f"{label}: cli search in a fresh process", figures["cli"], size)
 
 
 async def _writers(db: str, count: int) -> float:
@@ -161,7 +188,7 @@ def test_writer_processes_postgresql_against_sqlite(
     embedder, unique contents) on a fresh store of each backend: throughput, 0 errors, every
     row present."""
 
-    async def measure() -> dict[tuple[str, int], float]:
+    async def measure_rates() -> dict[tuple[str, int], float]:
         rates: dict[tuple[str, int], float] = {}
         for count in WRITER_COUNTS:
             sqlite_db = tmp_path / f"writers-{count}.db"
@@ -175,7 +202,7 @@ def test_writer_processes_postgresql_against_sqlite(
                     rates[backend, count] = count * WRITES_PER_WRITER / elapsed
         return rates
 
-    rates = benchmark.pedantic(lambda: run(measure()), rounds=1, iterations=1)
+    rates = benchmark.pedantic(lambda: run(measure_rates()), rounds=1, iterations=1)
     for (backend, count), rate in sorted(rates.items()):
         record(
             f"{backend}: {count} writer processes x {WRITES_PER_WRITER} stores", rate, "stores/s"

@@ -2,10 +2,8 @@
 a long-lived searcher sees while other processes write.
 
 Run with `pytest tests/integration/ --benchmark-only` (or `nox -s benchmark`); no xdist.
-Fresh processes are measured by `measure_process.py`, a small launcher that times the child
-and reads its own peak RSS from `os.wait4` (straight from pytest, a child's `ru_maxrss`
-would include pytest's). Children get a clean environment: no DEVSTREAM_* variables (so the
-offline hashing embedder), no user config file, no coverage. Every search uses common-word
+Fresh processes are measured as `fresh_process.py` says: whole-process wall time and peak
+RSS, in a clean environment (the offline hashing embedder). Every search uses common-word
 queries, whose long posting lists are the case users hit. Timings are reported against
 their targets; exit codes, hits, stored rows and errors are asserted.
 """
@@ -14,16 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import string
-import subprocess
-import sys
-import tempfile
 import time
 from asyncio.subprocess import Process
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,17 +34,26 @@ from devstream.memory import MemoryFilter
 from devstream.memory.follow import Followed
 from devstream.vocabulary import BRIEF_MAX_CHARS
 from tests.integration.benchmarks.conftest import record
-from tests.integration.benchmarks.corpus import vocabulary
+from tests.integration.benchmarks.fresh_process import (
+    CONSOLE_SCRIPT,
+    PROCESS_TIMEOUT_S,
+    PYTHON,
+    Measured,
+    check_search,
+    common_queries,
+    mb,
+    measure,
+    record_cli_searches,
+    record_walls,
+    search_command,
+)
 from tests.support import REPO_ROOT, repo_pythonpath
 
 Run = Callable[[Awaitable[Any]], Any]
 
 RUNS = 5  # of each fresh-process measurement, and of each catch-up
-PROCESS_TIMEOUT_S = 120.0
 WRITERS_TIMEOUT_S = 300.0
 
-CLI_SEARCH_TARGET_S = {10_000: 0.8, 100_000: 1.5}
-CLI_SEARCH_RSS_TARGET_MB = {100_000: 450.0}
 COLD_SEARCH_TARGET_S = 5.0
 VERSION_TARGET_S = 0.2
 TASK_READY_TARGET_S = 0.8
@@ -62,20 +65,10 @@ CAPTURE_HOOK_TARGET_S = 1.0
 CORE_TOOLS_TARGET_CHARS = 8_000
 LIMIT = 10
 
-PYTHON = Path(sys.executable)
-CONSOLE_SCRIPT = PYTHON.with_name("devstream")
-LAUNCHER = Path(__file__).with_name("measure_process.py")
-
 
 def index_cache(db: Path) -> Path:
     """The persisted index cache beside a database file (once it exists)."""
     return Path(str(db) + "-index")
-
-
-def common_queries() -> list[str]:
-    """Five queries of four words each from the 20 most frequent: every one holds a top-5 word."""
-    top = vocabulary()[:20]
-    return [" ".join(top[first::5]) for first in range(5)]
 
 
 def copy_database(source: Path, directory: Path) -> Path:
@@ -87,84 +80,11 @@ def copy_database(source: Path, directory: Path) -> Path:
     return target
 
 
-def _mb(kib: int) -> float:
-    return kib * 1024 / 1e6
-
-
 def _label(size: int) -> str:
     return f"{size // 1000}k"
 
 
 # --- fresh processes ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Measured:
-    wall_s: float
-    maxrss_kib: int
-    stdout: str
-
-
-@pytest.fixture(scope="module")
-def child_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """This environment without DEVSTREAM_* or coverage variables, and pointed at a config
-    file that does not exist (so a user's config cannot name an Ollama server)."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("DEVSTREAM_", "COV_CORE_", "COVERAGE_"))
-    }
-    env["DEVSTREAM_CONFIG"] = str(tmp_path_factory.mktemp("no-config") / "absent.toml")
-    return env
-
-
-def measure(
-    command: Sequence[str | Path], env: Mapping[str, str], what: str, stdin: Path | None = None
-) -> Measured:
-    """Run `command` once under the launcher (`stdin` on its stdin): its wall time, peak RSS
-    and stdout."""
-    with tempfile.TemporaryDirectory(prefix="measure-") as scratch:
-        report = Path(scratch) / "report.json"
-        fed = [] if stdin is None else ["--stdin", stdin]
-        launcher = [PYTHON, LAUNCHER, report, PROCESS_TIMEOUT_S, *fed, *command]
-        try:
-            done = subprocess.run(
-                [str(part) for part in launcher],
-                env=dict(env),
-                capture_output=True,
-                text=True,
-                timeout=PROCESS_TIMEOUT_S + 60,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            pytest.fail(
-                f"the launcher measuring {what} did not exit "
-                f"(it kills the command after {PROCESS_TIMEOUT_S:g} s)"
-            )
-        if not report.exists():
-            pytest.fail(
-                f"the launcher measuring {what} wrote no report "
-                f"(exit {done.returncode}): {done.stderr[-2000:]}"
-            )
-        figures = json.loads(report.read_text(encoding="utf-8"))
-    if figures["timed_out"]:
-        pytest.fail(f"{what} did not finish within {PROCESS_TIMEOUT_S:g} s (killed)")
-    if figures["returncode"] != 0:
-        pytest.fail(f"{what} exited {figures['returncode']}: {done.stderr[-2000:]}")
-    return Measured(float(figures["wall_s"]), int(figures["maxrss_kib"]), done.stdout)
-
-
-def _search_command(db: Path, query: str) -> list[str | Path]:
-    return [CONSOLE_SCRIPT, "--db", db, "memory", "search", query, "--json"]
-
-
-def _check_search(measured: Measured, what: str) -> None:
-    try:
-        document = json.loads(measured.stdout)
-    except json.JSONDecodeError as exc:
-        pytest.fail(f"{what} printed no JSON document ({exc}): {measured.stdout[:500]!r}")
-    assert document["hits"], f"{what} found no hits"
-    assert not document["degraded"], f"{what} was degraded: {document['reason']}"
 
 
 def _searches(
@@ -180,18 +100,12 @@ def _searches(
 
     def one() -> None:
         query = queries[len(runs) % len(queries)]
-        runs.append(measure(_search_command(db, query), env, f"{what} {query!r}"))
+        runs.append(measure(search_command(db, query), env, f"{what} {query!r}"))
 
     benchmark.pedantic(one, setup=setup, rounds=RUNS, iterations=1)
     for measured in runs:
-        _check_search(measured, what)
+        check_search(measured, what)
     return runs
-
-
-def _record_walls(name: str, runs: list[Measured], target_s: float) -> None:
-    wall = statistics.median(measured.wall_s for measured in runs)
-    record(f"{name}: median of {len(runs)}", wall, "s", f"<= {target_s:g} s", wall <= target_s)
-    record(f"{name}: best of {len(runs)}", min(m.wall_s for m in runs), "s")
 
 
 @pytest.mark.parametrize("size", [10_000, 100_000], ids=["10k", "100k"])
@@ -206,21 +120,11 @@ def test_cli_search_in_a_fresh_process(
     db = corpora(size)
     what = f"`devstream memory search` on {_label(size)}"
     index_cache(db).unlink(missing_ok=True)  # a known state: the warm-up writes it
-    warm_up = measure(_search_command(db, common_queries()[0]), child_env, f"{what} (warm-up)")
-    _check_search(warm_up, f"{what} (warm-up)")
+    warm_up = measure(search_command(db, common_queries()[0]), child_env, f"{what} (warm-up)")
+    check_search(warm_up, f"{what} (warm-up)")
     state = "cache present" if index_cache(db).exists() else "no cache file"
     runs = _searches(benchmark, db, child_env, what)
-    name = f"cli search {_label(size)} ({state})"
-    _record_walls(name, runs, CLI_SEARCH_TARGET_S[size])
-    rss = _mb(max(measured.maxrss_kib for measured in runs))
-    rss_target = CLI_SEARCH_RSS_TARGET_MB.get(size)
-    record(
-        f"{name}: peak RSS (max of {len(runs)})",
-        rss,
-        "MB",
-        f"<= {rss_target:g} MB" if rss_target else "",
-        None if rss_target is None else rss <= rss_target,
-    )
+    record_cli_searches(f"cli search {_label(size)} ({state})", runs, size)
 
 
 def test_cli_search_100k_without_an_index_cache(
@@ -238,8 +142,8 @@ def test_cli_search_100k_without_an_index_cache(
         setup=lambda: cache.unlink(missing_ok=True),
     )
     name = "cli search 100k (cache deleted)"
-    _record_walls(name, runs, COLD_SEARCH_TARGET_S)
-    record(f"{name}: peak RSS (max of {len(runs)})", _mb(max(m.maxrss_kib for m in runs)), "MB")
+    record_walls(name, runs, COLD_SEARCH_TARGET_S)
+    record(f"{name}: peak RSS (max of {len(runs)})", mb(max(m.maxrss_kib for m in runs)), "MB")
     assert cache.is_file(), "a search that rebuilt the index did not write the index cache"
 
 
@@ -290,7 +194,7 @@ def test_hook_session_start_at_10k_and_the_core_tool_list(
     first = measure(command, child_env, f"{what} (first, no index cache)", stdin=payload)
     assert index_cache(db).exists(), f"{what} wrote no index cache"
     record("hook session-start 10k: first, building the index cache", first.wall_s, "s")
-    record("hook session-start 10k: first: peak RSS", _mb(first.maxrss_kib), "MB")
+    record("hook session-start 10k: first: peak RSS", mb(first.maxrss_kib), "MB")
     benchmark.pedantic(
         lambda: runs.append(measure(command, child_env, what, stdin=payload)),
         rounds=RUNS,
@@ -300,10 +204,10 @@ def test_hook_session_start_at_10k_and_the_core_tool_list(
         context = json.loads(measured.stdout)["hookSpecificOutput"]["additionalContext"]
         assert "Memories for task #" in context, f"{what} briefed no memories"
         assert len(context) <= BRIEF_MAX_CHARS
-    _record_walls("hook session-start 10k", runs, SESSION_START_TARGET_S)
+    record_walls("hook session-start 10k", runs, SESSION_START_TARGET_S)
     record(
         f"hook session-start 10k: peak RSS (max of {RUNS})",
-        _mb(max(m.maxrss_kib for m in runs)),
+        mb(max(m.maxrss_kib for m in runs)),
         "MB",
     )
 
@@ -353,7 +257,7 @@ def test_capture_hooks_at_10k(
     kept = run(_kept_for(db, task_id))
     assert kept == 2 * RUNS, f"the hooks kept {kept} memories for the task, not {2 * RUNS}"
     for name, runs in measured.items():
-        _record_walls(f"hook {name} 10k", runs, CAPTURE_HOOK_TARGET_S)
+        record_walls(f"hook {name} 10k", runs, CAPTURE_HOOK_TARGET_S)
 
 
 async def _kept_for(db: Path, task_id: int) -> int:
