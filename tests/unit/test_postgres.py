@@ -69,3 +69,13 @@ def test_the_sqlstate_is_read_from_the_drivers_own_error_too() -> None:
     adapted = RuntimeError("adapted")
     adapted.__cause__ = _Failure("53100")
     assert isinstance(postgres.storage_error(adapted), StorageFull)
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "says"),
+    [("3D000", "create it first with createdb"), ("28P01", "PGPASSWORD or ~/.pgpass")],
+)
+def test_a_failure_to_connect_says_what_to_do(sqlstate: str, says: str) -> None:
+    error = postgres.storage_error(_Failure(sqlstate))
+    assert str(error).startswith(f"database error: failed with {sqlstate} (")
+    assert says in str(error)

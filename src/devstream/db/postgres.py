@@ -40,6 +40,12 @@ _HEADER = struct.Struct(">HH")  # dimension, unused
 # SQLSTATE classes and codes DevStream maps to its own errors.
 _FULL = {"53100", "53200", "54000"}  # disk_full, out_of_memory, program_limit_exceeded
 _BUSY = {"55P03", "57014", "40P01"}  # lock_not_available, query_canceled (timeout), deadlock
+# What a user can do about a failure to connect, by SQLSTATE.
+_HINTS = {
+    "3D000": "create it first with createdb or CREATE DATABASE, then run `devstream init`",
+    "28P01": "check the user and password; PGPASSWORD or ~/.pgpass can supply it",
+    "28000": "check the user name, and that the server's pg_hba.conf lets it connect",
+}
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -126,6 +132,8 @@ def storage_error(error: BaseException) -> StorageError:
     """The typed error for a failure the server reported, by its SQLSTATE."""
     code = getattr(error, "sqlstate", None) or getattr(error.__cause__, "sqlstate", None)
     message = f"database error: {error}"
+    if code in _HINTS:
+        message = f"{message} ({_HINTS[code]})"
     if code in _FULL:
         return StorageFull(message)
     if code in _BUSY:
