@@ -93,13 +93,18 @@ def import_command(out: Output, source: IO[str], dry_run: bool) -> None:
 
     with progress_bar(out, "import") as progress:
 
-        async def run(ds: DevStream) -> ImportReport:
-            return await transfer.import_(ds, source, dry_run=dry_run, progress=progress)
+        async def run(ds: DevStream) -> tuple[ImportReport, int]:
+            report = await transfer.import_(ds, source, dry_run=dry_run, progress=progress)
+            return report, await ds.memory.waiting()
 
-        report = with_store(out, run)
+        report, waiting = with_store(out, run)
     verb = "would add" if dry_run else "added"
     text = (
         f"{verb} {_counted(report.added)}; {report.matched} memories already here; "
         f"{report.resumed} rows imported by an earlier run (export {report.export_id})"
     )
-    out.emit({**asdict(report), "added": dict(report.added)}, text)
+    if waiting and not dry_run:
+        # An export without --with-embeddings brings memories that search by full text alone.
+        text += f"\n{waiting} memories wait to be embedded: run `devstream memory backfill`"
+    document = {**asdict(report), "added": dict(report.added), "waiting_to_embed": waiting}
+    out.emit(document, text)
