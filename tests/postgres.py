@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from tests.support import PROCESS_WAIT_S
 PG_URL_ENV = "DEVSTREAM_TEST_PG_URL"
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex  # shared by xdist workers
 _TEMPLATE_LOCK = 0x_DE57_0001  # advisory lock key: one worker migrates the template
+SETTLED_S = 60.0  # since a server's list of users last changed, before a sweep may judge it
 
 
 def server_url() -> str:
@@ -69,17 +71,18 @@ def sweep_abandoned(folder: Path, *, keep: Path) -> list[Path]:
     before its exit handlers ran), stopping any server still running there; what it removed.
 
     A server is known by its list of users, which the package writes when a process starts
-    using it: a folder without one may be a run starting now, and is left alone.
+    using it: a folder without one may be a run starting now, and is left alone. So is one
+    whose list changed within SETTLED_S, as it does when a run's last worker is cleaning up.
     """
     swept = []
     for data in sorted(folder.glob("devstream-pg-*")):
         users = data / ".handle_pids.json"
-        if data == keep or not users.is_file():
-            continue
         try:
+            if data == keep or users.stat().st_mtime > time.time() - SETTLED_S:
+                continue
             pids = [int(pid) for pid in json.loads(users.read_text())]
         except (OSError, ValueError, TypeError):
-            continue  # being written, or not the package's: not ours to judge
+            continue  # no list, one being written, or not the package's: not ours to judge
         if any(psutil.pid_exists(pid) for pid in pids):
             continue
         _stop_server(data)

@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.postgres import sweep_abandoned
+from tests.postgres import SETTLED_S, sweep_abandoned
 from tests.support import PROCESS_WAIT_S
 
 # Waits for Ctrl-C as a server waits for its fast shutdown, whatever its parent ignored.
@@ -27,10 +28,14 @@ def _exited_pid() -> int:
     return process.pid
 
 
-def _server_folder(parent: Path, name: str, users: list[int]) -> Path:
+def _server_folder(parent: Path, name: str, users: list[int], *, age_s: float = 600) -> Path:
+    """A server's folder whose list of users last changed `age_s` ago."""
     folder = parent / f"devstream-pg-{name}"
     folder.mkdir()
-    (folder / ".handle_pids.json").write_text(json.dumps(users))
+    listed = folder / ".handle_pids.json"
+    listed.write_text(json.dumps(users))
+    then = time.time() - age_s
+    os.utime(listed, (then, then))
     return folder
 
 
@@ -66,13 +71,15 @@ def test_only_folders_whose_every_user_exited_are_removed(tmp_path: Path) -> Non
     ours = _server_folder(tmp_path, "ours", [dead])
     starting = tmp_path / "devstream-pg-starting"  # the package has not listed a user yet
     starting.mkdir()
-    garbled = tmp_path / "devstream-pg-garbled"
-    garbled.mkdir()
-    (garbled / ".handle_pids.json").write_text("[12")
+    garbled = _server_folder(tmp_path, "garbled", [])
+    (garbled / ".handle_pids.json").write_text("[12")  # half written
+    os.utime(garbled / ".handle_pids.json", (time.time() - 600,) * 2)
+    # Its last user is cleaning up right now, and will remove it itself.
+    closing = _server_folder(tmp_path, "closing", [], age_s=SETTLED_S / 2)
 
     assert sweep_abandoned(tmp_path, keep=ours) == [abandoned]
     assert not abandoned.exists()
-    assert all(folder.is_dir() for folder in (in_use, ours, starting, garbled))
+    assert all(folder.is_dir() for folder in (in_use, ours, starting, garbled, closing))
 
 
 def test_a_server_left_running_is_stopped_before_its_folder_goes(
