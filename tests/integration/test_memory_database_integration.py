@@ -14,9 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_httpx import HTTPXMock
+from sqlalchemy import text
 
 from devstream import DevStream, Settings
 from devstream.db.memory_store import MemoryFilter
+from devstream.db.pg_search import VectorQuery
 from devstream.db.pool import ConnectionPool
 from devstream.db.records import MemoryEntry, MicroTask, Plan
 from devstream.db.types import utcnow
@@ -391,6 +393,96 @@ async def test_index_never_serves_a_vector_rolled_back_in_a_savepoint(
     assert (await memory.search("pulsar timing", weights=VECTOR_ONLY)).hits == []
 
 
+# --- PostgreSQL's vector index: built beside the writers and searchers --------------------
+
+ON_POSTGRESQL = pytest.mark.postgresql_only("the vector index PostgreSQL builds in the database")
+_ADVISORY_LOCKS = text(
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+_INDEX_STATE = text(
+    "SELECT i.indisvalid, a.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "JOIN pg_am a ON a.oid = c.relam WHERE i.indexrelid = to_regclass(:name)"
+)
+
+
+async def _vector_index(ds: DevStream) -> tuple[bool, str] | None:
+    """(valid, access method) of the embedder's vector index, or None if there is none."""
+    name = VectorQuery(b"", ds.memory.embedder.model, ds.memory.embedder.dimension).index_name
+    async with ds.pool.read_statement() as conn:
+        row = (await conn.execute(_INDEX_STATE, {"name": name})).first()
+    return None if row is None else (bool(row[0]), str(row[1]))
+
+
+async def _until_a_build_holds_its_lock(ds: DevStream) -> None:
+    deadline = asyncio.get_running_loop().time() + PROCESS_WAIT_S
+    while asyncio.get_running_loop().time() < deadline:
+        async with ds.pool.read_statement() as conn:
+            if await conn.scalar(_ADVISORY_LOCKS):
+                return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"no process took the index build's lock within {PROCESS_WAIT_S:g} s")
+
+
+@ON_POSTGRESQL
+async def test_writers_and_other_searchers_go_on_while_the_vector_index_is_built(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    await ds.memory.store_many([NewMemory(f"build note {n}", "context") for n in range(20)])
+    async with (
+        DevStream.open(ds.settings, migrate_schema=False) as builder,
+        DevStream.open(ds.settings, migrate_schema=False) as other,
+    ):
+        async with ds.pool.write_transaction() as writing:
+            # An open write: a build waits for it to end. A plain CREATE INDEX would queue
+            # for the table's lock meanwhile, and every write after it behind that.
+            await writing.execute(text("LOCK TABLE memory_entries IN ROW EXCLUSIVE MODE"))
+            building = asyncio.create_task(builder.memory.search("build note"))
+            await _until_a_build_holds_its_lock(ds)
+            stored = await asyncio.wait_for(
+                other.memory.store("a note stored during the build", "context"), PROCESS_WAIT_S
+            )
+            found = await asyncio.wait_for(
+                other.memory.search("stored during the build"), PROCESS_WAIT_S
+            )
+            assert found.hits[0].entry.id == stored.entry.id, "answered by scanning the vectors"
+            assert not building.done(), "the build did not wait for the open write"
+            assert await _vector_index(ds) == (False, "hnsw"), "built concurrently: not valid yet"
+        result = await asyncio.wait_for(building, PROCESS_WAIT_S)
+    assert len(result.hits) == 10
+    assert await _vector_index(ds) == (True, "hnsw")
+
+
+@ON_POSTGRESQL
+async def test_catching_up_makes_the_vector_index_before_any_search(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    await ds.memory.store("imported before anyone searched", "context")
+    assert await _vector_index(ds) is None
+    await ds.memory.catch_up()  # as `devstream import` does once it has written
+    assert await _vector_index(ds) == (True, "hnsw")
+
+
+@ON_POSTGRESQL
+async def test_a_vector_index_build_cut_short_is_dropped_and_built_again(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    await ds.memory.store_many([NewMemory(f"rebuilt note {n}", "context") for n in range(5)])
+    name = VectorQuery(b"", ds.memory.embedder.model, ds.memory.embedder.dimension).index_name
+    # An invalid index under the vector index's name, as a concurrent build cut short leaves.
+    with pytest.raises(ConstraintViolation):
+        async with ds.pool.autocommit() as conn:
+            await conn.execute(
+                text(f"CREATE UNIQUE INDEX CONCURRENTLY {name} ON memory_entries (content_type)")
+            )
+    assert await _vector_index(ds) == (False, "btree")
+    assert len((await ds.memory.search("rebuilt note")).hits) == 5
+    assert await _vector_index(ds) == (True, "hnsw")
+
+
 # --- Ollama: mocked in-process, and a real server over sockets ----------------------------
 
 
@@ -407,8 +499,8 @@ async def test_ollama_vectors_are_stored_as_served(
     results = await ds.memory.store_many(
         [NewMemory("alpha notes", "context"), NewMemory("beta notes", "context")]
     )
-    for result, text in zip(results, ["alpha notes", "beta notes"], strict=True):
-        served = np.asarray(deterministic_embedding(text, OLLAMA_DIMENSION), dtype="<f4")
+    for result, content in zip(results, ["alpha notes", "beta notes"], strict=True):
+        served = np.asarray(deterministic_embedding(content, OLLAMA_DIMENSION), dtype="<f4")
         assert result.entry.embedding == served.tobytes()
         assert result.entry.embedding_model == "embeddinggemma"
     requests = httpx_mock.get_requests()

@@ -30,6 +30,11 @@ class Output:
         # JSON escapes anything the terminal could not encode (lone surrogates included).
         click.echo(json.dumps(document, indent=2, default=str) if self.as_json else text)
 
+    def note(self, text: str) -> None:
+        """A line on stderr about work under way (none with `--json`)."""
+        if not self.as_json:
+            click.echo(text, err=True)
+
 
 def pass_output(command: Callable[..., T]) -> Callable[..., T]:
     """Give a command the Output as its first argument, and its own `--json` flag (the same

@@ -95,6 +95,10 @@ def import_command(out: Output, source: IO[str], dry_run: bool) -> None:
 
         async def run(ds: DevStream) -> tuple[ImportReport, int]:
             report = await transfer.import_(ds, source, dry_run=dry_run, progress=progress)
+            if report.added["memory"] and not dry_run:
+                # Here, rather than in the first search: an import is where a user waits.
+                out.note("making the search index ready for the new memories")
+                await ds.memory.catch_up()
             return report, await ds.memory.waiting()
 
         report, waiting = with_store(out, run)

@@ -45,7 +45,16 @@ TEXT_POOL = 1_000
 BUILD_MEMORY = "1GB"  # for building a vector index: a million 768-d vectors take about 4 GB
 
 _entries = memory_entries.c
-_INDEX_EXISTS = text("SELECT to_regclass(:name) IS NOT NULL")
+# Whether the index exists and the planner may use it (a concurrent build in progress, or
+# one cut short, leaves it invalid).
+_INDEX_READY = text(
+    "SELECT coalesce((SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)),"
+    " false)"
+)
+_BUILD_LOCK = "hashtextextended(:name, 0)"
+_WAIT_TO_BUILD = text(f"SELECT pg_advisory_xact_lock({_BUILD_LOCK})")
+_TRY_TO_BUILD = text(f"SELECT pg_try_advisory_lock({_BUILD_LOCK})")
+_DONE_BUILDING = text(f"SELECT pg_advisory_unlock({_BUILD_LOCK})")
 _search_text: ColumnElement[Any] = literal_column("memory_entries.search_text")
 
 
@@ -81,27 +90,62 @@ class VectorQuery:
         return and_(_entries.embedding_model == model, _entries.embedding_dim == dimension)
 
 
-async def ensure_vector_index(conn: AsyncConnection, query: VectorQuery) -> None:
-    """The model's partial HNSW index (cosine), made when first needed. Two processes
-    making it at once would collide (IF NOT EXISTS is no lock): the second waits for the
-    first's transaction, then finds the index."""
+async def ensure_vector_index(conn: AsyncConnection, query: VectorQuery) -> bool:
+    """Make the model's partial HNSW index (cosine) if it is missing; whether it is ready.
+
+    Outside a transaction block the index is built CONCURRENTLY, so that writers go on: a
+    plain CREATE INDEX holds off every write to the table until it ends, which at a million
+    768-d vectors is most of an hour. One process builds, under a session advisory lock;
+    another that finds the lock taken does not wait (False): until the index is valid the
+    planner skips it and searches scan every vector. A concurrent build cut short leaves an
+    invalid index, which the next build drops first. In a transaction (a caller's, or the
+    test seam's) the index is built plainly, as part of it.
+    """
     name = {"name": query.index_name}
-    if await conn.scalar(_INDEX_EXISTS, name):
-        return
-    await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), name)
-    if await conn.scalar(_INDEX_EXISTS, name):
-        return
+    if await conn.scalar(_INDEX_READY, name):
+        return True
+    if await _in_transaction_block(conn):
+        # Two builders at once would collide (IF NOT EXISTS is no lock): the second waits
+        # for the first's transaction, then finds the index.
+        await conn.execute(_WAIT_TO_BUILD, name)
+        if not await conn.scalar(_INDEX_READY, name):
+            await conn.execute(text(f"DROP INDEX IF EXISTS {query.index_name}"))
+            await conn.execute(text(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'"))
+            await conn.execute(text(_create_index(query, concurrently=False)))
+        return True
+    if not await conn.scalar(_TRY_TO_BUILD, name):
+        return False  # another process is building it
+    try:
+        if await conn.scalar(_INDEX_READY, name):
+            return True
+        await conn.execute(text(f"SET maintenance_work_mem = '{BUILD_MEMORY}'"))
+        # Both wait for the transactions begun before them, however long those run.
+        await conn.execute(text("SET lock_timeout = 0"))
+        await conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {query.index_name}"))
+        await conn.execute(text(_create_index(query, concurrently=True)))
+    finally:
+        await conn.execute(text("RESET maintenance_work_mem"))
+        await conn.execute(text("RESET lock_timeout"))
+        await conn.execute(_DONE_BUILDING, name)
+    return True
+
+
+async def _in_transaction_block(conn: AsyncConnection) -> bool:
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None, "a checked-out connection has its driver's"
+    return bool(driver.is_in_transaction())
+
+
+def _create_index(query: VectorQuery, *, concurrently: bool) -> str:
     # The graph is built in memory while it fits (pgvector's default, 64 MB, holds about
     # 20,000 768-d vectors; past it the build slows to a crawl).
-    await conn.execute(text(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'"))
+    how = "CONCURRENTLY" if concurrently else ""
     predicate = (
         f"embedding_model = {_quoted(query.model)} AND embedding_dim = {int(query.dimension)}"
     )
-    await conn.execute(
-        text(
-            f"CREATE INDEX IF NOT EXISTS {query.index_name} ON memory_entries USING hnsw "
-            f"((embedding::vector({int(query.dimension)})) vector_cosine_ops) WHERE {predicate}"
-        )
+    return (
+        f"CREATE INDEX {how} {query.index_name} ON memory_entries USING hnsw "
+        f"((embedding::vector({int(query.dimension)})) vector_cosine_ops) WHERE {predicate}"
     )
 
 

@@ -114,8 +114,15 @@ class ConnectionPool:
 
     @asynccontextmanager
     async def read_statement(self) -> AsyncIterator[AsyncConnection]:
-        """For a single statement, atomic by itself: no BEGIN and no COMMIT around it."""
+        """For a single read, atomic by itself: no BEGIN and no COMMIT around it."""
         self.stats.reads += 1
+        async with self.autocommit() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """For statements each atomic by itself, outside any transaction block (as CREATE
+        INDEX CONCURRENTLY must run); under the isolation seam, in its transaction instead."""
         with self._translate_errors():
             if self._seam is not None:
                 async with self._seam.transaction() as conn:

@@ -62,14 +62,17 @@ class DatabaseSearcher:
         )
 
     async def catch_up(self) -> Followed:
-        """Nothing to follow: the database answers every search as it stands."""
+        """Nothing to follow (the database answers every search as it stands), but the
+        embedder's vector index is made if it is missing, as a first search would."""
+        await self._ensure_index(
+            pg_search.VectorQuery(b"", self.embedder.model, self.embedder.dimension)
+        )
         return Followed()
 
     async def _ensure_index(self, vector: pg_search.VectorQuery) -> None:
         if not self._indexed:
-            async with self._pool.write_transaction() as conn:
-                await pg_search.ensure_vector_index(conn, vector)
-            self._indexed = True
+            async with self._pool.autocommit() as conn:
+                self._indexed = await pg_search.ensure_vector_index(conn, vector)
 
 
 def phrases(query: str) -> list[str]:

@@ -157,7 +157,8 @@ class MemoryService:
         return await self.searcher.search(request)
 
     async def catch_up(self) -> Followed:
-        """Bring the in-process indexes to where the store stands now."""
+        """Make search ready for the store as it stands now: on SQLite the in-process
+        indexes catch up; on PostgreSQL the embedder's vector index is made if missing."""
         return await self.searcher.catch_up()
 
     async def backfill(
