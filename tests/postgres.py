@@ -33,7 +33,9 @@ from tests.support import PROCESS_WAIT_S
 PG_URL_ENV = "DEVSTREAM_TEST_PG_URL"
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex  # shared by xdist workers
 _TEMPLATE_LOCK = 0x_DE57_0001  # advisory lock key: one worker migrates the template
-SETTLED_S = 60.0  # since a server's list of users last changed, before a sweep may judge it
+# Since a server's list of users last changed, before a sweep may judge it: longer than its
+# last user takes to stop it (`pg_ctl -w stop` alone may wait a minute) and delete it.
+SETTLED_S = 300.0
 
 
 def server_url() -> str:
@@ -72,7 +74,7 @@ def sweep_abandoned(folder: Path, *, keep: Path) -> list[Path]:
 
     A server is known by its list of users, which the package writes when a process starts
     using it: a folder without one may be a run starting now, and is left alone. So is one
-    whose list changed within SETTLED_S, as it does when a run's last worker is cleaning up.
+    whose list changed within SETTLED_S, as it does when a run's last worker cleans up.
     """
     swept = []
     for data in sorted(folder.glob("devstream-pg-*")):

@@ -18,8 +18,10 @@ import pytest
 from devstream import DevStream, Settings, transfer
 from devstream.db import task_store
 from devstream.db.memory_store import MemoryFilter
-from devstream.errors import BadExport, ExportTooNew
+from devstream.errors import BadExport, ExportTooNew, StorageError
 from devstream.memory.context import assemble
+from devstream.memory.follow import Followed
+from devstream.memory.service import MemoryService
 from devstream.workflow import Artifact
 from tests.support import devstream_cli
 
@@ -577,6 +579,28 @@ async def test_what_is_no_export_of_this_version_is_refused(
     with pytest.raises(error, match=says):
         await imported(integration_real_database, path)
     assert len(await exported(integration_real_database)) == 1
+
+
+async def test_an_import_stands_when_search_cannot_be_made_ready(
+    integration_real_database: DevStream,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await filled(integration_real_database)
+    path = tmp_path / "moved.jsonl"
+    source = integration_real_database.settings.database_url
+    assert await devstream_cli("--db", source, "export", "-o", str(path)) == 0
+
+    async def refuse(service: MemoryService) -> Followed:
+        raise StorageError("database error: no space left on device")
+
+    monkeypatch.setattr(MemoryService, "catch_up", refuse)
+    capsys.readouterr()
+    assert await devstream_cli("--db", str(tmp_path / "target.db"), "import", str(path)) == 0
+    printed = capsys.readouterr()
+    assert printed.out.startswith("added 2 plans, 2 phases, 3 tasks")
+    assert "the first search will make it instead: database error: no space" in printed.err
 
 
 async def test_the_cli_exports_to_a_file_and_imports_it_elsewhere(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -400,6 +402,10 @@ _ADVISORY_LOCKS = text(
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
+_BUILD_WAITING = text(
+    "SELECT count(*) FROM pg_stat_progress_create_index WHERE phase LIKE 'waiting for %' "
+    "AND datid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
 _INDEX_STATE = text(
     "SELECT i.indisvalid, a.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
     "JOIN pg_am a ON a.oid = c.relam WHERE i.indexrelid = to_regclass(:name)"
@@ -414,14 +420,29 @@ async def _vector_index(ds: DevStream) -> tuple[bool, str] | None:
     return None if row is None else (bool(row[0]), str(row[1]))
 
 
-async def _until_a_build_holds_its_lock(ds: DevStream) -> None:
+async def _until_a_build_waits(ds: DevStream) -> None:
+    """Until an index build in this database waits for the transactions older than it."""
     deadline = asyncio.get_running_loop().time() + PROCESS_WAIT_S
     while asyncio.get_running_loop().time() < deadline:
         async with ds.pool.read_statement() as conn:
-            if await conn.scalar(_ADVISORY_LOCKS):
+            if await conn.scalar(_BUILD_WAITING):
                 return
         await asyncio.sleep(0.05)
-    pytest.fail(f"no process took the index build's lock within {PROCESS_WAIT_S:g} s")
+    pytest.fail(f"no index build was waiting for the open write within {PROCESS_WAIT_S:g} s")
+
+
+async def _advisory_locks(ds: DevStream) -> int:
+    async with ds.pool.read_statement() as conn:
+        return int(await conn.scalar(_ADVISORY_LOCKS) or 0)
+
+
+@asynccontextmanager
+async def _an_open_write(ds: DevStream) -> AsyncIterator[None]:
+    """A write transaction left open: an index build waits for it to end. A plain CREATE
+    INDEX would queue for the table's lock meanwhile, and every write after it behind that."""
+    async with ds.pool.write_transaction() as writing:
+        await writing.execute(text("LOCK TABLE memory_entries IN ROW EXCLUSIVE MODE"))
+        yield
 
 
 @ON_POSTGRESQL
@@ -430,27 +451,47 @@ async def test_writers_and_other_searchers_go_on_while_the_vector_index_is_built
 ) -> None:
     ds = integration_real_database
     await ds.memory.store_many([NewMemory(f"build note {n}", "context") for n in range(20)])
+    patient = replace(ds.settings, busy_timeout_ms=int(PROCESS_WAIT_S * 1000))
     async with (
-        DevStream.open(ds.settings, migrate_schema=False) as builder,
+        DevStream.open(patient, migrate_schema=False) as builder,
         DevStream.open(ds.settings, migrate_schema=False) as other,
     ):
-        async with ds.pool.write_transaction() as writing:
-            # An open write: a build waits for it to end. A plain CREATE INDEX would queue
-            # for the table's lock meanwhile, and every write after it behind that.
-            await writing.execute(text("LOCK TABLE memory_entries IN ROW EXCLUSIVE MODE"))
-            building = asyncio.create_task(builder.memory.search("build note"))
-            await _until_a_build_holds_its_lock(ds)
-            stored = await asyncio.wait_for(
-                other.memory.store("a note stored during the build", "context"), PROCESS_WAIT_S
-            )
-            found = await asyncio.wait_for(
-                other.memory.search("stored during the build"), PROCESS_WAIT_S
-            )
-            assert found.hits[0].entry.id == stored.entry.id, "answered by scanning the vectors"
-            assert not building.done(), "the build did not wait for the open write"
-            assert await _vector_index(ds) == (False, "hnsw"), "built concurrently: not valid yet"
-        result = await asyncio.wait_for(building, PROCESS_WAIT_S)
+        building = asyncio.create_task(builder.memory.search("build note"))
+        try:
+            async with _an_open_write(ds):
+                await _until_a_build_waits(ds)
+                stored = await asyncio.wait_for(
+                    other.memory.store("a note stored during the build", "context"),
+                    PROCESS_WAIT_S,
+                )
+                found = await asyncio.wait_for(
+                    other.memory.search("stored during the build"), PROCESS_WAIT_S
+                )
+                assert found.hits[0].entry.id == stored.entry.id, "answered by a full scan"
+                assert not building.done(), "the build did not wait for the open write"
+                assert await _vector_index(ds) == (False, "hnsw"), "not valid until built"
+            result = await asyncio.wait_for(building, PROCESS_WAIT_S)
+        finally:
+            building.cancel()
     assert len(result.hits) == 10
+    assert await _vector_index(ds) == (True, "hnsw")
+    assert await _advisory_locks(ds) == 0, "the build's lock outlived it"
+
+
+@ON_POSTGRESQL
+async def test_a_build_kept_waiting_past_lock_timeout_gives_up_until_a_later_search(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    await ds.memory.store_many([NewMemory(f"patient note {n}", "context") for n in range(5)])
+    impatient = replace(ds.settings, busy_timeout_ms=100)
+    async with DevStream.open(impatient, migrate_schema=False) as searcher:
+        async with _an_open_write(ds):
+            result = await asyncio.wait_for(searcher.memory.search("patient note"), PROCESS_WAIT_S)
+            assert len(result.hits) == 5, "answered by a full scan"
+            assert await _vector_index(ds) == (False, "hnsw"), "a build given up leaves it invalid"
+            assert await _advisory_locks(ds) == 0, "the build's lock outlived it"
+        assert len((await searcher.memory.search("patient note")).hits) == 5
     assert await _vector_index(ds) == (True, "hnsw")
 
 

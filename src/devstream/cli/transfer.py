@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING
 import click
 
 from devstream.cli.output import Output, pass_output, progress_bar, with_store
+from devstream.errors import StorageError
 
 if TYPE_CHECKING:
     from devstream.app import DevStream
@@ -93,12 +94,12 @@ def import_command(out: Output, source: IO[str], dry_run: bool) -> None:
 
     with progress_bar(out, "import") as progress:
 
-        async def run(ds: DevStream) -> tuple[ImportReport, int]:
+        async def run(ds: DevStream) -> tuple[ImportReport, int | None]:
             report = await transfer.import_(ds, source, dry_run=dry_run, progress=progress)
-            if report.added["memory"] and not dry_run:
-                # Here, rather than in the first search: an import is where a user waits.
-                out.note("making the search index ready for the new memories")
-                await ds.memory.catch_up()
+            if dry_run:
+                return report, None
+            if report.added["memory"]:
+                await _ready_to_search(out, ds)
             return report, await ds.memory.waiting()
 
         report, waiting = with_store(out, run)
@@ -107,8 +108,18 @@ def import_command(out: Output, source: IO[str], dry_run: bool) -> None:
         f"{verb} {_counted(report.added)}; {report.matched} memories already here; "
         f"{report.resumed} rows imported by an earlier run (export {report.export_id})"
     )
-    if waiting and not dry_run:
+    if waiting:
         # An export without --with-embeddings brings memories that search by full text alone.
         text += f"\n{waiting} memories wait to be embedded: run `devstream memory backfill`"
     document = {**asdict(report), "added": dict(report.added), "waiting_to_embed": waiting}
     out.emit(document, text)
+
+
+async def _ready_to_search(out: Output, ds: DevStream) -> None:
+    """Make search ready for what was imported, here rather than in the first search (an
+    import is where a user waits). The import stands whether this works or not."""
+    out.note("making the search index ready for the new memories")
+    try:
+        await ds.memory.catch_up()
+    except StorageError as exc:
+        out.note(f"the first search will make it instead: {exc}")

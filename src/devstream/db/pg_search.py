@@ -31,13 +31,15 @@ from sqlalchemy import (
     text,
     union,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db.memory_store import MemoryFilter
-from devstream.db.postgres import HNSW_DEPTH
+from devstream.db.postgres import HNSW_DEPTH, storage_error
 from devstream.db.records import MemoryEntry
 from devstream.db.schema import PG_VECTOR_INDEX_PREFIX, memory_entries
 from devstream.db.types import PgVector
+from devstream.errors import StorageBusy
 
 TEXT_CONFIG = "english"  # the configuration of `search_text` (migration 0007)
 # Matches ranked per query at most: the newest, when a word is in more rows than this.
@@ -98,7 +100,8 @@ async def ensure_vector_index(conn: AsyncConnection, query: VectorQuery) -> bool
     768-d vectors is most of an hour. One process builds, under a session advisory lock;
     another that finds the lock taken does not wait (False): until the index is valid the
     planner skips it and searches scan every vector. A concurrent build cut short leaves an
-    invalid index, which the next build drops first. In a transaction (a caller's, or the
+    invalid index, which the next build drops first; one that waits for an older transaction
+    longer than lock_timeout gives up for now (False). In a transaction (a caller's, or the
     test seam's) the index is built plainly, as part of it.
     """
     name = {"name": query.index_name}
@@ -116,18 +119,31 @@ async def ensure_vector_index(conn: AsyncConnection, query: VectorQuery) -> bool
     if not await conn.scalar(_TRY_TO_BUILD, name):
         return False  # another process is building it
     try:
-        if await conn.scalar(_INDEX_READY, name):
-            return True
-        await conn.execute(text(f"SET maintenance_work_mem = '{BUILD_MEMORY}'"))
-        # Both wait for the transactions begun before them, however long those run.
-        await conn.execute(text("SET lock_timeout = 0"))
+        ready = await conn.scalar(_INDEX_READY, name) or await _build_concurrently(conn, query)
+    except BaseException:
+        # Cut short (cancelled, or the server failed): ending the session drops its setting
+        # and releases the lock, and the next build drops the invalid index left behind.
+        await conn.invalidate()
+        raise
+    await conn.execute(_DONE_BUILDING, name)
+    return bool(ready)
+
+
+async def _build_concurrently(conn: AsyncConnection, query: VectorQuery) -> bool:
+    """Build the index CONCURRENTLY; False if a transaction older than the build outlasted
+    lock_timeout (the build waits for those; a search must not hang on an idle session)."""
+    await conn.execute(text(f"SET maintenance_work_mem = '{BUILD_MEMORY}'"))
+    try:
         await conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {query.index_name}"))
         await conn.execute(text(_create_index(query, concurrently=True)))
-    finally:
-        await conn.execute(text("RESET maintenance_work_mem"))
-        await conn.execute(text("RESET lock_timeout"))
-        await conn.execute(_DONE_BUILDING, name)
-    return True
+    except DBAPIError as exc:
+        if not isinstance(storage_error(exc.orig or exc), StorageBusy):
+            raise
+        built = False
+    else:
+        built = True
+    await conn.execute(text("RESET maintenance_work_mem"))
+    return built
 
 
 async def _in_transaction_block(conn: AsyncConnection) -> bool:
