@@ -284,5 +284,5 @@ def _found(rows: Sequence[Sequence[Any]]) -> Found:
 
 
 def _quoted(value: str) -> str:
-    """A SQL string literal (standard_conforming_strings is on in every supported server)."""
+    """A SQL string literal (every connection sets standard_conforming_strings on)."""
     return "'" + value.replace("'", "''") + "'"

@@ -66,8 +66,13 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 def _server_settings(settings: Settings) -> dict[str, str]:
     """Every connection's: busy_timeout_ms bounds a wait for a lock, as on SQLite (past it,
-    StorageBusy); the HNSW scan's depth."""
-    return {"lock_timeout": f"{settings.busy_timeout_ms}ms", **_HNSW_SETTINGS}
+    StorageBusy); the HNSW scan's depth; backslashes in string literals as plain characters
+    (the default, which a role or database may have changed), as literals are quoted here."""
+    return {
+        "lock_timeout": f"{settings.busy_timeout_ms}ms",
+        "standard_conforming_strings": "on",
+        **_HNSW_SETTINGS,
+    }
 
 
 async def _register_vector(connection: Any) -> None:
