@@ -44,7 +44,9 @@ from devstream.errors import StorageBusy
 TEXT_CONFIG = "english"  # the configuration of `search_text` (migration 0007)
 # Matches ranked per query at most: the newest, when a word is in more rows than this.
 TEXT_POOL = 1_000
-BUILD_MEMORY = "1GB"  # for building a vector index: a million 768-d vectors take about 4 GB
+# For building a vector index at least this, or the server's own setting if larger (a
+# million 768-d vectors take about 4 GB: a role or database may be given more).
+BUILD_MEMORY = "1GB"
 
 _entries = memory_entries.c
 # Whether the index exists and the planner may use it (a concurrent build in progress, or
@@ -54,6 +56,10 @@ _INDEX_READY = text(
     " false)"
 )
 _BUILD_LOCK = "hashtextextended(:name, 0)"
+_BUILD_MEMORY_SET = text(
+    "SELECT set_config('maintenance_work_mem', greatest(pg_size_bytes(current_setting("
+    f"'maintenance_work_mem')), pg_size_bytes('{BUILD_MEMORY}')) / 1024 || 'kB', :local)"
+)
 _WAIT_TO_BUILD = text(f"SELECT pg_advisory_xact_lock({_BUILD_LOCK})")
 _TRY_TO_BUILD = text(f"SELECT pg_try_advisory_lock({_BUILD_LOCK})")
 _DONE_BUILDING = text(f"SELECT pg_advisory_unlock({_BUILD_LOCK})")
@@ -113,7 +119,7 @@ async def ensure_vector_index(conn: AsyncConnection, query: VectorQuery) -> bool
         await conn.execute(_WAIT_TO_BUILD, name)
         if not await conn.scalar(_INDEX_READY, name):
             await conn.execute(text(f"DROP INDEX IF EXISTS {query.index_name}"))
-            await conn.execute(text(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'"))
+            await conn.execute(_BUILD_MEMORY_SET, {"local": True})
             await conn.execute(text(_create_index(query, concurrently=False)))
         return True
     if not await conn.scalar(_TRY_TO_BUILD, name):
@@ -132,7 +138,7 @@ async def ensure_vector_index(conn: AsyncConnection, query: VectorQuery) -> bool
 async def _build_concurrently(conn: AsyncConnection, query: VectorQuery) -> bool:
     """Build the index CONCURRENTLY; False if a transaction older than the build outlasted
     lock_timeout (the build waits for those; a search must not hang on an idle session)."""
-    await conn.execute(text(f"SET maintenance_work_mem = '{BUILD_MEMORY}'"))
+    await conn.execute(_BUILD_MEMORY_SET, {"local": False})
     try:
         await conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {query.index_name}"))
         await conn.execute(text(_create_index(query, concurrently=True)))
