@@ -26,6 +26,7 @@ from devstream.db.records import MemoryEntry, MicroTask, Plan
 from devstream.db.types import utcnow
 from devstream.errors import ConstraintViolation, DimensionMismatch, InvalidInput, NotFound
 from devstream.memory.context import approximate_tokens, assemble
+from devstream.memory.database_search import BUILD_RETRY_S, DatabaseSearcher
 from devstream.memory.index import MemoryIndex
 from devstream.memory.ollama import OllamaEmbedder
 from devstream.memory.search import SearchWeights
@@ -33,7 +34,7 @@ from devstream.memory.service import NewMemory
 from devstream.testing import FakeOllama, deterministic_embedding
 from devstream.testing.ollama import CONTEXT_LENGTH_ERROR
 from tests.integration.conftest import OLLAMA_DIMENSION, after_cooldown, ollama_devstream
-from tests.support import FOREIGN_KEY_FAILED, PROCESS_WAIT_S, devstream_cli
+from tests.support import FOREIGN_KEY_FAILED, PROCESS_WAIT_S, ManualClock, devstream_cli
 
 TEXT_ONLY = SearchWeights(text=1.0, vector=0.0)
 VECTOR_ONLY = SearchWeights(text=0.0, vector=1.0)
@@ -486,11 +487,18 @@ async def test_a_build_kept_waiting_past_lock_timeout_gives_up_until_a_later_sea
     await ds.memory.store_many([NewMemory(f"patient note {n}", "context") for n in range(5)])
     impatient = replace(ds.settings, busy_timeout_ms=100)
     async with DevStream.open(impatient, migrate_schema=False) as searcher:
+        in_database = searcher.memory.searcher
+        assert isinstance(in_database, DatabaseSearcher)
+        clock = in_database.clock = ManualClock()
         async with _an_open_write(ds):
             result = await asyncio.wait_for(searcher.memory.search("patient note"), PROCESS_WAIT_S)
             assert len(result.hits) == 5, "answered by a full scan"
             assert await _vector_index(ds) == (False, "hnsw"), "a build given up leaves it invalid"
             assert await _advisory_locks(ds) == 0, "the build's lock outlived it"
+        clock.advance(BUILD_RETRY_S - 1)
+        assert len((await searcher.memory.search("patient note")).hits) == 5
+        assert await _vector_index(ds) == (False, "hnsw"), "tried again before BUILD_RETRY_S"
+        clock.advance(1)
         assert len((await searcher.memory.search("patient note")).hits) == 5
     assert await _vector_index(ds) == (True, "hnsw")
 

@@ -8,6 +8,8 @@ same weighted RRF, thresholds and result shape as the in-process search on SQLit
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 from devstream.db import pg_search
 from devstream.db.pool import ConnectionPool
@@ -25,15 +27,27 @@ from devstream.memory.search import (
 from devstream.memory.vectors import encode
 from devstream.metrics import MetricsRegistry
 
+# After a build of the vector index gave up or found another process building, how long
+# this process searches without trying again: a try can wait up to lock_timeout.
+BUILD_RETRY_S = 60.0
+
 
 class DatabaseSearcher:
     """Searches answered by the server, in one statement each."""
 
-    def __init__(self, pool: ConnectionPool, metrics: MetricsRegistry, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        metrics: MetricsRegistry,
+        embedder: Embedder,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._pool = pool
         self.metrics = metrics
         self.embedder = embedder
-        self._indexed = False  # whether this model's vector index is known to exist
+        self.clock = clock  # injectable: tests move time instead of waiting for it
+        self._indexed = False  # whether this model's vector index is known to be ready
+        self._next_try = -math.inf
 
     async def search(self, request: SearchRequest) -> SearchResult:
         """`MemoryService.search`, its arguments checked."""
@@ -70,9 +84,12 @@ class DatabaseSearcher:
         return Followed()
 
     async def _ensure_index(self, vector: pg_search.VectorQuery) -> None:
+        if self._indexed or self.clock() < self._next_try:
+            return  # until then searches take the index if it is ready, or scan
+        async with self._pool.autocommit() as conn:
+            self._indexed = await pg_search.ensure_vector_index(conn, vector)
         if not self._indexed:
-            async with self._pool.autocommit() as conn:
-                self._indexed = await pg_search.ensure_vector_index(conn, vector)
+            self._next_try = self.clock() + BUILD_RETRY_S
 
 
 def phrases(query: str) -> list[str]:
