@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from devstream import DevStream, Settings
 from devstream.db.memory_store import MemoryFilter
-from devstream.db.pg_search import VectorQuery
+from devstream.db.pg_search import VectorIndex
 from devstream.db.pool import ConnectionPool
 from devstream.db.records import MemoryEntry, MicroTask, Plan
 from devstream.db.types import utcnow
@@ -413,11 +413,14 @@ _INDEX_STATE = text(
 )
 
 
+def _index_name(ds: DevStream) -> str:
+    return VectorIndex(ds.memory.embedder.model, ds.memory.embedder.dimension).name
+
+
 async def _vector_index(ds: DevStream) -> tuple[bool, str] | None:
     """(valid, access method) of the embedder's vector index, or None if there is none."""
-    name = VectorQuery(b"", ds.memory.embedder.model, ds.memory.embedder.dimension).index_name
     async with ds.pool.read_statement() as conn:
-        row = (await conn.execute(_INDEX_STATE, {"name": name})).first()
+        row = (await conn.execute(_INDEX_STATE, {"name": _index_name(ds)})).first()
     return None if row is None else (bool(row[0]), str(row[1]))
 
 
@@ -520,7 +523,7 @@ async def test_a_vector_index_build_cut_short_is_dropped_and_built_again(
 ) -> None:
     ds = integration_real_database
     await ds.memory.store_many([NewMemory(f"rebuilt note {n}", "context") for n in range(5)])
-    name = VectorQuery(b"", ds.memory.embedder.model, ds.memory.embedder.dimension).index_name
+    name = _index_name(ds)
     # An invalid index under the vector index's name, as a concurrent build cut short leaves.
     with pytest.raises(ConstraintViolation):
         async with ds.pool.autocommit() as conn:

@@ -75,15 +75,23 @@ class Found:
 
 
 @dataclass(frozen=True)
-class VectorQuery:
-    blob: bytes  # the query, unit length, float32
+class VectorIndex:
+    """A model's partial HNSW index, over the vectors of that model and dimension."""
+
     model: str
     dimension: int
 
     @property
-    def index_name(self) -> str:
+    def name(self) -> str:
         digest = hashlib.sha256(f"{self.model}\0{self.dimension}".encode()).hexdigest()[:16]
         return f"{PG_VECTOR_INDEX_PREFIX}{digest}"
+
+
+@dataclass(frozen=True)
+class VectorQuery:
+    blob: bytes  # the query, unit length, float32
+    model: str
+    dimension: int
 
     def typed(self, column: str = "memory_entries.embedding") -> ColumnElement[bytes]:
         """The column cast to this dimension, as the partial index holds it."""
@@ -98,7 +106,7 @@ class VectorQuery:
         return and_(_entries.embedding_model == model, _entries.embedding_dim == dimension)
 
 
-async def ensure_vector_index(conn: AsyncConnection, query: VectorQuery) -> bool:
+async def ensure_vector_index(conn: AsyncConnection, index: VectorIndex) -> bool:
     """Make the model's partial HNSW index (cosine) if it is missing; whether it is ready.
 
     Outside a transaction block the index is built CONCURRENTLY, so that writers go on: a
@@ -110,7 +118,7 @@ async def ensure_vector_index(conn: AsyncConnection, query: VectorQuery) -> bool
     longer than lock_timeout gives up for now (False). In a transaction (a caller's, or the
     test seam's) the index is built plainly, as part of it.
     """
-    name = {"name": query.index_name}
+    name = {"name": index.name}
     if await conn.scalar(_INDEX_READY, name):
         return True
     if await _in_transaction_block(conn):
@@ -118,14 +126,14 @@ async def ensure_vector_index(conn: AsyncConnection, query: VectorQuery) -> bool
         # for the first's transaction, then finds the index.
         await conn.execute(_WAIT_TO_BUILD, name)
         if not await conn.scalar(_INDEX_READY, name):
-            await conn.execute(text(f"DROP INDEX IF EXISTS {query.index_name}"))
+            await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
             await conn.execute(_BUILD_MEMORY_SET, {"local": True})
-            await conn.execute(text(_create_index(query, concurrently=False)))
+            await conn.execute(text(_create_index(index, concurrently=False)))
         return True
     if not await conn.scalar(_TRY_TO_BUILD, name):
         return False  # another process is building it
     try:
-        ready = await conn.scalar(_INDEX_READY, name) or await _build_concurrently(conn, query)
+        ready = await conn.scalar(_INDEX_READY, name) or await _build_concurrently(conn, index)
     except BaseException:
         # Cut short (cancelled, or the server failed): ending the session drops its setting
         # and releases the lock, and the next build drops the invalid index left behind.
@@ -135,13 +143,13 @@ async def ensure_vector_index(conn: AsyncConnection, query: VectorQuery) -> bool
     return bool(ready)
 
 
-async def _build_concurrently(conn: AsyncConnection, query: VectorQuery) -> bool:
+async def _build_concurrently(conn: AsyncConnection, index: VectorIndex) -> bool:
     """Build the index CONCURRENTLY; False if a transaction older than the build outlasted
     lock_timeout (the build waits for those; a search must not hang on an idle session)."""
     await conn.execute(_BUILD_MEMORY_SET, {"local": False})
     try:
-        await conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {query.index_name}"))
-        await conn.execute(text(_create_index(query, concurrently=True)))
+        await conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {index.name}"))
+        await conn.execute(text(_create_index(index, concurrently=True)))
     except DBAPIError as exc:
         if not isinstance(storage_error(exc.orig or exc), StorageBusy):
             raise
@@ -158,16 +166,16 @@ async def _in_transaction_block(conn: AsyncConnection) -> bool:
     return bool(driver.is_in_transaction())
 
 
-def _create_index(query: VectorQuery, *, concurrently: bool) -> str:
+def _create_index(index: VectorIndex, *, concurrently: bool) -> str:
     # The graph is built in memory while it fits (pgvector's default, 64 MB, holds about
     # 20,000 768-d vectors; past it the build slows to a crawl).
     how = "CONCURRENTLY" if concurrently else ""
     predicate = (
-        f"embedding_model = {_quoted(query.model)} AND embedding_dim = {int(query.dimension)}"
+        f"embedding_model = {_quoted(index.model)} AND embedding_dim = {int(index.dimension)}"
     )
     return (
-        f"CREATE INDEX {how} {query.index_name} ON memory_entries USING hnsw "
-        f"((embedding::vector({int(query.dimension)})) vector_cosine_ops) WHERE {predicate}"
+        f"CREATE INDEX {how} {index.name} ON memory_entries USING hnsw "
+        f"((embedding::vector({int(index.dimension)})) vector_cosine_ops) WHERE {predicate}"
     )
 
 

@@ -59,7 +59,7 @@ class DatabaseSearcher:
                 vector = pg_search.VectorQuery(
                     encode(unit), self.embedder.model, self.embedder.dimension
                 )
-                await self._ensure_index(vector)
+                await self._ensure_index()
             async with self._pool.read_statement() as conn:
                 found = await pg_search.hybrid(
                     conn, phrases(query), vector, request.filters, CANDIDATES, exact=request.exact
@@ -78,16 +78,15 @@ class DatabaseSearcher:
     async def catch_up(self) -> Followed:
         """Nothing to follow (the database answers every search as it stands), but the
         embedder's vector index is made if it is missing, as a first search would."""
-        await self._ensure_index(
-            pg_search.VectorQuery(b"", self.embedder.model, self.embedder.dimension)
-        )
+        await self._ensure_index()
         return Followed()
 
-    async def _ensure_index(self, vector: pg_search.VectorQuery) -> None:
+    async def _ensure_index(self) -> None:
         if self._indexed or self.clock() < self._next_try:
             return  # until then searches take the index if it is ready, or scan
+        index = pg_search.VectorIndex(self.embedder.model, self.embedder.dimension)
         async with self._pool.autocommit() as conn:
-            self._indexed = await pg_search.ensure_vector_index(conn, vector)
+            self._indexed = await pg_search.ensure_vector_index(conn, index)
         if not self._indexed:
             self._next_try = self.clock() + BUILD_RETRY_S
 
