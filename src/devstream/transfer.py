@@ -254,10 +254,41 @@ def _check_record(number: int, record: dict[str, Any], seen: dict[str, set[int]]
         named = record["memory_ids"]
         if not isinstance(named, list) or not set(named) <= seen["memory"]:
             raise BadExport(number, "a context injection names memories no line before holds")
-    if kind == "memory" and record["content_hash"] != memory_store.content_hash(record["content"]):
-        raise BadExport(number, "a memory's content_hash is not the hash of its content")
+    if kind == "memory":
+        _check_memory(number, record)
     if "id" in record:
         seen[kind].add(record["id"])
+
+
+def _check_memory(number: int, record: dict[str, Any]) -> None:
+    if record["content_hash"] != memory_store.content_hash(record["content"]):
+        raise BadExport(number, "a memory's content_hash is not the hash of its content")
+    if problem := _vector_problem(
+        record.get("embedding"), record.get("embedding_model"), record.get("embedding_dim")
+    ):
+        raise BadExport(number, f"a memory's embedding {problem}")
+
+
+def _vector_problem(vector: Any, model: Any, dimension: Any) -> str | None:
+    """What is wrong with a memory's vector, model and dimension, or None: a vector that
+    does not hold `embedding_dim` finite float32 values would break every search of the
+    store it went into."""
+    if vector is None and model is None and dimension is None:
+        return None
+    if vector is None or not isinstance(model, str) or not model:
+        return "comes without its vector or its model"
+    if type(dimension) is not int or dimension <= 0:
+        return f"has embedding_dim {dimension!r}, not a positive whole number"
+    try:
+        raw = base64.b64decode(vector, validate=True)
+    except (TypeError, ValueError):  # binascii.Error is a ValueError
+        return "is not base64"
+    if len(raw) != 4 * dimension:
+        return f"holds {len(raw)} bytes, not the {4 * dimension} of {dimension} float32 values"
+    from devstream.memory.vectors import decode, fault  # noqa: PLC0415  (numpy)
+
+    problem = fault(decode(raw))
+    return None if problem is None else f"has {problem}"
 
 
 def _records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:

@@ -4,9 +4,11 @@ failure and back, under load, and the demo as a user runs it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
 from collections import Counter
@@ -527,7 +529,27 @@ def _bad(records: list[dict[str, Any]], case: str) -> list[dict[str, Any]]:
         rows.append({**edge, "task_id": edge["depends_on_id"], "depends_on_id": edge["task_id"]})
     elif case == "no header":
         return rows
+    else:
+        first_memory.update(_spoilt_vector(first_memory, case))
     return [header, *rows]
+
+
+def _spoilt_vector(memory: dict[str, Any], case: str) -> dict[str, Any]:
+    dimension = memory["embedding_dim"]
+    assert memory["embedding"] is not None, "the export holds vectors"
+    spoilt: dict[str, dict[str, Any]] = {
+        "short vector": {"embedding": _stored([0.5] * (dimension - 1))},
+        "NaN vector": {"embedding": _stored([float("nan")] * dimension)},
+        "huge vector": {"embedding": _stored([1e30] * dimension)},
+        "not base64": {"embedding": "not base64!"},
+        "vector without model": {"embedding_model": None},
+        "dimension of zero": {"embedding_dim": 0},
+    }
+    return spoilt[case]
+
+
+def _stored(values: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode("ascii")
 
 
 @pytest.mark.parametrize(
@@ -540,6 +562,13 @@ def _bad(records: list[dict[str, Any]], case: str) -> list[dict[str, Any]]:
         ("wrong hash", "content_hash is not the hash"),
         ("cycle", "form a cycle"),
         ("no header", "is this a DevStream export?"),
+        # A vector not as the search index reads it would break every search of the store.
+        ("short vector", r"holds 3068 bytes, not the 3072 of 768 float32 values"),
+        ("NaN vector", "embedding has NaN, infinite"),
+        ("huge vector", "length overflows float32"),
+        ("not base64", "embedding is not base64"),
+        ("vector without model", "comes without its vector or its model"),
+        ("dimension of zero", "embedding_dim 0, not a positive whole number"),
     ],
 )
 async def test_a_spoilt_export_is_refused_naming_the_line_and_nothing_is_written(

@@ -94,11 +94,26 @@ async def test_same_content_in_the_same_scope_is_stored_once(
         (NewMemory("fine", "poem"), "unknown content type 'poem'"),
         (NewMemory("nul \x00 inside", "context"), "NUL"),
         (NewMemory("lone \ud800 surrogate", "context"), "lone surrogate"),
-        (NewMemory("nan", "context", embedding=[float("nan")] * 768), "NaN or infinite"),
-        (NewMemory("inf", "context", embedding=[float("inf")] * 768), "NaN or infinite"),
+        (NewMemory("nan", "context", embedding=[float("nan")] * 768), "NaN, infinite"),
+        (NewMemory("inf", "context", embedding=[float("inf")] * 768), "NaN, infinite"),
+        # Just past float32's largest value: infinite once stored.
+        (NewMemory("beyond", "context", embedding=[3.4028235677973366e38] * 768), "out-of-range"),
+        # Finite, but its length is not: it would normalise to zeros and match nothing.
+        (NewMemory("huge", "context", embedding=[1e30] * 768), "length overflows"),
         (NewMemory("short", "context", embedding=[0.1] * 3), "3 values"),
     ],
-    ids=["blank", "too-long", "unknown-type", "nul", "surrogate", "nan", "inf", "wrong-size"],
+    ids=[
+        "blank",
+        "too-long",
+        "unknown-type",
+        "nul",
+        "surrogate",
+        "nan",
+        "inf",
+        "beyond-float32",
+        "length-overflows",
+        "wrong-size",
+    ],
 )
 async def test_bad_input_is_refused_before_anything_is_written(
     integration_devstream: DevStream, item: NewMemory, message: str

@@ -32,7 +32,7 @@ from devstream.errors import (
 )
 from devstream.memory.breaker import CircuitBreaker
 from devstream.memory.embedders import check_texts
-from devstream.memory.vectors import Vectors
+from devstream.memory.vectors import Vectors, as_float32, fault
 from devstream.vocabulary import EMBED_DIMENSION, EMBED_MODEL
 
 __all__ = ["OllamaEmbedder", "describe", "ollama_name"]
@@ -300,12 +300,9 @@ class OllamaEmbedder:
             if not all(type(value) in (float, int) for value in row):
                 raise EmbeddingError(f"{self.url} returned an embedding with non-numeric values")
         try:
-            with np.errstate(over="ignore"):
-                vectors = np.array(rows, dtype=np.float32).reshape(expected, self.dimension)
+            vectors = as_float32(rows).reshape(expected, self.dimension)
         except (OverflowError, ValueError) as exc:
             raise EmbeddingError(f"{self.url} returned values that are not floats: {exc}") from exc
-        if not np.isfinite(vectors).all():
-            raise EmbeddingError(
-                f"{self.url} returned NaN, infinite or out-of-range (float32) values"
-            )
+        if problem := fault(vectors):
+            raise EmbeddingError(f"{self.url} returned {problem}")
         return vectors

@@ -260,10 +260,11 @@ class MemoryService:
         checks.text(content, "memory content", required=True, max_chars=self._max_chars)
 
     def _check_vector(self, values: npt.ArrayLike) -> Vector:
-        import numpy as np  # noqa: PLC0415  (only a caller giving vectors needs it)
+        # Only a caller giving vectors needs numpy.
+        from devstream.memory.vectors import as_float32, fault  # noqa: PLC0415
 
         try:
-            vector = np.asarray(values, dtype=np.float32).reshape(-1)
+            vector = as_float32(values).reshape(-1)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"embedding must be a list of numbers: {exc}") from exc
         if vector.shape != (self.embedder.dimension,):
@@ -271,8 +272,8 @@ class MemoryService:
                 f"embedding has {vector.size} values; {self.embedder.model} uses "
                 f"{self.embedder.dimension}"
             )
-        if not np.isfinite(vector).all():
-            raise InvalidInput("embedding contains NaN or infinite values")
+        if problem := fault(vector):
+            raise InvalidInput(f"embedding has {problem}")
         return vector
 
     async def _vectors_for(

@@ -47,6 +47,23 @@ _SPLIT = 1 << 15
 _CORES = os.cpu_count() or 1
 
 
+def as_float32(values: npt.ArrayLike) -> Vectors:
+    """Values as float32: one beyond float32's range becomes infinite, which `fault` names,
+    rather than a warning."""
+    with np.errstate(over="ignore"):
+        return np.asarray(values, dtype=np.float32)
+
+
+def fault(vectors: Vectors) -> str | None:
+    """Why these rows cannot be stored and scored, or None: a row whose length overflows
+    float32 would normalise to zeros and silently match nothing."""
+    if not np.isfinite(vectors).all():
+        return "NaN, infinite or out-of-range (float32) values"
+    if not np.isfinite(_norms(np.atleast_2d(vectors))).all():
+        return "values so large that their length overflows float32"
+    return None
+
+
 def normalise(vectors: npt.ArrayLike) -> Vector:
     """Rows scaled to unit length (zero rows stay zero)."""
     matrix = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
@@ -65,6 +82,11 @@ def _norms(matrix: Vectors) -> Vectors:
 def encode(vector: npt.ArrayLike) -> bytes:
     """A vector as it is stored."""
     return np.asarray(vector, dtype=VECTOR_DTYPE).tobytes()
+
+
+def decode(stored: bytes) -> Vector:
+    """A stored vector's values (read-only: a view of `stored`)."""
+    return np.frombuffer(stored, dtype=VECTOR_DTYPE)
 
 
 def quantize(unit: Vector) -> Codes:
@@ -104,7 +126,7 @@ class VectorIndex:
         if end > len(self._added):
             self.reserve(max(16, 2 * len(self._added), end))
         zero = bytes(4 * self.dimension)
-        raw = np.frombuffer(b"".join(blob or zero for blob in blobs), dtype=VECTOR_DTYPE)
+        raw = decode(b"".join(blob or zero for blob in blobs))
         target = self._added[first:end]
         target[:] = raw.reshape(len(blobs), self.dimension)
         norms = _norms(target)
