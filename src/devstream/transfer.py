@@ -7,13 +7,13 @@ task events, memories and context injections, each kind in id order, every line
 Timestamps are ISO 8601 in UTC; vectors (with `--with-embeddings`) are base64 of their
 little-endian float32 bytes. Without vectors, imported memories wait to be embedded.
 
-An import first reads the whole file and checks every line (kinds, fields, and that each
-link names a row the export holds before it), so bad input writes nothing. It then writes in
-transactions of `batch` lines through the pool's one write path. Rows get new ids here;
-links follow them. A memory whose content hash and links match one already here is not
-written again: it maps onto that one. Each transaction also records, in the import ledger,
-which rows of this export it wrote, so an import that was killed resumes where it stopped
-when run again and adds nothing twice.
+An import first reads the whole file and checks every line (kinds, fields, each value
+against its column's rules, and that each link names a row the export holds before it), so
+bad input writes nothing. It then writes in transactions of `batch` lines through the
+pool's one write path. Rows get new ids here; links follow them. A memory whose content
+hash and links match one already here is not written again: it maps onto that one. Each
+transaction also records, in the import ledger, which rows of this export it wrote, so an
+import that was killed resumes where it stopped when run again and adds nothing twice.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from devstream.db import memory_store, revision
 from devstream.db import transfer as store
 from devstream.db.transfer import EMBEDDING_COLUMNS, TABLES
 from devstream.db.types import UTCDateTime
-from devstream.errors import BadExport, ExportTooNew
+from devstream.errors import BadExport, ExportTooNew, InvalidInput
 from devstream.tasks.graph import find_cycle
+from devstream.transfer_fields import check_fields
 
 FORMAT = "devstream-export"
 VERSION = 1
@@ -246,49 +247,20 @@ def _check_record(number: int, record: dict[str, Any], seen: dict[str, set[int]]
     if missing or unknown:
         problem = f"no {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"
         raise BadExport(number, f"a {kind} line has {problem}")
+    try:
+        check_fields(kind, record)
+    except InvalidInput as exc:
+        raise BadExport(number, f"a {kind} line: {exc.args[0]}") from exc
     for column, target in _LINKS[kind].items():
         linked = record.get(column)
         if linked is not None and linked not in seen[target]:
             raise BadExport(number, f"{kind} names {target} {linked!r}, which no line before holds")
-    if kind == "context_injection":
-        named = record["memory_ids"]
-        if not isinstance(named, list) or not set(named) <= seen["memory"]:
-            raise BadExport(number, "a context injection names memories no line before holds")
-    if kind == "memory":
-        _check_memory(number, record)
+    if kind == "context_injection" and not set(record["memory_ids"]) <= seen["memory"]:
+        raise BadExport(number, "a context injection names memories no line before holds")
+    if kind == "memory" and record["content_hash"] != memory_store.content_hash(record["content"]):
+        raise BadExport(number, "a memory's content_hash is not the hash of its content")
     if "id" in record:
         seen[kind].add(record["id"])
-
-
-def _check_memory(number: int, record: dict[str, Any]) -> None:
-    if record["content_hash"] != memory_store.content_hash(record["content"]):
-        raise BadExport(number, "a memory's content_hash is not the hash of its content")
-    if problem := _vector_problem(
-        record.get("embedding"), record.get("embedding_model"), record.get("embedding_dim")
-    ):
-        raise BadExport(number, f"a memory's embedding {problem}")
-
-
-def _vector_problem(vector: Any, model: Any, dimension: Any) -> str | None:
-    """What is wrong with a memory's vector, model and dimension, or None: a vector that
-    does not hold `embedding_dim` finite float32 values would break every search of the
-    store it went into."""
-    if vector is None and model is None and dimension is None:
-        return None
-    if vector is None or not isinstance(model, str) or not model:
-        return "comes without its vector or its model"
-    if type(dimension) is not int or dimension <= 0:
-        return f"has embedding_dim {dimension!r}, not a positive whole number"
-    try:
-        raw = base64.b64decode(vector, validate=True)
-    except (TypeError, ValueError):  # binascii.Error is a ValueError
-        return "is not base64"
-    if len(raw) != 4 * dimension:
-        return f"holds {len(raw)} bytes, not the {4 * dimension} of {dimension} float32 values"
-    from devstream.memory.vectors import decode, fault  # noqa: PLC0415  (numpy)
-
-    problem = fault(decode(raw))
-    return None if problem is None else f"has {problem}"
 
 
 def _records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:

@@ -529,9 +529,27 @@ def _bad(records: list[dict[str, Any]], case: str) -> list[dict[str, Any]]:
         rows.append({**edge, "task_id": edge["depends_on_id"], "depends_on_id": edge["task_id"]})
     elif case == "no header":
         return rows
+    elif case in _SPOILT_FIELDS:
+        line_kind, field, value = _SPOILT_FIELDS[case]
+        # The last line of its kind: past the first transaction of a two-line batch.
+        [*_, last] = (r for r in rows if r["kind"] == line_kind)
+        last[field] = value
     else:
         first_memory.update(_spoilt_vector(first_memory, case))
     return [header, *rows]
+
+
+# A value its column cannot hold, in the last line of a kind.
+_SPOILT_FIELDS: dict[str, tuple[str, str, object]] = {
+    "text in a count": ("memory", "access_count", "many"),
+    "unknown status": ("task", "status", "paused"),
+    "priority out of range": ("plan", "priority", 11),
+    "time without offset": ("task_event", "at", "2026-12-07T10:00:00"),
+    "time that is no time": ("phase", "created_at", "yesterday"),
+    "nested memory ids": ("context_injection", "memory_ids", [[1]]),
+    "id as text": ("task", "id", "7"),
+    "NUL in a title": ("task", "title", "a\x00b"),
+}
 
 
 def _spoilt_vector(memory: dict[str, Any], case: str) -> dict[str, Any]:
@@ -568,7 +586,15 @@ def _stored(values: list[float]) -> str:
         ("huge vector", "length overflows float32"),
         ("not base64", "embedding is not base64"),
         ("vector without model", "comes without its vector or its model"),
-        ("dimension of zero", "embedding_dim 0, not a positive whole number"),
+        ("dimension of zero", "embedding_dim must be a whole number from 1, got 0"),
+        ("text in a count", "a memory line: access_count must be a whole number from 0"),
+        ("unknown status", "unknown task status 'paused'"),
+        ("priority out of range", "priority must be a whole number from 1 to 10, got 11"),
+        ("time without offset", "at must be an ISO 8601 time with its UTC offset"),
+        ("time that is no time", "created_at must be an ISO 8601 time .* got 'yesterday'"),
+        ("nested memory ids", r"each of memory_ids must be a whole number .* got \[1\]"),
+        ("id as text", "id must be a whole number from 1 to 2\\^63-1, got '7'"),
+        ("NUL in a title", "task title contains a NUL character"),
     ],
 )
 async def test_a_spoilt_export_is_refused_naming_the_line_and_nothing_is_written(
@@ -581,7 +607,7 @@ async def test_a_spoilt_export_is_refused_naming_the_line_and_nothing_is_written
     await filled(integration_devstream)
     path = export_file(tmp_path, _bad(await exported(integration_devstream), case))
     with pytest.raises(BadExport, match=says) as refused:
-        await imported(integration_real_database, path)
+        await imported(integration_real_database, path, batch=2)
     assert "nothing was imported" in str(refused.value)
     assert len(await exported(integration_real_database)) == 1, "the store holds no row"
 
