@@ -77,9 +77,13 @@ def number(value: object, name: str, low: float, high: float) -> float:
     """A real, finite number in [low, high]; ints count, bools and strings do not."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput(f"{name} must be a number, got {shown(value)}")
-    if not math.isfinite(value) or not low <= value <= high:
-        raise InvalidInput(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
-    return float(value)
+    try:
+        real = float(value)
+    except OverflowError:  # a whole number past any float's range
+        real = math.inf
+    if not math.isfinite(real) or not low <= real <= high:
+        raise InvalidInput(f"{name} must be a number from {low:g} to {high:g}, got {shown(value)}")
+    return real
 
 
 def flag(value: object, name: str) -> bool:

@@ -8,14 +8,18 @@ import base64
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from devstream import DevStream, Settings, transfer
 from devstream.db import task_store
@@ -697,3 +701,53 @@ async def test_the_cli_exports_to_a_file_and_imports_it_elsewhere(
     for db in (target, piped):
         async with DevStream.open(Settings(db=db)) as moved:
             assert normalised(await exported(moved, embeddings=False)) == normalised(lines)
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN and the infinities too: Python's json reads and writes them
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=4,
+)
+
+
+@pytest.fixture
+async def full_export(integration_devstream: DevStream) -> list[dict[str, Any]]:
+    await filled(integration_devstream)
+    return await exported(integration_devstream)
+
+
+@settings(
+    # Examples share the target store (a function-scoped fixture): each compares the store
+    # with itself just before, and imports under an export id of its own.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+async def test_any_value_in_any_field_is_imported_or_refused_with_nothing_written(
+    full_export: list[dict[str, Any]],
+    integration_real_database: DevStream,
+    tmp_path: Path,
+    data: st.DataObject,
+) -> None:
+    """One field of one line replaced by any JSON value: the import either goes through or
+    is refused as a BadExport naming the line, and a refused one leaves the store as it was."""
+    header, rows = dict(full_export[0]), [dict(r) for r in full_export[1:]]
+    header["export_id"] = uuid.uuid4().hex  # not drawn: Hypothesis repeats its draws
+    row = data.draw(st.sampled_from(rows), label="line")
+    field = data.draw(st.sampled_from(sorted(row.keys() - {"kind"})), label="field")
+    row[field] = data.draw(_JSON, label="value")
+    target = integration_real_database
+    before = await exported(target)
+    outcome: transfer.ImportReport | BadExport
+    try:
+        outcome = await imported(target, export_file(tmp_path, [header, *rows]), batch=2)
+    except BadExport as refused:
+        outcome = refused
+    if isinstance(outcome, BadExport):
+        assert re.match(r"line \d+ of the export: ", str(outcome)), outcome
+        assert normalised(await exported(target)) == normalised(before), "a refusal wrote"
+    else:  # under an export id of its own, every plan is new
+        assert outcome.added["plan"] == sum(r["kind"] == "plan" for r in rows)

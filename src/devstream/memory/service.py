@@ -265,7 +265,7 @@ class MemoryService:
 
         try:
             vector = as_float32(values).reshape(-1)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidInput(f"embedding must be a list of numbers: {exc}") from exc
         if vector.shape != (self.embedder.dimension,):
             raise InvalidInput(
