@@ -36,6 +36,9 @@ Rule = Callable[[Any], object]  # raises InvalidInput for a value it refuses
 def check_fields(kind: str, record: dict[str, Any]) -> None:
     """Refuse (InvalidInput) a line of a known kind holding a value its column cannot.
     Missing values and the links between lines are the caller's to check."""
+    for name in record.keys() & _NOT_NULL[kind]:
+        if record[name] is None:  # a column the export may leave out, but not empty
+            raise InvalidInput(f"{name} may be left out, not null")
     for name, rule in _RULES[kind].items():
         value = record.get(name)
         if value is not None:
@@ -140,3 +143,7 @@ def _rules(kind: str, table: Table) -> dict[str, Rule]:
 
 
 _RULES = {kind: _rules(kind, table) for kind, table in TABLES.items()}
+_NOT_NULL = {
+    kind: {column.name for column in table.columns if not column.nullable}
+    for kind, table in TABLES.items()
+}

@@ -553,6 +553,7 @@ _SPOILT_FIELDS: dict[str, tuple[str, str, object]] = {
     "nested memory ids": ("context_injection", "memory_ids", [[1]]),
     "id as text": ("task", "id", "7"),
     "NUL in a title": ("task", "title", "a\x00b"),
+    "null in a column that may be left out": ("memory", "embedding_attempts", None),
 }
 
 
@@ -599,6 +600,7 @@ def _stored(values: list[float]) -> str:
         ("nested memory ids", r"each of memory_ids must be a whole number .* got \[1\]"),
         ("id as text", "id must be a whole number from 1 to 2\\^63-1, got '7'"),
         ("NUL in a title", "task title contains a NUL character"),
+        ("null in a column that may be left out", "embedding_attempts may be left out, not null"),
     ],
 )
 async def test_a_spoilt_export_is_refused_naming_the_line_and_nothing_is_written(
