@@ -394,3 +394,29 @@ async def test_a_large_store_searches_its_codes_first_and_finds_what_an_exact_sc
         exact = await _by_similarity(integration_devstream, exact=True, **options)
         assert fast, options
         assert fast == exact
+
+
+async def test_a_stored_vector_the_index_cannot_read_counts_as_none(
+    integration_real_database: DevStream,
+) -> None:
+    """Vectors written past the service's checks (by hand, or by an older import): too short,
+    NaN, text instead of bytes. Searches go on; those rows are found by their words alone."""
+    ds = integration_real_database
+    stored = await ds.memory.store_many(
+        [NewMemory(f"damaged entry {n} here", "context") for n in range(3)]
+        + [NewMemory("a sound one beside them", "context")]
+    )
+    damaged = [result.entry.id for result in stored[:3]]
+    nan = bytes.fromhex("0000c07f") * ds.memory.embedder.dimension
+    async with ds.pool.write_transaction() as conn:
+        for entry_id, value in zip(damaged, [b"\x00" * 12, nan, "not bytes"], strict=True):
+            await conn.execute(
+                text("UPDATE memory_entries SET embedding = :v WHERE id = :id"),
+                {"v": value, "id": entry_id},
+            )
+    for exact in (False, True):
+        result = await ds.memory.search("damaged entry", exact=exact)
+        assert sorted(hit.entry.id for hit in result.hits) == damaged
+        assert all(not hit.similarity for hit in result.hits), "None or 0, never NaN"
+        sound = await ds.memory.search("a sound one", exact=exact)
+        assert sound.hits[0].entry.content == "a sound one beside them"

@@ -71,9 +71,12 @@ _STATE = text(
     LEFT JOIN (SELECT seq, generation FROM memory_changes ORDER BY seq DESC LIMIT 1) AS newest
     WHERE s.id = 1"""
 )
+# A vector is read only if it holds the dimension's float32 values: one written otherwise
+# (by hand, or imported by an older DevStream) counts as none rather than breaking the index.
 _ROW_COLUMNS = """id, content_type, plan_id, phase_id, task_id, created_at, embedding_status,
     CASE WHEN embedding_status = 'embedded' AND embedding_model = :model
-         AND embedding_dim = :dimension THEN embedding END"""
+         AND embedding_dim = :dimension AND typeof(embedding) = 'blob'
+         AND length(embedding) = 4 * :dimension THEN embedding END"""
 # The entries changed since a change, each with its row as it is now (NULLs: deleted).
 _CHANGED_ROWS = text(
     f"""SELECT changed.entry_id, {_ROW_COLUMNS}, content, keywords

@@ -130,6 +130,8 @@ class VectorIndex:
         target = self._added[first:end]
         target[:] = raw.reshape(len(blobs), self.dimension)
         norms = _norms(target)
+        unusable = ~np.isfinite(norms[:, 0])  # NaN or overflowing values score as no vector
+        target[unusable], norms[unusable] = 0, 0
         np.divide(target, norms, out=target, where=norms > 0)  # in place: no second copy
         self._added_codes[first:end] = quantize(target)
 
