@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Column, Float, Integer, LargeBinary, String, Table
 
 from devstream import checks
-from devstream.db.transfer import TABLES
+from devstream.db.transfer import EMBEDDING_COLUMNS, TABLES
 from devstream.db.types import UTCDateTime
 from devstream.errors import InvalidInput
 from devstream.vocabulary import (
@@ -36,8 +36,8 @@ Rule = Callable[[Any], object]  # raises InvalidInput for a value it refuses
 def check_fields(kind: str, record: dict[str, Any]) -> None:
     """Refuse (InvalidInput) a line of a known kind holding a value its column cannot.
     Missing values and the links between lines are the caller's to check."""
-    for name in record.keys() & _NOT_NULL[kind]:
-        if record[name] is None:  # a column the export may leave out, but not empty
+    for name in _LEAVABLE[kind]:
+        if name in record and record[name] is None:
             raise InvalidInput(f"{name} may be left out, not null")
     for name, rule in _RULES[kind].items():
         value = record.get(name)
@@ -143,7 +143,8 @@ def _rules(kind: str, table: Table) -> dict[str, Rule]:
 
 
 _RULES = {kind: _rules(kind, table) for kind, table in TABLES.items()}
-_NOT_NULL = {
-    kind: {column.name for column in table.columns if not column.nullable}
+# Columns an export may leave out (the database has a default) but never holds null.
+_LEAVABLE = {
+    kind: [c.name for c in table.columns if not c.nullable and c.name in EMBEDDING_COLUMNS]
     for kind, table in TABLES.items()
 }

@@ -57,11 +57,13 @@ def as_float32(values: npt.ArrayLike) -> Vectors:
 def fault(vectors: Vectors) -> str | None:
     """Why these rows cannot be stored and scored, or None: a row whose length overflows
     float32 would normalise to zeros and silently match nothing."""
-    if not np.isfinite(vectors).all():
+    matrix = np.atleast_2d(vectors)
+    # NaN and infinity carry into the squared lengths: a finite one clears its row at once.
+    if np.isfinite(np.einsum("ij,ij->i", matrix, matrix)).all():
+        return None
+    if not np.isfinite(matrix).all():
         return "NaN, infinite or out-of-range (float32) values"
-    if not np.isfinite(_norms(np.atleast_2d(vectors))).all():
-        return "values so large that their length overflows float32"
-    return None
+    return "values so large that their length overflows float32"
 
 
 def normalise(vectors: npt.ArrayLike) -> Vector:
