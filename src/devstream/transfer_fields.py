@@ -22,6 +22,7 @@ from devstream import checks
 from devstream.db.transfer import EMBEDDING_COLUMNS, TABLES
 from devstream.db.types import UTCDateTime
 from devstream.errors import InvalidInput
+from devstream.memory.vectors import decode, fault
 from devstream.vocabulary import (
     CONTENT_TYPES,
     EMBEDDING_STATUSES,
@@ -65,8 +66,6 @@ def _check_vector(vector: Any, model: Any, dimension: Any) -> None:
             f"embedding holds {len(raw)} bytes, not the {4 * dimension} of "
             f"{dimension} float32 values"
         )
-    from devstream.memory.vectors import decode, fault  # noqa: PLC0415  (numpy)
-
     if problem := fault(decode(raw)):
         raise InvalidInput(f"embedding has {problem}")
 

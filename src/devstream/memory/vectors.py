@@ -59,6 +59,7 @@ def fault(vectors: Vectors) -> str | None:
     float32 would normalise to zeros and silently match nothing."""
     matrix = np.atleast_2d(vectors)
     # NaN and infinity carry into the squared lengths: a finite one clears its row at once.
+    # (einsum, unlike matmul, warns of no overflow: the overflow is the finding.)
     if np.isfinite(np.einsum("ij,ij->i", matrix, matrix)).all():
         return None
     if not np.isfinite(matrix).all():
