@@ -82,10 +82,6 @@ def _moment(value: object, name: str) -> None:
         )
 
 
-def _memory_ids(value: object) -> None:
-    checks.identifiers(value, "memory_ids")
-
-
 def _by_type(column: Column[Any]) -> Rule | None:
     """The rule a column's type makes (links and ids: identifiers; other whole numbers:
     counts from 0); vectors are checked as a whole (`_check_vector`)."""
@@ -127,7 +123,7 @@ _SPECIAL: dict[tuple[str, str], Rule | None] = {
     ("memory", "content_type"): _one_of("content type", CONTENT_TYPES),
     ("memory", "embedding_status"): _one_of("embedding status", EMBEDDING_STATUSES),
     ("memory", "embedding_dim"): None,  # with the vector
-    ("context_injection", "memory_ids"): _memory_ids,
+    ("context_injection", "memory_ids"): functools.partial(checks.identifiers, name="memory_ids"),
 }
 
 

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 import uuid
@@ -28,6 +27,7 @@ from devstream.errors import BadExport, ExportTooNew, StorageError
 from devstream.memory.context import assemble
 from devstream.memory.follow import Followed
 from devstream.memory.service import MemoryService
+from devstream.memory.vectors import encode
 from devstream.workflow import Artifact
 from tests.support import devstream_cli
 
@@ -572,7 +572,7 @@ def _spoilt_vector(memory: dict[str, Any], case: str) -> dict[str, Any]:
 
 
 def _stored(values: list[float]) -> str:
-    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode("ascii")
+    return base64.b64encode(encode(values)).decode("ascii")
 
 
 @pytest.mark.parametrize(
