@@ -30,6 +30,10 @@ MIN_IDF = 1e-6
 # The most such a phrase adds to a row's score: idf * tf * (k1 + 1) / (tf + norm) < idf * (k1 + 1).
 FLAT_MOST = MIN_IDF * (K1 + 1)
 
+# Terms per block of a term lookup: one binary search over the blocks' first terms (kept as
+# Python bytes), then one within the block.
+_BLOCK = 16
+
 Counts = npt.NDArray[np.int32]
 Hits = tuple[RowIds, Counts]  # rows holding a term or phrase, and how often
 _NO_HITS: Hits = (np.zeros(0, np.int64), np.zeros(0, np.int32))
@@ -61,18 +65,23 @@ class BasePostings:
 
     def hits(self, term: str) -> Hits:
         key = term.encode()
-        terms, bounds = self._lookup
-        count = len(bounds) - 1
-        i = bisect.bisect_left(range(count), key, key=lambda k: terms[bounds[k] : bounds[k + 1]])
-        if i == count or terms[bounds[i] : bounds[i + 1]] != key:
+        terms, bounds, starts, fences = self._lookup
+        # The block of terms that `key` falls in, by its first term; then the place within.
+        first = max(bisect.bisect_right(fences, key) - 1, 0) * _BLOCK
+        block = range(first, min(first + _BLOCK, len(bounds) - 1))
+        i = first + bisect.bisect_left(block, key, key=lambda k: terms[bounds[k] : bounds[k + 1]])
+        if i == block.stop or terms[bounds[i] : bounds[i + 1]] != key:
             return _NO_HITS
-        part = slice(self.starts[i], self.starts[i + 1])
+        part = slice(starts[i], starts[i + 1])
         return self.rows[part].astype(np.int64), self.counts[part]
 
     @cached_property
-    def _lookup(self) -> tuple[bytes, array[int]]:
-        """The terms and their bounds as Python objects: a binary search reads them fast."""
-        return self.terms.tobytes(), array("q", self.term_bounds.tobytes())
+    def _lookup(self) -> tuple[bytes, array[int], array[int], list[bytes]]:
+        """The terms, their bounds and postings' starts as Python objects, which a binary
+        search reads faster than numpy's scalars; and the first term of every _BLOCK."""
+        terms, bounds = self.terms.tobytes(), array("q", self.term_bounds.tobytes())
+        fences = [terms[bounds[k] : bounds[k + 1]] for k in range(0, len(bounds) - 1, _BLOCK)]
+        return terms, bounds, array("q", self.starts.tobytes()), fences
 
 
 def base_postings(
@@ -135,6 +144,8 @@ class LexicalIndex:
         self.rows = rows
         self.base = base or BasePostings.empty()
         self._added: dict[str, _Postings] = {}
+        self._norms_for: tuple[int, float] | None = None  # (rows, total length) of _row_norms
+        self._row_norms = np.zeros(0, np.float64)
 
     @property
     def nbytes(self) -> int:
@@ -164,10 +175,9 @@ class LexicalIndex:
         posting lists of common words are looked up for those rows alone.
         """
         rows = self.rows
-        docs = len(rows)
-        if docs == 0 or limit <= 0:
+        if len(rows) == 0 or limit <= 0:
             return []
-        bm25 = _Bm25(rows.lengths, rows.total_length / docs)
+        norms = self._norms()
         known: list[tuple[float, RowIds, Counts]] = []
         flat: list[Hits] = []
         for phrase_rows, counts in hits:
@@ -176,49 +186,52 @@ class LexicalIndex:
                 flat.append((phrase_rows, counts))
             elif idf is not None:
                 known.append((idf, phrase_rows, counts))
-        scores = bm25.summed(known, rows.size)
-        ranked = np.flatnonzero(allowed & (scores[: len(allowed)] > 0))
+        scores = _summed(known, norms)
+        ranked = (allowed & (scores[: len(allowed)] > 0)).nonzero()[0]
         if flat and len(ranked) >= limit:
             last = np.partition(scores[ranked], -limit)[-limit]
             ranked = ranked[scores[ranked] >= last - len(flat) * FLAT_MOST]
             for phrase_rows, counts in flat:
-                scores[ranked] += bm25(MIN_IDF, ranked, _counts_at(phrase_rows, counts, ranked))
+                found = _counts_at(phrase_rows, counts, ranked)
+                scores[ranked] += _bm25(MIN_IDF, found, norms[ranked])
         elif flat:
-            scores += bm25.summed([(MIN_IDF, *phrase) for phrase in flat], rows.size)
-            ranked = np.flatnonzero(allowed & (scores[: len(allowed)] > 0))
+            scores += _summed([(MIN_IDF, *phrase) for phrase in flat], norms)
+            ranked = (allowed & (scores[: len(allowed)] > 0)).nonzero()[0]
         if len(ranked) > limit:
             ranked = ranked[np.argpartition(scores[ranked], -limit)[-limit:]]
         best = ranked[np.argsort(-scores[ranked], kind="stable")]
         return list(zip(best.tolist(), scores[best].tolist(), strict=True))
 
+    def _norms(self) -> npt.NDArray[np.float64]:
+        """Each row's BM25 length norm, k1 * (1 - b + b * length / average length): kept
+        until a row is added or killed, which moves the average."""
+        rows = self.rows
+        key = (rows.size, rows.total_length)
+        if self._norms_for != key:
+            average = rows.total_length / len(rows) or 1.0  # no row has a term: unused
+            self._row_norms = K1 * (1 - B + B * rows.lengths[: rows.size] / average)
+            self._norms_for = key
+        return self._row_norms
 
-@dataclass(frozen=True)
-class _Bm25:
-    lengths: npt.NDArray[np.float64]
-    average: float
 
-    def __call__(
-        self, idf: float | npt.NDArray[np.float64], rows: RowIds, counts: Counts
-    ) -> npt.NDArray[np.float64]:
-        """Each row's score for a phrase of this idf (one per row, or one for all), found
-        `counts` times in it."""
-        tf = counts.astype(np.float64)
-        norm = K1 * (1 - B + B * self.lengths[rows] / self.average)
-        scored: npt.NDArray[np.float64] = idf * tf * (K1 + 1) / (tf + norm)
-        return scored
+def _bm25(idf: float, counts: Counts, norms: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Scores for a phrase of this idf found `counts` times in rows of these norms."""
+    tf = counts.astype(np.float64)
+    scored: npt.NDArray[np.float64] = (idf * (K1 + 1)) * tf / (tf + norms)
+    return scored
 
-    def summed(
-        self, phrases: Sequence[tuple[float, RowIds, Counts]], size: int
-    ) -> npt.NDArray[np.float64]:
-        """Each of `size` rows' score over phrases of the given idfs, in one pass: the sums
-        are added in phrase order, as adding phrase by phrase would."""
-        if not phrases:
-            return np.zeros(size, dtype=np.float64)
-        rows = np.concatenate([phrase_rows for _, phrase_rows, _ in phrases])
-        counts = np.concatenate([counts for _, _, counts in phrases])
-        idfs = np.repeat([idf for idf, _, _ in phrases], [len(r) for _, r, _ in phrases])
-        summed = np.bincount(rows, weights=self(idfs, rows, counts), minlength=size)
-        return summed.astype(np.float64, copy=False)
+
+def _summed(
+    phrases: Sequence[tuple[float, RowIds, Counts]], norms: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Each row's score over phrases of the given idfs, in one pass: the sums are added in
+    phrase order, as adding phrase by phrase would."""
+    if not phrases:
+        return np.zeros(len(norms), dtype=np.float64)
+    rows = np.concatenate([phrase_rows for _, phrase_rows, _ in phrases])
+    scored = np.concatenate([_bm25(idf, c, norms[r]) for idf, r, c in phrases])
+    summed: npt.NDArray[np.float64] = np.bincount(rows, weights=scored, minlength=len(norms))
+    return summed
 
 
 def _idf(phrase_rows: RowIds, rows: Rows) -> float | None:
@@ -226,9 +239,10 @@ def _idf(phrase_rows: RowIds, rows: Rows) -> float | None:
     the live rows or more has the floor idf, which needs no count when even every dead row
     being among them would leave it there."""
     docs = len(rows)
-    if len(phrase_rows) - (rows.size - docs) >= docs / 2:
+    dead = rows.size - docs
+    if len(phrase_rows) - dead >= docs / 2:
         return MIN_IDF
-    df = int(np.count_nonzero(rows.alive[phrase_rows]))
+    df = int(np.count_nonzero(rows.alive[phrase_rows])) if dead else len(phrase_rows)
     if df == 0:
         return None
     return max(math.log((docs - df + 0.5) / (df + 0.5)), MIN_IDF)
@@ -239,7 +253,7 @@ def _counts_at(phrase_rows: RowIds, counts: Counts, wanted: RowIds) -> Counts:
     if len(phrase_rows) == 0:
         return np.zeros(len(wanted), np.int32)
     at = np.minimum(np.searchsorted(phrase_rows, wanted), len(phrase_rows) - 1)
-    found: Counts = np.where(phrase_rows[at] == wanted, counts[at], 0).astype(np.int32)
+    found: Counts = np.where(phrase_rows[at] == wanted, counts[at], np.int32(0))
     return found
 
 
