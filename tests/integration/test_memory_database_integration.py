@@ -774,6 +774,19 @@ async def test_a_transient_failure_is_retried(
     await embedder.aclose()
 
 
+@pytest.mark.socket
+async def test_content_already_stored_is_not_sent_to_the_model_server_again(
+    integration_ollama_devstream: DevStream, fake_ollama: FakeOllama
+) -> None:
+    """A round trip to the server costs more than a look in the store, which comes first."""
+    memory = integration_ollama_devstream.memory
+    first = await memory.store("embedded once", "context")
+    requests = fake_ollama.embed_requests
+    again = await memory.store("embedded once", "context")
+    assert (again.created, again.entry.id) == (False, first.entry.id)
+    assert fake_ollama.embed_requests == requests == 1
+
+
 @pytest.mark.parametrize(
     ("breakage", "expected"),
     [

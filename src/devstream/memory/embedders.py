@@ -22,6 +22,9 @@ class Embedder(Protocol):
 
     model: str
     dimension: int
+    # Whether embedding a text costs more than reading the store: then a store looks for
+    # duplicates before it embeds, so that they are not embedded again.
+    costly: bool
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         """Float32 rows of shape (len(texts), dimension), in input order; not normalised."""
@@ -42,6 +45,8 @@ class DeferredEmbedder:
     """An embedder's model and dimension, without the embedder: what is stored waits as
     pending (for `memory backfill` or a running `devstream mcp`) and searches rank on full
     text. For hooks, which must never wait on an embedding server."""
+
+    costly = False
 
     def __init__(self, model: str, dimension: int) -> None:
         self.model = model

@@ -48,6 +48,8 @@ class HashingEmbedder:
     download and no server, which makes it the fallback and the embedder tests use.
     """
 
+    costly = False  # a few microseconds a text, less than a look for duplicates
+
     def __init__(self, dimension: int = EMBED_DIMENSION, model: str = HASHING_MODEL) -> None:
         if dimension < 1:
             raise ValueError(f"dimension must be positive, got {dimension}")

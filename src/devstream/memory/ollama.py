@@ -106,6 +106,8 @@ class OllamaEmbedder:
     `retries`, `retry_wait_s` and `rejected` are running totals for metrics.
     """
 
+    costly = True  # a round trip to a model server
+
     def __init__(
         self,
         base_url: str,

@@ -204,7 +204,7 @@ class MemoryService:
             prepared = self._prepare(items)
             hashes = sorted({p.hash for p in prepared})
             fresh = _first_of_each(prepared)
-            if any(p.vector is None for p in fresh):
+            if self.embedder.costly and any(p.vector is None for p in fresh):
                 # Look for duplicates first, so that they are not embedded again.
                 async with self._pool.read_statement() as conn:
                     stored = _by_key(await memory_store.by_hashes(conn, hashes))
