@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -27,10 +27,12 @@ from devstream.db.types import utcnow
 from devstream.errors import ConstraintViolation, DimensionMismatch, InvalidInput, NotFound
 from devstream.memory.context import approximate_tokens, assemble
 from devstream.memory.database_search import BUILD_RETRY_S, DatabaseSearcher
+from devstream.memory.hashing import HashingEmbedder
 from devstream.memory.index import MemoryIndex
 from devstream.memory.ollama import OllamaEmbedder
 from devstream.memory.search import SearchWeights
 from devstream.memory.service import NewMemory
+from devstream.memory.vectors import Vectors
 from devstream.testing import FakeOllama, deterministic_embedding
 from devstream.testing.ollama import CONTEXT_LENGTH_ERROR
 from tests.integration.conftest import OLLAMA_DIMENSION, after_cooldown, ollama_devstream
@@ -84,6 +86,38 @@ async def test_same_content_in_the_same_scope_is_stored_once(
     assert [r.created for r in batch] == [True, True, True]
     assert batch[0].entry.id == batch[1].entry.id != batch[2].entry.id
     assert len(await memory.entries()) == 4
+
+
+class _CountingEmbedder:
+    """A user's own embedder (the offline one underneath), which does not say whether
+    embedding is costly."""
+
+    def __init__(self) -> None:
+        self._inner = HashingEmbedder()
+        self.model, self.dimension = self._inner.model, self._inner.dimension
+        self.texts: list[str] = []
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        self.texts.extend(texts)
+        return await self._inner.embed(texts)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("costly", [None, False], ids=["not-said", "cheap"])
+async def test_a_store_looks_for_duplicates_before_embedding_unless_embedding_is_cheap(
+    integration_devstream: DevStream, integration_memory_index: MemoryIndex, costly: bool | None
+) -> None:
+    embedder = _CountingEmbedder()
+    if costly is not None:
+        embedder.costly = costly  # type: ignore[attr-defined]
+    base = integration_devstream
+    memory = DevStream(base.settings, base.pool, embedder, memory_index=integration_memory_index)
+    first = await memory.memory.store("embedded once", "context")
+    again = await memory.memory.store("embedded once", "context")
+    assert (again.created, again.entry.id) == (False, first.entry.id)
+    assert embedder.texts == ["embedded once"] * (1 if costly is None else 2)
 
 
 @pytest.mark.parametrize(

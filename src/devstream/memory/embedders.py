@@ -18,13 +18,15 @@ if TYPE_CHECKING:
 
 
 class Embedder(Protocol):
-    """Anything that embeds texts into vectors of one model and dimension."""
+    """Anything that embeds texts into vectors of one model and dimension.
+
+    One may also say `costly = False` when embedding a text costs less than a read of the
+    store; a store then embeds at once instead of looking for duplicates first (one that
+    does not say is taken to be costly, as a model server is).
+    """
 
     model: str
     dimension: int
-    # Whether embedding a text costs more than reading the store: then a store looks for
-    # duplicates before it embeds, so that they are not embedded again.
-    costly: bool
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         """Float32 rows of shape (len(texts), dimension), in input order; not normalised."""

@@ -89,6 +89,8 @@ class MemoryService:
         self._pool = pool
         self.metrics = metrics
         self.embedder = embedder
+        # Look for duplicates before embedding, so that they are not embedded again.
+        self._look_first = bool(getattr(embedder, "costly", True))
         self._max_chars = settings.max_memory_chars
         self._given_index = index
         self._database: Path | None = settings.sqlite_path
@@ -204,8 +206,7 @@ class MemoryService:
             prepared = self._prepare(items)
             hashes = sorted({p.hash for p in prepared})
             fresh = _first_of_each(prepared)
-            if self.embedder.costly and any(p.vector is None for p in fresh):
-                # Look for duplicates first, so that they are not embedded again.
+            if self._look_first and any(p.vector is None for p in fresh):
                 async with self._pool.read_statement() as conn:
                     stored = _by_key(await memory_store.by_hashes(conn, hashes))
                 fresh = [p for p in fresh if p.key not in stored]
