@@ -23,7 +23,7 @@ from mcp.types import CallToolResult
 
 from devstream import DevStream, Settings, install
 from devstream.errors import ConfigError, ScanFailed
-from devstream.hooks import brief, capture_kinds, handle, secrets
+from devstream.hooks import brief, capture, capture_kinds, handle, secrets
 from devstream.mcp import CORE, build_server, embedding_pending, selected
 from devstream.mcp.http import address, bearer, is_loopback
 from devstream.tasks import PhaseOutline, TaskOutline
@@ -502,6 +502,73 @@ async def test_post_tool_removes_secret_looking_lines_and_caps_the_size(
     await hook("post-tool", json.dumps(huge), store_of(ds), capture_max_chars="500")
     largest = max(len(e.content) for e in await ds.memory.entries())
     assert largest <= 500
+
+
+# A private key's shape (not a real key): detect-secrets flags its BEGIN line alone.
+KEY_BODY = [
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCxtj48V0YJ8LOd",
+    "m6XOKKXly70mBU03zSxIPOooDgLD8VO33p09dqF6Am5zUsLMw62i9fpvUIMP3jZe",
+    "Zr1uU4RkcI5qLr8x5gkQ8UuTzUbHhXvD6Jp6nwV0HbQmRZsYlC2bGCvqM9JqkG1q",
+]
+
+
+@pytest.mark.real_database
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        (
+            [
+                "x = 1",
+                "-----BEGIN RSA PRIVATE KEY-----",
+                *KEY_BODY,
+                "-----END RSA PRIVATE KEY-----",
+                "y = 2",
+            ],
+            ["x = 1", "y = 2"],
+        ),
+        (
+            [
+                'KEY = """-----BEGIN OPENSSH PRIVATE KEY-----',
+                *KEY_BODY,
+                '-----END OPENSSH PRIVATE KEY-----"""',
+                "y = 2",
+            ],
+            ["y = 2"],
+        ),
+        (["x = 1", "-----BEGIN PRIVATE KEY-----", *KEY_BODY], ["x = 1"]),  # its end cut off
+    ],
+    ids=["pem", "in-a-string", "no-end"],
+)
+async def test_post_tool_removes_a_private_key_whole(
+    integration_real_database: DevStream, tmp_path: Path, written: list[str], kept: list[str]
+) -> None:
+    ds = integration_real_database
+    write = json.loads(payload("claude_post_tool_write.json", tmp_path))
+    write["tool_input"]["content"] = "\n".join(written)
+    await hook("post-tool", json.dumps(write), store_of(ds))
+    (stored,) = await ds.memory.entries()
+    lines = stored.content.split("\n")[1:]  # after the path
+    assert [line for line in lines if line != secrets.REDACTED] == kept
+    assert not any(part in stored.content for part in KEY_BODY)
+
+
+@pytest.mark.real_database
+async def test_a_capture_cut_at_its_limit_keeps_no_part_of_a_secret(
+    integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    """The limit falls inside a token's line: the line goes whole, not its first part."""
+    ds = integration_real_database
+    write = json.loads(payload("claude_post_tool_write.json", tmp_path))
+    path = write["tool_input"]["file_path"]
+    token_line = "GITHUB_TOKEN = 'ghp_abcdefghijklmnopqrstuvwxyz0123456789'"
+    before = f"{path}\n" + "# filler\n" * 40
+    write["tool_input"]["content"] = before.partition("\n")[2] + token_line + "\nafter = 1" * 9
+    limit = len(before) + len("GITHUB_TOKEN = 'ghp_abcdefgh") + len(capture.TRUNCATED)
+    await hook("post-tool", json.dumps(write), store_of(ds), capture_max_chars=str(limit))
+    (stored,) = await ds.memory.entries()
+    assert "ghp_" not in stored.content
+    assert stored.content == before.rstrip("\n") + capture.TRUNCATED
+    assert len(stored.content) <= limit
 
 
 @pytest.mark.subprocess

@@ -71,10 +71,12 @@ def last_answer(payload: Payload) -> str | None:
 
 def as_memory(text: str, content_type: str, max_chars: int) -> Captured:
     """`text` as a capture: NULs dropped, cut to `max_chars`, secret-looking lines removed
-    (by a scan that starts now)."""
+    (by a scan that starts now). A cut keeps whole lines only: the scan reads line by line,
+    and the start of a secret cut off mid-line would no longer look like one."""
     clean = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
     if len(clean) > max_chars:
-        clean = clean[: max_chars - len(TRUNCATED)] + TRUNCATED
+        whole_lines = clean[: max_chars - len(TRUNCATED) + 1].rpartition("\n")[0]
+        clean = whole_lines + TRUNCATED
     return Captured(Scan(clean), content_type)
 
 

@@ -2,7 +2,9 @@
 
 detect-secrets (Yelp's maintained detector set: cloud keys, tokens, private keys, passwords
 in assignments and URLs, high-entropy strings) scans the text as a file would be scanned;
-every line it flags is replaced, so the rest of the capture stays useful.
+every line it flags is replaced, so the rest of the capture stays useful. It flags a private
+key by its BEGIN line alone: the key's body goes with it, up to its END line (or the end of
+the text, if that was cut off).
 
 A hook scans in a child process (`python -m devstream.hooks.secrets`, the text on its
 stdin) started before it opens its store: loading detect-secrets then takes place on another
@@ -11,6 +13,7 @@ core while the hook loads its storage stack, instead of after it.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +25,10 @@ from devstream.errors import ScanFailed
 REDACTED = "[line removed: it looked like a secret]"
 SCAN_TIMEOUT_S = 60.0  # generous: a loaded machine takes seconds to start an interpreter
 SCANNER = [sys.executable, "-m", __name__]  # reads the text on stdin, writes it scanned
+# A PEM block's armour lines: "-----BEGIN RSA PRIVATE KEY-----", "-----END PGP PRIVATE KEY
+# BLOCK-----" and the like, anywhere in a line (a key may sit in a string literal).
+_KEY_BEGINS = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----")
+_KEY_ENDS = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----")
 
 
 class Scan:
@@ -81,7 +88,22 @@ def redacted(text: str) -> str:
     if not flagged:
         return text
     lines = text.split("\n")
-    return "\n".join(REDACTED if n in flagged else line for n, line in enumerate(lines, start=1))
+    removed = _with_key_bodies(flagged, lines)
+    return "\n".join(REDACTED if n in removed else line for n, line in enumerate(lines, start=1))
+
+
+def _with_key_bodies(flagged: set[int], lines: list[str]) -> set[int]:
+    """The flagged line numbers (from 1), and after each that begins a private key the
+    lines of its body, through its END line or to the end of the text."""
+    removed = set(flagged)
+    for start in sorted(flagged):
+        if not _KEY_BEGINS.search(lines[start - 1]):
+            continue
+        for n in range(start + 1, len(lines) + 1):
+            removed.add(n)
+            if _KEY_ENDS.search(lines[n - 1]):
+                break
+    return removed
 
 
 def _scan_stdin() -> None:
