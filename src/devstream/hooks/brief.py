@@ -8,6 +8,7 @@ The brief only reads: it counts no retrievals and asks no embedder (full-text ra
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from devstream.memory import MemoryFilter
@@ -26,6 +27,8 @@ LABEL = (
 READY_SHOWN = 5
 RECENT_KINDS = frozenset({"decision", "learning"})  # shown when no task is ready
 _CLOSE = f"</{TAG}>"
+# The tag, opening or closing, as a reader might take it: any case, spaces inside.
+_ANY_TAG = re.compile(rf"<\s*/?\s*{TAG}\b[^>]*>", re.IGNORECASE)
 
 
 async def brief(
@@ -50,9 +53,19 @@ async def brief(
     if not (head or memories):
         return ""
     said = f"Your session id: {session} (pass it to start_task as session)" if session else ""
-    body = "\n\n".join(part for part in (said, head, memories) if part)
+    body = _inert("\n\n".join(part for part in (said, head, memories) if part))
     room = max_chars - len(_wrap(""))
     return _wrap(body[:room]) if room > 0 else ""
+
+
+def _inert(text: str) -> str:
+    """`text` without the fence's tag, so that nothing stored (a memory, a task title, the
+    session id a payload names) can close the fence or open another: removed until none is
+    left, since removing one can join the halves of another."""
+    while True:
+        text, removed = _ANY_TAG.subn("", text)
+        if not removed:
+            return text
 
 
 async def _memories(ds: DevStream, focus: list[MicroTask], room: int) -> str:
@@ -68,7 +81,6 @@ async def _memories(ds: DevStream, focus: list[MicroTask], room: int) -> str:
     else:
         entries = await ds.memory.entries(MemoryFilter(content_types=RECENT_KINDS), limit=20)
         text = _packed([f"[{e.content_type} #{e.id}]\n{e.content}" for e in entries], room)
-    text = text.replace(_CLOSE, "")  # stored text cannot close the fence
     return header + text if text else ""
 
 
