@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import pydantic_core
 from mcp.types import CallToolResult, TextContent
-from pydantic import ConfigDict, Field, with_config
+from pydantic import ConfigDict, Field, Strict, with_config
 from typing_extensions import Required, TypedDict  # pydantic needs these on Python < 3.12
 
 from devstream.vocabulary import CONTENT_TYPES
@@ -20,9 +20,11 @@ from devstream.vocabulary import CONTENT_TYPES
 def about(
     description: str, *, enum: Sequence[str] = (), ge: int | None = None, le: int | None = None
 ) -> Any:
-    """A described field, with pydantic's bounds (ge, le) and the values it takes."""
+    """A described field, with pydantic's bounds (ge, le) and the values it takes. Strict, as
+    the schema says: an integer is never `true`, `"1"` or `1.0` (pydantic's lax mode would
+    make each of them 1, and a malformed call would act on task 1)."""
     extra: dict[str, Any] | None = {"enum": list(enum)} if enum else None
-    return Field(description=description, json_schema_extra=extra, ge=ge, le=le)
+    return Field(description=description, json_schema_extra=extra, ge=ge, le=le, strict=True)
 
 
 def _untitled(schema: dict[str, Any]) -> None:
@@ -34,6 +36,7 @@ def _untitled(schema: dict[str, Any]) -> None:
 untitled = with_config(ConfigDict(json_schema_extra=_untitled))
 
 
+Whole = Annotated[int, Strict()]  # an item of a list: a field's strictness stops at the list
 TaskId = Annotated[int, about("Task id.", ge=1)]
 PlanId = Annotated[int, about("Plan id.", ge=1)]
 OptionalPlan = Annotated[int | None, about("Only this plan's.", ge=1)]
@@ -51,7 +54,7 @@ class TaskSpec(TypedDict, total=False):
     description: Annotated[str, about("What to do.")]
     priority: Priority
     estimated_minutes: Annotated[int, about("1-10 minutes.", ge=1, le=10)]
-    depends_on: Annotated[list[int], about("Positions (from 1) of outline tasks it waits for.")]
+    depends_on: Annotated[list[Whole], about("Positions (from 1) of outline tasks it waits for.")]
 
 
 @untitled

@@ -40,6 +40,7 @@ from devstream.mcp.shapes import (
     Stored,
     TaskId,
     Tasks,
+    Whole,
     about,
     result,
 )
@@ -208,7 +209,7 @@ class Tools:
         title: Annotated[str, about("Task title.")],
         description: Annotated[str, about("What to do.")] = "",
         priority: Priority = 5,
-        depends_on: Annotated[list[int] | None, about("Ids of tasks it waits for.")] = None,
+        depends_on: Annotated[list[Whole] | None, about("Ids of tasks it waits for.")] = None,
     ) -> Annotated[CallToolResult, OneTask]:
         """Add a micro-task (at most 10 minutes) to a phase of an open plan."""
         task = await self.ds.tasks.add_task(
