@@ -221,6 +221,17 @@ async def test_dependencies_across_plans_are_refused(
         await tasks.add_dependency(stranger.id, 999_999)
 
 
+async def test_adding_a_dependency_that_is_there_changes_nothing(
+    integration_devstream: DevStream, work: Work
+) -> None:
+    """As a retry does (the MCP tool is marked idempotent): the edge comes back as it was."""
+    tasks = integration_devstream.tasks
+    (before,) = await tasks.dependencies(work.b.id)
+    assert before.depends_on_id == work.a.id
+    assert await tasks.add_dependency(work.b.id, work.a.id) == before
+    assert await tasks.dependencies(work.b.id) == [before]
+
+
 async def test_only_pending_tasks_of_open_plans_get_dependencies(
     integration_devstream: DevStream, work: Work
 ) -> None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import Row, Table, delete, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Row, Table, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db import memory_store, records, schema
@@ -195,6 +195,14 @@ class DependencyRepository:
         row = (await conn.execute(statement.returning(*self.table.c))).one()
         return records.Dependency(**row._mapping)
 
+    async def get_in(
+        self, conn: AsyncConnection, task_id: int, depends_on_id: int
+    ) -> records.Dependency | None:
+        row = (
+            await conn.execute(select(self.table).where(self._edge(task_id, depends_on_id)))
+        ).first()
+        return None if row is None else records.Dependency(**row._mapping)
+
     async def list(
         self, *, task_id: int | None = None, depends_on_id: int | None = None
     ) -> list[records.Dependency]:
@@ -215,8 +223,11 @@ class DependencyRepository:
 
     async def delete_in(self, conn: AsyncConnection, task_id: int, depends_on_id: int) -> bool:
         """Whether there was such an edge to delete."""
-        edge = (self.table.c.task_id == task_id) & (self.table.c.depends_on_id == depends_on_id)
-        return bool((await conn.execute(delete(self.table).where(edge))).rowcount)
+        statement = delete(self.table).where(self._edge(task_id, depends_on_id))
+        return bool((await conn.execute(statement)).rowcount)
+
+    def _edge(self, task_id: int, depends_on_id: int) -> ColumnElement[bool]:
+        return (self.table.c.task_id == task_id) & (self.table.c.depends_on_id == depends_on_id)
 
 
 class QueryManager:

@@ -253,7 +253,8 @@ class TaskService:
 
     async def add_dependency(self, task_id: int, depends_on_id: int) -> Dependency:
         """`task_id` (pending, of an open plan) waits for `depends_on_id`; refused across
-        plans and when it would close a cycle (the error names it)."""
+        plans and when it would close a cycle (the error names it). Adding one that is
+        already there changes nothing and returns it."""
         checks.identifier(task_id, "task_id")
         checks.identifier(depends_on_id, "depends_on_id")
         async with self._pool.write_transaction() as conn:
@@ -264,7 +265,9 @@ class TaskService:
         checks.identifier(task_id, "task_id")
         checks.identifier(depends_on_id, "depends_on_id")
         async with self._pool.write_transaction() as conn:
-            _check_dependencies_changeable(await self.locate(conn, task_id))
+            task = await self.locate(conn, task_id)
+            _check_dependencies_changeable(task)
+            await task_store.lock_plan(conn, task.plan_id)
             if not await self._queries.dependencies.delete_in(conn, task_id, depends_on_id):
                 raise NotFound("dependency", (task_id, depends_on_id))
 
@@ -283,15 +286,19 @@ class TaskService:
                 f"task {task_id} (plan {task.plan_id}) cannot depend on task {depends_on_id} "
                 f"of another plan ({prerequisite.plan_id})"
             )
-        # One dependency change per plan at a time: two that each close half a cycle must
-        # not both pass the check.
+        # One dependency change per plan at a time (a removal too): two that each close half
+        # a cycle must not both pass the check, and the edges read stay as read.
         await task_store.lock_plan(conn, task.plan_id)
-        cycle = cycle_through(
-            await task_store.plan_edges(conn, task.plan_id), task_id, depends_on_id
-        )
+        edges = await task_store.plan_edges(conn, task.plan_id)
+        dependencies = self._queries.dependencies
+        if (task_id, depends_on_id) in edges:
+            existing = await dependencies.get_in(conn, task_id, depends_on_id)
+            assert existing is not None, "the plan's lock keeps its edges as read"
+            return existing
+        cycle = cycle_through(edges, task_id, depends_on_id)
         if cycle is not None:
             raise DependencyCycle(cycle)
-        return await self._queries.dependencies.insert_in(conn, task_id, depends_on_id)
+        return await dependencies.insert_in(conn, task_id, depends_on_id)
 
     # --- transitions -----------------------------------------------------------------
 
