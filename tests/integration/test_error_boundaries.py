@@ -25,9 +25,9 @@ from devstream import DevStream, Settings
 from devstream.checks import shown
 from devstream.db.memory_store import MemoryFilter
 from devstream.errors import (
-    ConstraintViolation,
     DevStreamError,
     InvalidInput,
+    NotFound,
     StorageBusy,
     StorageFull,
 )
@@ -41,7 +41,7 @@ from tests.integration.conftest import (
     store_generation,
     template_file,
 )
-from tests.support import FOREIGN_KEY_FAILED, REPO_ROOT, repo_pythonpath, single_task
+from tests.support import REPO_ROOT, repo_pythonpath, single_task
 
 HANG_GUARD_S = 60  # a fault that hangs instead of failing would stop here
 
@@ -207,14 +207,14 @@ async def test_a_row_lock_held_past_busy_timeout_is_a_typed_error_and_writes_res
 # --- transaction failures with partial data ------------------------------------------------------
 
 
-async def test_a_batch_the_database_refuses_halfway_leaves_nothing(
+async def test_a_batch_with_one_bad_link_is_refused_whole_naming_it(
     integration_devstream: DevStream,
 ) -> None:
     ds = integration_devstream
     plan = await ds.tasks.create_plan("Refusals")
     batch = [NewMemory(f"valid note {n}", "context", plan_id=plan.id) for n in range(10)]
     batch.insert(5, NewMemory("linked to a task that does not exist", "output", task_id=999_999))
-    with pytest.raises(ConstraintViolation, match=FOREIGN_KEY_FAILED):
+    with pytest.raises(NotFound, match="task 999999 not found"):
         await ds.memory.store_many(batch)
     assert await ds.memory.entries(MemoryFilter(plan_id=plan.id)) == []
     assert (await ds.memory.search("valid note")).hits == []  # the index never saw them

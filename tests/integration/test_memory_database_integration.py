@@ -36,7 +36,7 @@ from devstream.memory.vectors import Vectors
 from devstream.testing import FakeOllama, deterministic_embedding
 from devstream.testing.ollama import CONTEXT_LENGTH_ERROR
 from tests.integration.conftest import OLLAMA_DIMENSION, after_cooldown, ollama_devstream
-from tests.support import FOREIGN_KEY_FAILED, PROCESS_WAIT_S, ManualClock, devstream_cli
+from tests.support import PROCESS_WAIT_S, ManualClock, devstream_cli, single_task
 
 TEXT_ONLY = SearchWeights(text=1.0, vector=0.0)
 VECTOR_ONLY = SearchWeights(text=0.0, vector=1.0)
@@ -326,10 +326,28 @@ async def test_memories_outlive_their_task_and_plan(
     assert scoped.hits == []
 
 
-async def test_links_must_point_at_existing_rows(integration_devstream: DevStream) -> None:
-    with pytest.raises(ConstraintViolation, match=FOREIGN_KEY_FAILED):
-        await integration_devstream.memory.store("orphan", "context", task_id=999_999)
-    assert await integration_devstream.memory.entries() == []
+async def test_links_must_point_at_existing_rows_that_agree(
+    integration_devstream: DevStream,
+) -> None:
+    """A missing plan, phase or task is named; a task of another phase or plan, or a phase
+    of another plan, is refused (a search of either plan would miss the memory)."""
+    ds = integration_devstream
+    a, b = await single_task(ds, "In plan A"), await single_task(ds, "In plan B")
+    plan_a = (await ds.queries.phases.get(a.phase_id)).plan_id
+    plan_b = (await ds.queries.phases.get(b.phase_id)).plan_id
+    for links, refusal in [
+        ({"task_id": 999_999}, (NotFound, "task 999999 not found")),
+        ({"phase_id": 999_999}, (NotFound, "phase 999999 not found")),
+        ({"plan_id": 999_999}, (NotFound, "plan 999999 not found")),
+        ({"plan_id": plan_a, "task_id": b.id}, (InvalidInput, f"in plan {plan_b}, not plan")),
+        ({"phase_id": a.phase_id, "task_id": b.id}, (InvalidInput, "in phase")),
+        ({"plan_id": plan_b, "phase_id": a.phase_id}, (InvalidInput, f"in plan {plan_a}, not")),
+    ]:
+        with pytest.raises(refusal[0], match=refusal[1]):
+            await ds.memory.store("linked", "context", **links)
+    assert await ds.memory.entries() == []
+    whole = {"plan_id": plan_b, "phase_id": b.phase_id, "task_id": b.id}
+    assert (await ds.memory.store("linked", "context", **whole)).created
 
 
 # --- the content pipeline, end to end -----------------------------------------------------

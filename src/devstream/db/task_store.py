@@ -12,7 +12,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, case, exists, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db.records import ContextInjection, MicroTask, Phase
@@ -25,6 +38,7 @@ from devstream.db.schema import (
     task_events,
 )
 from devstream.db.types import utcnow
+from devstream.errors import InvalidInput, NotFound
 from devstream.vocabulary import DONE, OPEN_PLANS, RUN_ENDS, WORKED_ON
 
 _prerequisite = micro_tasks.alias("prerequisite")
@@ -67,6 +81,60 @@ async def locate(conn: AsyncConnection, task_id: int, *, lock: bool = False) -> 
     if row is None:
         return None
     return Located(MicroTask(*row[: len(micro_tasks.c)]), row.plan_id_, row.plan_status_)
+
+
+@dataclass(frozen=True)
+class Places:
+    """Where some plans, phases and tasks are, of those that exist."""
+
+    plans: set[int]
+    phases: dict[int, int]  # phase -> its plan
+    tasks: dict[int, tuple[int, int]]  # task -> (its phase, its plan)
+
+    def check(self, plan_id: int | None, phase_id: int | None, task_id: int | None) -> None:
+        """Refuse links to a plan, phase or task that does not exist, or that disagree (a
+        task of another phase or plan, a phase of another plan)."""
+        if task_id is not None:
+            if task_id not in self.tasks:
+                raise NotFound("task", task_id)
+            task_phase, task_plan = self.tasks[task_id]
+            _agree(f"task {task_id}", ("phase", task_phase, phase_id), ("plan", task_plan, plan_id))
+        if phase_id is not None:
+            if phase_id not in self.phases:
+                raise NotFound("phase", phase_id)
+            _agree(f"phase {phase_id}", ("plan", self.phases[phase_id], plan_id))
+        if plan_id is not None and plan_id not in self.plans:
+            raise NotFound("plan", plan_id)
+
+
+def _agree(what: str, *places: tuple[str, int, int | None]) -> None:
+    for kind, actual, given in places:
+        if given is not None and given != actual:
+            raise InvalidInput(f"{what} is in {kind} {actual}, not {kind} {given}")
+
+
+async def places(
+    conn: AsyncConnection, plan_ids: set[int], phase_ids: set[int], task_ids: set[int]
+) -> Places:
+    """Where these plans, phases and tasks are, in one round trip."""
+    plan, phase, task = intervention_plans.c, phases.c, micro_tasks.c
+    none = cast(null(), BigInteger)  # typed: PostgreSQL takes a bare NULL for text
+    query = union_all(
+        select(literal("plan"), plan.id, none, plan.id).where(plan.id.in_(plan_ids)),
+        select(literal("phase"), phase.id, none, phase.plan_id).where(phase.id.in_(phase_ids)),
+        select(literal("task"), task.id, task.phase_id, phase.plan_id)
+        .join(phases, phase.id == task.phase_id)
+        .where(task.id.in_(task_ids)),
+    )
+    found = Places(set(), {}, {})
+    for kind, id_, phase_id, plan_id in await conn.execute(query):
+        if kind == "plan":
+            found.plans.add(id_)
+        elif kind == "phase":
+            found.phases[id_] = plan_id
+        else:
+            found.tasks[id_] = (phase_id, plan_id)
+    return found
 
 
 async def open_dependencies(conn: AsyncConnection, task_id: int) -> list[int]:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream import checks
 from devstream.config import Settings
-from devstream.db import memory_store
+from devstream.db import memory_store, task_store
 from devstream.db.memory_store import MemoryFilter, Scope, content_hash
 from devstream.db.pool import ConnectionPool
 from devstream.db.records import MemoryEntry
@@ -214,6 +214,7 @@ class MemoryService:
             async with self._pool.write_transaction() as conn:
                 if together_with is not None:
                     await together_with(conn)
+                await _check_links(conn, [p.item.scope for p in prepared])
                 existing, created = await self._insert(conn, hashes, fresh, vectors)
         self.metrics.increment("memory.stored", len(created))
         return [self._result(p, existing, created, warning) for p in prepared]
@@ -430,6 +431,23 @@ class _Prepared:
             "embedding_attempts": 0,  # new content is a new input to embed
             "embedding_error": None,
         }
+
+
+async def _check_links(conn: AsyncConnection, given: Iterable[Scope]) -> None:
+    """Refuse a link to a plan, phase or task that does not exist, naming it (rather than
+    the foreign key's anonymous refusal), and links that disagree: a memory of a task in
+    another plan than the one it names would be missed by a search of either."""
+    scopes = [scope for scope in dict.fromkeys(given) if scope != Scope()]  # in item order
+    if not scopes:
+        return
+    found = await task_store.places(
+        conn,
+        {s.plan_id for s in scopes if s.plan_id is not None},
+        {s.phase_id for s in scopes if s.phase_id is not None},
+        {s.task_id for s in scopes if s.task_id is not None},
+    )
+    for scope in scopes:
+        found.check(scope.plan_id, scope.phase_id, scope.task_id)
 
 
 def _first_of_each(prepared: Iterable[_Prepared]) -> list[_Prepared]:
