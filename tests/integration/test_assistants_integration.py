@@ -715,6 +715,18 @@ async def test_a_hook_fails_open_on_bad_input_and_a_broken_store(tmp_path: Path)
         assert (code, out) == (0, ""), err
         assert len(err.strip().splitlines()) == 1, err
         assert err.startswith(f"devstream hook {event}: ")
+    # Bad arguments too: exit code 2 would tell Claude Code to block.
+    for event, option, says in [
+        ("bogus", (), "unknown hook event 'bogus'"),
+        ("session-start", ("--max-chars", "10"), "--max-chars must be a whole number from 200"),
+        ("stop", ("--max-chars", "many"), "got 'many'"),
+    ]:
+        args = ("--db", str(tmp_path / "missing.db"), "hook", event, *option)
+        code, out, err = await run_devstream(*args, cwd=tmp_path, stdin=stdin)
+        assert (code, out) == (0, ""), err
+        assert err.startswith(f"devstream hook {event}: "), err
+        assert says in err, err
+        assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "missing.db").exists(), "a hook never creates a store"
 
 

@@ -12,13 +12,13 @@ from typing import Literal
 import click
 
 from devstream.cli.output import Output, pass_output, run_async, with_store
-from devstream.vocabulary import BRIEF_MAX_CHARS, HOOK_EVENTS
+from devstream.vocabulary import BRIEF_MAX_CHARS, BRIEF_MIN_CHARS, HOOK_EVENTS
 
 max_chars_option = click.option(
     "--max-chars",
     default=BRIEF_MAX_CHARS,
     show_default=True,
-    type=click.IntRange(200),
+    type=click.IntRange(BRIEF_MIN_CHARS),
     help="Longest brief, in characters.",
 )
 
@@ -53,15 +53,24 @@ def mcp(out: Output, tools: str | None, bind: str | None) -> None:
     run_async(serve_http(out.settings, chosen, bind, token=token, announce=announce))
 
 
+# Checked by the hook itself, which fails open: a value click refused would exit 2, which
+# Claude Code takes for "block" (a settings file from another version may name an event
+# this one does not know).
 @click.command("hook")
-@click.argument("event", type=click.Choice(HOOK_EVENTS))
-@max_chars_option
+@click.argument("event", metavar="{" + "|".join(HOOK_EVENTS) + "}")
+@click.option(
+    "--max-chars",
+    default=str(BRIEF_MAX_CHARS),
+    show_default=True,
+    metavar="N",
+    help=f"Longest brief, in characters ({BRIEF_MIN_CHARS} or more).",
+)
 @click.pass_context
-def hook(ctx: click.Context, event: str, max_chars: int) -> None:
+def hook(ctx: click.Context, event: str, max_chars: str) -> None:
     """Answer an assistant's hook call: the hook JSON on stdin, the answer on stdout.
 
-    It fails open: on any error it prints one line on stderr, nothing on stdout, and exits
-    0, so a broken store never blocks the assistant.
+    It fails open: on any error (a bad argument included) it prints one line on stderr,
+    nothing on stdout, and exits 0, so a broken store never blocks the assistant.
     """
     try:
         from devstream.hooks import handle  # noqa: PLC0415

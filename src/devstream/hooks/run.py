@@ -18,20 +18,25 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from devstream import checks
 from devstream.config import Settings, load_settings
 from devstream.errors import ConfigError, NotInitialised
 from devstream.hooks.capture import KINDS, Captured, as_memory, from_tool, last_answer
 from devstream.hooks.payload import Payload, parse
-from devstream.vocabulary import BRIEF_MAX_CHARS
+from devstream.vocabulary import BRIEF_MAX_CHARS, BRIEF_MIN_CHARS, HOOK_EVENTS
 
 if TYPE_CHECKING:
     from devstream.app import DevStream
 
 
 async def handle(
-    event: str, stdin: str, flags: Mapping[str, Any], *, max_chars: int = BRIEF_MAX_CHARS
+    event: str, stdin: str, flags: Mapping[str, Any], *, max_chars: int | str = BRIEF_MAX_CHARS
 ) -> dict[str, Any] | None:
-    """The hook's JSON answer, or None when it has nothing to say."""
+    """The hook's JSON answer, or None when it has nothing to say. `max_chars` may come as
+    the command line gave it."""
+    if event not in HOOK_EVENTS:
+        raise ConfigError(f"unknown hook event {event!r}; use one of {', '.join(HOOK_EVENTS)}")
+    max_chars = checks.whole(_number(max_chars), "--max-chars", BRIEF_MIN_CHARS)
     payload = parse(stdin)
     settings = load_settings(flags, cwd=payload.cwd)
     if not settings.db:
@@ -55,6 +60,13 @@ async def handle(
             async with _store(settings) as ds:
                 await _keep(ds, captured, payload.session_id)
     return None
+
+
+def _number(value: int | str) -> object:
+    """A number given as text, as a number; any other text stays as given (and is refused)."""
+    if isinstance(value, str) and value.strip().isdecimal():
+        return int(value)
+    return value
 
 
 def capture_kinds(setting: str) -> frozenset[str]:
