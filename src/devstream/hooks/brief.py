@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from devstream import checks
+from devstream.errors import InvalidInput
 from devstream.memory import MemoryFilter
 from devstream.vocabulary import BRIEF_MAX_CHARS
 
@@ -35,7 +37,10 @@ async def brief(
     ds: DevStream, *, max_chars: int = BRIEF_MAX_CHARS, session: str | None = None
 ) -> str:
     """The brief, at most `max_chars` characters; empty when the store holds nothing.
-    `session`: the assistant session it is for, whose own tasks come first."""
+    `session`: the assistant session it is for, whose own tasks come first (one that
+    start_task would refuse, too long or holding a NUL, is not repeated to the assistant)."""
+    if session is not None and not _usable(session):
+        session = None
     active = await ds.tasks.tasks(status="active")
     ready = await ds.tasks.ready(limit=READY_SHOWN)
     mine = [task for task in active if session is not None and task.session_id == session]
@@ -56,6 +61,14 @@ async def brief(
     body = _inert("\n\n".join(part for part in (said, head, memories) if part))
     room = max_chars - len(_wrap(""))
     return _wrap(body[:room]) if room > 0 else ""
+
+
+def _usable(session: str) -> bool:
+    try:
+        checks.session(session)
+    except InvalidInput:
+        return False
+    return True
 
 
 def _inert(text: str) -> str:
