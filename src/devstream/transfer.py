@@ -8,8 +8,9 @@ Timestamps are ISO 8601 in UTC; vectors (with `--with-embeddings`) are base64 of
 little-endian float32 bytes. Without vectors, imported memories wait to be embedded.
 
 An import first reads the whole file and checks every line (kinds, fields, each value
-against its column's rules, and that each link names a row the export holds before it), so
-bad input writes nothing. It then writes in transactions of `batch` lines through the
+against its column's rules, that each link names a row the export holds before it, that no
+id, phase position or dependency comes twice, and that a dependency stays within its plan),
+so bad input writes nothing. It then writes in transactions of `batch` lines through the
 pool's one write path. Rows get new ids here; links follow them. A memory whose content
 hash and links match one already here is not written again: it maps onto that one. Each
 transaction also records, in the import ledger, which rows of this export it wrote, so an
@@ -37,7 +38,7 @@ from devstream.db import memory_store, revision
 from devstream.db import transfer as store
 from devstream.db.transfer import EMBEDDING_COLUMNS, TABLES
 from devstream.db.types import UTCDateTime
-from devstream.errors import BadExport, ExportTooNew, InvalidInput
+from devstream.errors import BadExport, DevStreamError, ExportTooNew, InvalidInput
 from devstream.tasks.graph import find_cycle
 from devstream.transfer_fields import check_fields
 
@@ -179,8 +180,16 @@ async def _imported(
             return report
     done = 0
     for chunk in _chunks(_records(lines), batch):
-        async with ds.pool.write_transaction() as conn:
-            await run.lines(conn, chunk)
+        try:
+            async with ds.pool.write_transaction() as conn:
+                await run.lines(conn, chunk)
+        except DevStreamError as exc:
+            if done:  # earlier transactions stand: say so, and that a rerun resumes
+                exc.hint = (
+                    f"this batch was not written, but the first {done} lines were; running "
+                    "the same import again resumes after them"
+                )
+            raise
         done += len(chunk)
         if progress is not None:
             progress(done, total)
@@ -192,15 +201,17 @@ async def _imported(
 def _checked(source: IO[str], spool: IO[str] | None) -> tuple[dict[str, Any], int]:
     """Read every line, check it (and copy it to `spool`): the header and the line count."""
     seen: dict[str, set[int]] = {kind: set() for kind in TABLES}
+    places = _Places()
     edges: list[tuple[int, int]] = []
     header: dict[str, Any] | None = None
     number = 0
-    for number, text in enumerate(source, start=1):
+    for number, text in enumerate(_decoded(source), start=1):
         record = _parsed(number, text)
         if header is None:
             header = _checked_header(number, record)
         else:
             _check_record(number, record, seen)
+            places.check(number, record)
             if record["kind"] == "dependency":
                 edges.append((record["task_id"], record["depends_on_id"]))
         if spool is not None:
@@ -211,6 +222,60 @@ def _checked(source: IO[str], spool: IO[str] | None) -> tuple[dict[str, Any], in
     if cycle:
         raise BadExport(number, f"the dependencies among tasks {cycle} form a cycle")
     return header, number - 1
+
+
+def _decoded(source: IO[str]) -> Iterator[str]:
+    """The source's lines, refusing text that is not UTF-8: a line that holds bytes a
+    source opened with errors="surrogateescape" (as the CLI opens it) could not decode, or
+    a strict source's decoding error (which comes a buffer ahead: the line is a bound)."""
+    number = 0
+    try:
+        for number, text in enumerate(source, start=1):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BadExport(number, "not UTF-8 text") from exc
+            yield text
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text ({exc.reason}), here or in a line after it"
+        raise BadExport(number + 1, problem) from exc
+
+
+@dataclass
+class _Places:
+    """What the unique constraints and the plan rule need to know of the lines so far."""
+
+    plan_of_phase: dict[int, int] = field(default_factory=dict)
+    plan_of_task: dict[int, int] = field(default_factory=dict)
+    positions: set[tuple[int, int]] = field(default_factory=set)  # (plan, phase position)
+    dependencies: set[tuple[int, int]] = field(default_factory=set)
+
+    def check(self, number: int, record: dict[str, Any]) -> None:
+        """Refuse what the store would refuse halfway through writing (a second phase at a
+        position, a second dependency) and what the services refuse (one across plans)."""
+        if record["kind"] == "phase":
+            self.plan_of_phase[record["id"]] = record["plan_id"]
+            at = (record["plan_id"], record["position"])
+            _once(number, self.positions, at, f"a second phase at position {at[1]} of plan {at[0]}")
+        elif record["kind"] == "task":
+            self.plan_of_task[record["id"]] = self.plan_of_phase[record["phase_id"]]
+        elif record["kind"] == "dependency":
+            task, prerequisite = edge = (record["task_id"], record["depends_on_id"])
+            _once(
+                number, self.dependencies, edge, f"a second dependency of {task} on {prerequisite}"
+            )
+            plan, other = self.plan_of_task[task], self.plan_of_task[prerequisite]
+            if plan != other:
+                problem = (
+                    f"task {task} (plan {plan}) depends on task {prerequisite} of plan {other}"
+                )
+                raise BadExport(number, f"{problem}: a dependency stays within its plan")
+
+
+def _once(number: int, seen: set[Any], key: object, problem: str) -> None:
+    if key in seen:
+        raise BadExport(number, problem)
+    seen.add(key)
 
 
 def _parsed(number: int, text: str) -> dict[str, Any]:
@@ -260,7 +325,7 @@ def _check_record(number: int, record: dict[str, Any], seen: dict[str, set[int]]
     if kind == "memory" and record["content_hash"] != memory_store.content_hash(record["content"]):
         raise BadExport(number, "a memory's content_hash is not the hash of its content")
     if "id" in record:
-        seen[kind].add(record["id"])
+        _once(number, seen[kind], record["id"], f"a second {kind} with id {record['id']}")
 
 
 def _records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
@@ -295,9 +360,11 @@ class _Import:
         for record in records:
             by_kind[record["kind"]].append(record)
         for kind, rows in by_kind.items():
+            if not rows:
+                continue
             if kind == "dependency":
                 await self._dependencies(conn, rows)
-            elif rows:
+            else:
                 await self._rows(conn, kind, rows)
 
     async def _rows(self, conn: AsyncConnection, kind: str, rows: list[dict[str, Any]]) -> None:

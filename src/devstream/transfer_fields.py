@@ -13,7 +13,7 @@ import base64
 import functools
 import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Column, Float, Integer, LargeBinary, String, Table
@@ -71,10 +71,13 @@ def _check_vector(vector: Any, model: Any, dimension: Any) -> None:
 
 
 def _moment(value: object, name: str) -> None:
-    """An ISO 8601 time with its UTC offset, as exports write them."""
+    """An ISO 8601 time with its UTC offset, as exports write them, that is a time in UTC
+    too (the store keeps UTC: 9999-12-31T23:59-14:00 is past the last one)."""
     try:
         moment = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
+        if moment is not None and moment.tzinfo is not None:
+            moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         moment = None
     if moment is None or moment.tzinfo is None:
         raise InvalidInput(

@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 from devstream import DevStream, Settings, transfer
 from devstream.db import task_store
+from devstream.db import transfer as db_transfer
 from devstream.db.memory_store import MemoryFilter
-from devstream.errors import BadExport, ExportTooNew, StorageError
+from devstream.errors import BadExport, ExportTooNew, StorageError, StorageFull
 from devstream.memory.context import assemble
 from devstream.memory.follow import Followed
 from devstream.memory.service import MemoryService
@@ -458,6 +459,33 @@ async def test_an_import_cut_short_resumes_and_adds_nothing_twice(
     assert await target.memory.waiting() == 5
 
 
+async def test_an_import_failing_after_some_batches_says_they_stand_and_a_rerun_resumes(
+    integration_devstream: DevStream,
+    integration_real_database: DevStream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source, target = integration_devstream, integration_real_database
+    await filled(source)
+    path = export_file(tmp_path, await exported(source, embeddings=False))
+    write, writes = db_transfer.write, 0
+
+    async def full_at_the_third(*args: Any) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 3:  # the third batch: two lines of plans, then two of phases, stand
+            raise StorageFull("database error: database or disk is full")
+        await write(*args)
+
+    monkeypatch.setattr(db_transfer, "write", full_at_the_third)
+    with pytest.raises(StorageFull, match="but the first 4 lines were; running the same import"):
+        await imported(target, path, batch=2)
+    monkeypatch.undo()
+    assert (await imported(target, path, batch=2)).resumed == 4
+    moved = await exported(target, embeddings=False)
+    assert normalised(moved) == normalised(await exported(source, embeddings=False))
+
+
 async def test_a_dry_run_says_what_it_would_add_and_writes_nothing(
     integration_devstream: DevStream, integration_real_database: DevStream, tmp_path: Path
 ) -> None:
@@ -533,6 +561,12 @@ def _bad(records: list[dict[str, Any]], case: str) -> list[dict[str, Any]]:
         rows.append({**edge, "task_id": edge["depends_on_id"], "depends_on_id": edge["task_id"]})
     elif case == "no header":
         return rows
+    elif case in _TWICE:
+        line = next(r for r in rows if r["kind"] == _TWICE[case])
+        # The same row again at the end (a phase under a new id, in the same position).
+        rows.append({**line, "id": 1_000} if case == "a phase position twice" else dict(line))
+    elif case == "dependency across plans":
+        rows.extend(_across_plans(rows))
     elif case in _SPOILT_FIELDS:
         line_kind, field, value = _SPOILT_FIELDS[case]
         # The last line of its kind: past the first transaction of a two-line batch.
@@ -541,6 +575,27 @@ def _bad(records: list[dict[str, Any]], case: str) -> list[dict[str, Any]]:
     else:
         first_memory.update(_spoilt_vector(first_memory, case))
     return [header, *rows]
+
+
+_TWICE = {
+    "an id twice": "plan",
+    "a phase position twice": "phase",
+    "a dependency twice": "dependency",
+}
+
+
+def _across_plans(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A phase and a task in the plan with none, and a dependency of that task on one of
+    the other plan's tasks."""
+    empty = next(r for r in rows if r["kind"] == "plan" and r["title"] == "An idea for later")
+    phase = next(r for r in rows if r["kind"] == "phase")
+    task = next(r for r in rows if r["kind"] == "task")
+    dependency = next(r for r in rows if r["kind"] == "dependency")
+    return [
+        {**phase, "id": 1_000, "plan_id": empty["id"], "position": 0},
+        {**task, "id": 1_000, "phase_id": 1_000},
+        {**dependency, "task_id": 1_000, "depends_on_id": task["id"]},
+    ]
 
 
 # A value its column cannot hold, in the last line of a kind.
@@ -554,6 +609,7 @@ _SPOILT_FIELDS: dict[str, tuple[str, str, object]] = {
     "id as text": ("task", "id", "7"),
     "NUL in a title": ("task", "title", "a\x00b"),
     "null in a column that may be left out": ("memory", "embedding_attempts", None),
+    "time past the last in UTC": ("task_event", "at", "9999-12-31T23:59:59-14:00"),
 }
 
 
@@ -601,6 +657,12 @@ def _stored(values: list[float]) -> str:
         ("id as text", "id must be a whole number from 1 to 2\\^63-1, got '7'"),
         ("NUL in a title", "task title contains a NUL character"),
         ("null in a column that may be left out", "embedding_attempts may be left out, not null"),
+        ("time past the last in UTC", "at must be an ISO 8601 time"),
+        # What the database would refuse halfway through writing, or the services refuse.
+        ("an id twice", "a second plan with id"),
+        ("a phase position twice", "a second phase at position 0 of plan"),
+        ("a dependency twice", "a second dependency of"),
+        ("dependency across plans", "depends on task .* of plan .* stays within its plan"),
     ],
 )
 async def test_a_spoilt_export_is_refused_naming_the_line_and_nothing_is_written(
@@ -638,6 +700,21 @@ async def test_what_is_no_export_of_this_version_is_refused(
     path = tmp_path / "export.jsonl"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(error, match=says):
+        await imported(integration_real_database, path)
+    assert len(await exported(integration_real_database)) == 1
+
+
+async def test_an_export_that_is_not_utf8_is_refused_naming_the_line(
+    integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    path = tmp_path / "export.jsonl"
+    header = '{"format": "devstream-export", "version": 1, "export_id": "x"}\n'
+    path.write_bytes(header.encode() + b'{"kind": "plan", "title": "caf\xe9"}\n')
+    refused = pytest.raises(BadExport, match="line 2 of the export: not UTF-8 text")
+    with refused, path.open(encoding="utf-8", errors="surrogateescape") as source:  # as the CLI
+        await transfer.import_(integration_real_database, source)
+    # Decoded strictly, the error comes a buffer ahead of the line that holds it.
+    with pytest.raises(BadExport, match=r"line 1 of the export: not UTF-8 text .* or in a line"):
         await imported(integration_real_database, path)
     assert len(await exported(integration_real_database)) == 1
 

@@ -85,7 +85,8 @@ def _exported(report: ExportReport) -> str:
 
 
 @click.command("import")
-@click.argument("source", type=click.File("r", encoding="utf-8"))
+# Bytes that are not UTF-8 come through as surrogates, so the check can name their line.
+@click.argument("source", type=click.File("r", encoding="utf-8", errors="surrogateescape"))
 @click.option("--dry-run", is_flag=True, help="Check the file and say what it would add.")
 @pass_output
 def import_command(out: Output, source: IO[str], dry_run: bool) -> None:
