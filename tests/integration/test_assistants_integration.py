@@ -198,7 +198,7 @@ async def test_a_refusal_is_a_tool_error_with_its_message_and_writes_nothing(
     # An integer is never true, "1" or 1.0, which lax validation would all take for 1.
     tasks = [{"title": "a"}, {"title": "b", "depends_on": [True]}]
     async with client_of(integration_devstream, "all") as client:
-        for tool, arguments in [
+        refused: list[tuple[str, dict[str, Any]]] = [
             ("skip_task", {"task_id": True}),
             ("start_task", {"task_id": "1"}),
             ("show_plan", {"plan_id": 1.0}),
@@ -207,7 +207,8 @@ async def test_a_refusal_is_a_tool_error_with_its_message_and_writes_nothing(
             ("outline_plan", {"title": "P", "phases": [], "priority": True}),
             ("outline_plan", {"title": "P", "phases": [{"name": "p", "tasks": tasks}]}),
             ("add_task", {"phase_id": 1, "title": "t", "depends_on": [1.0]}),
-        ]:
+        ]
+        for tool, arguments in refused:
             refusal = error_text(await call(client, tool, **arguments))
             assert "Input should be a valid integer" in refusal, (tool, arguments, refusal)
     assert await table_row_counts(pool) == before

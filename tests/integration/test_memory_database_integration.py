@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -335,18 +336,19 @@ async def test_links_must_point_at_existing_rows_that_agree(
     a, b = await single_task(ds, "In plan A"), await single_task(ds, "In plan B")
     plan_a = (await ds.queries.phases.get(a.phase_id)).plan_id
     plan_b = (await ds.queries.phases.get(b.phase_id)).plan_id
-    for links, refusal in [
+    refusals: list[tuple[dict[str, Any], tuple[type[Exception], str]]] = [
         ({"task_id": 999_999}, (NotFound, "task 999999 not found")),
         ({"phase_id": 999_999}, (NotFound, "phase 999999 not found")),
         ({"plan_id": 999_999}, (NotFound, "plan 999999 not found")),
         ({"plan_id": plan_a, "task_id": b.id}, (InvalidInput, f"in plan {plan_b}, not plan")),
         ({"phase_id": a.phase_id, "task_id": b.id}, (InvalidInput, "in phase")),
         ({"plan_id": plan_b, "phase_id": a.phase_id}, (InvalidInput, f"in plan {plan_a}, not")),
-    ]:
-        with pytest.raises(refusal[0], match=refusal[1]):
+    ]
+    for links, (error, says) in refusals:
+        with pytest.raises(error, match=says):
             await ds.memory.store("linked", "context", **links)
     assert await ds.memory.entries() == []
-    whole = {"plan_id": plan_b, "phase_id": b.phase_id, "task_id": b.id}
+    whole: dict[str, Any] = {"plan_id": plan_b, "phase_id": b.phase_id, "task_id": b.id}
     assert (await ds.memory.store("linked", "context", **whole)).created
 
 

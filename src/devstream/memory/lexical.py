@@ -145,7 +145,7 @@ class LexicalIndex:
         self.base = base or BasePostings.empty()
         self._added: dict[str, _Postings] = {}
         self._norms_for: tuple[int, float] | None = None  # (rows, total length) of _row_norms
-        self._row_norms = np.zeros(0, np.float64)
+        self._row_norms: npt.NDArray[np.float64] = np.zeros(0, np.float64)
 
     @property
     def nbytes(self) -> int:
@@ -230,8 +230,8 @@ def _summed(
         return np.zeros(len(norms), dtype=np.float64)
     rows = np.concatenate([phrase_rows for _, phrase_rows, _ in phrases])
     scored = np.concatenate([_bm25(idf, c, norms[r]) for idf, r, c in phrases])
-    summed: npt.NDArray[np.float64] = np.bincount(rows, weights=scored, minlength=len(norms))
-    return summed
+    summed = np.bincount(rows, weights=scored, minlength=len(norms))
+    return summed.astype(np.float64, copy=False)
 
 
 def _idf(phrase_rows: RowIds, rows: Rows) -> float | None:
