@@ -142,6 +142,12 @@ class BadExport(InvalidInput):
         self.line = line
 
 
+class OutputFailed(DevStreamError):
+    """A file DevStream was asked to write (an export) could not be written."""
+
+    hint = "name a file in a folder that exists and can be written, with room on its disk"
+
+
 class ExportTooNew(DevStreamError):
     """The export was written by a newer DevStream, in a format this one does not know."""
 

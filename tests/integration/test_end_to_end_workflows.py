@@ -30,7 +30,7 @@ from devstream.memory.follow import Followed
 from devstream.memory.service import MemoryService
 from devstream.memory.vectors import encode
 from devstream.workflow import Artifact
-from tests.support import devstream_cli
+from tests.support import PROCESS_WAIT_S, devstream_cli
 
 DEMO_SECTIONS = ("plan", "tasks_run", "context_injected", "memories_captured", "search", "metrics")
 
@@ -780,6 +780,38 @@ async def test_the_cli_exports_to_a_file_and_imports_it_elsewhere(
     for db in (target, piped):
         async with DevStream.open(Settings(db=db)) as moved:
             assert normalised(await exported(moved, embeddings=False)) == normalised(lines)
+
+
+async def test_export_writes_through_a_symlink_into_a_pipe_and_refuses_what_it_cannot(
+    integration_real_database: DevStream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A symlink stays a symlink and its target gets the export; a pipe (as a device) is
+    written, never replaced by a file; a missing folder is a one-line error. (Only paths
+    in the test's own folder: a regression must not replace a system device.)"""
+    source = integration_real_database.settings.database_url
+    real, link = tmp_path / "real.jsonl", tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    assert await devstream_cli("--db", source, "export", "-o", str(link)) == 0
+    assert link.is_symlink()
+    assert json.loads(real.read_text(encoding="utf-8").splitlines()[0])["format"]
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = await asyncio.create_subprocess_exec("cat", str(fifo), stdout=subprocess.PIPE)
+    try:
+        assert await devstream_cli("--db", source, "export", "-o", str(fifo)) == 0
+        read, _ = await asyncio.wait_for(reader.communicate(), PROCESS_WAIT_S)
+    finally:
+        if reader.returncode is None:  # the export never opened the pipe: cat waits on
+            reader.kill()
+            await reader.wait()
+    assert read.startswith(b'{"format":"devstream-export"')
+    assert fifo.is_fifo()
+    capsys.readouterr()
+    missing = tmp_path / "missing" / "e.jsonl"
+    assert await devstream_cli("--db", source, "export", "-o", str(missing)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"devstream: error: cannot write the export to {missing}: No such")
+    assert len(err.strip().splitlines()) == 1, err
 
 
 _JSON = st.recursive(

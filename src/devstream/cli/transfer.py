@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING
 import click
 
 from devstream.cli.output import Output, pass_output, progress_bar, with_store
-from devstream.errors import StorageError
+from devstream.errors import OutputFailed, StorageError
 
 if TYPE_CHECKING:
     from devstream.app import DevStream
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     "--output",
     "target",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to this file (replaced whole, only once the export is complete).",
+    help="Write to this file (replaced whole, only once the export is complete; a device or "
+    "a pipe is written as the export goes).",
 )
 @click.option("--with-embeddings", is_flag=True, help="Include every memory's vector.")
 @pass_output
@@ -42,15 +43,41 @@ def export_command(out: Output, target: Path | None, with_embeddings: bool) -> N
         return with_store(out, run)
 
     if target is None:
-        report = work(sys.stdout)
-        sys.stdout.flush()
+        report = _written_to_stdout(work)
         click.echo(_exported(report), err=True)
         return
-    report = _written_whole(target, work)
+    report = _written(target, work)
     out.emit(asdict(report), f"{_exported(report)} to {target}")
 
 
-def _written_whole(target: Path, work: Callable[[IO[str]], ExportReport]) -> ExportReport:
+def _written_to_stdout(work: Callable[[IO[str]], ExportReport]) -> ExportReport:
+    if sys.stdout is None:  # closed by the caller
+        raise OutputFailed("stdout is closed", hint="name a file with -o")
+    try:
+        report = work(sys.stdout)
+        sys.stdout.flush()
+    except OSError as exc:
+        raise OutputFailed(f"cannot write the export to stdout: {exc.strerror or exc}") from exc
+    return report
+
+
+def _written(target: Path, work: Callable[[IO[str]], ExportReport]) -> ExportReport:
+    """Run `work` on what `target` names, through symlinks: a regular file (or a new one) is
+    replaced whole once the export is complete, and anything else (a device, a pipe) is
+    written as the export goes; it is never replaced by a file."""
+    real = target.resolve()
+    if real.is_dir():
+        raise OutputFailed(f"cannot write the export to {target}: it is a folder")
+    try:
+        if real.exists() and not real.is_file():
+            with real.open("w", encoding="utf-8", newline="\n") as stream:
+                return work(stream)
+        return _replaced_whole(real, work)
+    except OSError as exc:
+        raise OutputFailed(f"cannot write the export to {target}: {exc.strerror or exc}") from exc
+
+
+def _replaced_whole(target: Path, work: Callable[[IO[str]], ExportReport]) -> ExportReport:
     """Run `work` on a temporary file beside `target`, then put it in its place."""
     descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
     try:
