@@ -60,6 +60,8 @@ _AT_LEAST = {
     "capture_max_chars": 100,
 }
 _POSITIVE = ("pool_timeout_s", "ollama_timeout_s", "embed_deadline_s")
+# SQLite keeps busy_timeout in a C int: past it, the pragma silently sets no wait at all.
+_AT_MOST = {"busy_timeout_ms": 2**31 - 1}
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,9 @@ class Settings:
         for name, minimum in _AT_LEAST.items():
             if getattr(self, name) < minimum:
                 raise ConfigError(f"{name} must be >= {minimum}, got {getattr(self, name)}")
+        for name, maximum in _AT_MOST.items():
+            if getattr(self, name) > maximum:
+                raise ConfigError(f"{name} must be <= {maximum}, got {getattr(self, name)}")
         for name in _POSITIVE:
             if not 0 < getattr(self, name) < math.inf:  # NaN fails this too
                 raise ConfigError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
@@ -131,7 +136,10 @@ def load_settings(
         for name in _FIELDS
         if ENV_PREFIX + name.upper() in environ
     }
-    named.update({name: value for name, value in (flags or {}).items() if value is not None})
+    given = {name: value for name, value in (flags or {}).items() if value is not None}
+    if given.get("db") == "":  # as `--db "$UNSET"` passes it: no store, not the default one
+        raise ConfigError("--db names no store: give a file or URL, or leave --db out")
+    named.update(given)
     project = None if named.get("db") else project_db(cwd or Path.cwd())
     layers: list[Mapping[str, Any]] = [
         _read_config_file(config_file or _config_path(environ)),

@@ -80,6 +80,8 @@ def test_a_database_password_is_never_shown(url: str, shown: str) -> None:
         ("colour = 'blue'", "unknown setting 'colour'"),
         ("pool_size = 0", "pool_size must be >= 1"),
         ("busy_timeout_ms = -1", "busy_timeout_ms must be >= 0"),
+        # SQLite would take it for no wait at all.
+        ("busy_timeout_ms = 2147483648", "busy_timeout_ms must be <= 2147483647"),
         ("pool_timeout_s = 0", "pool_timeout_s must be a finite number > 0"),
         ("embed_deadline_s = nan", "embed_deadline_s must be a finite number > 0, got nan"),
         ("ollama_timeout_s = inf", "ollama_timeout_s must be a finite number > 0, got inf"),
@@ -91,3 +93,9 @@ def test_bad_settings_are_config_errors(tmp_path: Path, text: str, message: str)
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_settings(environ={}, config_file=path)
+
+
+def test_an_empty_db_flag_names_no_store_rather_than_the_default(tmp_path: Path) -> None:
+    """As `--db "$UNSET"` passes it: it must not fall back to the user's default store."""
+    with pytest.raises(ConfigError, match="--db names no store"):
+        load_settings({"db": ""}, environ={}, config_file=tmp_path / "none.toml")
