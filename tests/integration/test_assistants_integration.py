@@ -687,6 +687,11 @@ async def test_a_project_store_is_found_from_below_and_briefs_its_sessions(
 ) -> None:
     project, below = tmp_path / "project", tmp_path / "project" / "src" / "deep"
     below.mkdir(parents=True)
+    (project / ".devstream").write_text("a file where the store's folder would go")
+    code, _, err = await run_devstream("init", "--project", cwd=project)
+    assert code == 1
+    assert err.startswith("devstream: error: cannot create the project store in "), err
+    (project / ".devstream").unlink()
     code, _, err = await run_devstream("init", "--project", cwd=project)
     assert code == 0, err
     assert (project / ".devstream" / ".gitignore").read_text().splitlines()[-1] == "*"

@@ -23,7 +23,7 @@ from devstream.cli.stats import stats
 from devstream.cli.tasks import phase, plan, task
 from devstream.cli.transfer import export_command, import_command
 from devstream.config import PROJECT_DB, PROJECT_DIR, load_settings
-from devstream.errors import DevStreamError
+from devstream.errors import DevStreamError, StorageError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,10 +80,13 @@ def doctor_command(out: Output) -> None:
 def _project_store() -> Path:
     """./.devstream/devstream.db, its folder made and kept out of version control."""
     folder = Path.cwd() / PROJECT_DIR
-    folder.mkdir(exist_ok=True)
     ignore = folder / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# DevStream's store: local to this machine.\n*\n", encoding="utf-8")
+    try:
+        folder.mkdir(exist_ok=True)
+        if not ignore.exists():
+            ignore.write_text("# DevStream's store: local to this machine.\n*\n", encoding="utf-8")
+    except OSError as exc:
+        raise StorageError(f"cannot create the project store in {folder}: {exc.strerror}") from exc
     return folder / PROJECT_DB
 
 
