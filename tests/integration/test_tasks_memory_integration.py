@@ -247,6 +247,12 @@ async def test_only_pending_tasks_of_open_plans_get_dependencies(
     # Blocked describes pending tasks only.
     listed = await ds.tasks.tasks(plan_id=work.plan.id)
     assert await ds.tasks.blocked([t.id for t in listed]) == {work.b.id, work.c.id, twice.id}
+    # Closed, the plan would hold its active task for good: it cannot move any more.
+    for status in ("cancelled", "archived"):
+        with pytest.raises(InvalidInput, match=f"be {status} while task {work.d.id} is active"):
+            await ds.tasks.set_plan_status(work.plan.id, status)
+    assert (await ds.tasks.task(work.d.id)).status == "active"
+    await ds.tasks.skip(work.d.id)
     await ds.tasks.set_plan_status(work.plan.id, "cancelled")
     with pytest.raises(InvalidInput, match="is cancelled"):
         await ds.tasks.add_dependency(work.c.id, work.a.id)
@@ -902,8 +908,7 @@ class _TaskRules(RuleBasedStateMachine):
             mine.status == "pending"
             and self.model.open(mine.plan)
             and mine.plan == theirs.plan
-            and prerequisite not in mine.waits_on
-            and not self.model.reaches(prerequisite, task)
+            and not self.model.reaches(prerequisite, task)  # one already there: no change
         )
         if self._attempt(allowed, self.ds.tasks.add_dependency(task, prerequisite)):
             mine.waits_on.add(prerequisite)
@@ -934,8 +939,11 @@ class _TaskRules(RuleBasedStateMachine):
 
     @rule(plan=plans, status=st.sampled_from(list(PLAN_FLOW)))
     def set_plan_status(self, plan: int, status: str) -> None:
-        allowed = status in PLAN_FLOW[self.model.plans[plan]] and (
-            status != "completed" or self._completable(plan)
+        active = any(t.plan == plan and t.status == "active" for t in self.model.tasks.values())
+        allowed = (
+            status in PLAN_FLOW[self.model.plans[plan]]
+            and (status != "completed" or self._completable(plan))
+            and (status in OPEN_PLANS or not active)  # a closed plan's tasks cannot move
         )
         if self._attempt(allowed, self.ds.tasks.set_plan_status(plan, status)):
             self.model.plans[plan] = status

@@ -137,6 +137,17 @@ async def places(
     return found
 
 
+async def active_in_plan(conn: AsyncConnection, plan_id: int) -> list[int]:
+    """The plan's active tasks, by id."""
+    query = (
+        select(micro_tasks.c.id)
+        .join(phases, phases.c.id == micro_tasks.c.phase_id)
+        .where(phases.c.plan_id == plan_id, micro_tasks.c.status == "active")
+        .order_by(micro_tasks.c.id)
+    )
+    return list((await conn.scalars(query)).all())
+
+
 async def open_dependencies(conn: AsyncConnection, task_id: int) -> list[int]:
     """Tasks this one waits on that are not completed yet."""
     u = _UNFINISHED.c

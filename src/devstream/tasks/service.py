@@ -27,6 +27,7 @@ from devstream.tasks.graph import cycle_through
 from devstream.tasks.outline import Outlined, PhaseOutline, checked, tasks_of
 from devstream.tasks.progress import PlanProgress, progress_of
 from devstream.tasks.states import PLAN_FLOW, TASK_FLOW, check
+from devstream.vocabulary import OPEN_PLANS
 
 Guard = Callable[[AsyncConnection], Awaitable[object]]  # raises when an edit is not allowed
 
@@ -55,12 +56,15 @@ class TaskService:
 
     async def set_plan_status(self, plan_id: int, status: str) -> Plan:
         """Move a plan along draft -> active -> completed | archived | cancelled; a plan is
-        completed only when every phase is."""
+        completed only when every phase is, and closed only when no task of it is active
+        (a closed plan's tasks cannot move: an active one would stay active for good)."""
         checks.identifier(plan_id, "plan_id")
         checks.one_of(status, "plan status", tuple(PLAN_FLOW))
         async with self._pool.write_transaction() as conn:
             plan = await self._plan(conn, plan_id)
             check(PLAN_FLOW, "plan", plan_id, plan.status, status)
+            if status not in OPEN_PLANS:
+                await self._check_none_active(conn, plan_id, status)
             if status == "completed":
                 problem = (await _progress(conn, plan)).why_incomplete()
                 if problem is not None:
@@ -377,6 +381,14 @@ class TaskService:
         if located is None:
             raise NotFound("task", task_id)
         return located
+
+    async def _check_none_active(self, conn: AsyncConnection, plan_id: int, status: str) -> None:
+        active = await task_store.active_in_plan(conn, plan_id)
+        if active:
+            raise InvalidInput(
+                f"plan {plan_id} cannot be {status} while task {active[0]} is active",
+                hint="complete, fail or skip it first, or release its session's tasks",
+            )
 
     async def _plan(self, conn: AsyncConnection, plan_id: int) -> Plan:
         plan = await self._queries.plans.get_in(conn, plan_id)
