@@ -8,7 +8,9 @@ assistant reads, merged with what is there.
   tomlkit so that comments and layout stay.
 
 Setting up twice changes nothing; a file is backed up (`<name>.devstream-backup`) before it
-is changed; `remove` takes out exactly DevStream's entries, found by their commands.
+is changed; `remove` takes out exactly DevStream's entries, found by their commands, and
+leaves the rest of each file as it was. An MCP server entry named `devstream` that setup did
+not write (other arguments, an environment of its own) is the user's: kept, never replaced.
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ def remove(assistant: Assistant, files: Files) -> list[str]:
 def check(assistant: Assistant, files: Files, exe: Path) -> tuple[bool, list[str]]:
     """Whether everything setup adds is there (pointing at `exe`), and what is or is not."""
     command = f"{shlex.quote(str(exe))} hook "
-    installed = _read_json(files.hooks).get("hooks", {})
+    installed = _read_json(files.hooks).get("hooks")
+    installed = installed if isinstance(installed, dict) else {}
     lines, complete = [], True
     for event, _, hook_event in HOOKS[assistant]:
         commands = [handler.get("command", "") for handler in _handlers(installed, event)]
@@ -127,6 +130,8 @@ def _add_hooks(doc: dict[str, Any], assistant: str, command: str) -> None:
     for event, matcher, hook_event in HOOKS[assistant]:
         wanted = f"{command} hook {hook_event}"
         groups = hooks.setdefault(event, [])
+        if not isinstance(groups, list):
+            raise _Malformed(f"hooks.{event} must be a list of hook groups")
         if any(h.get("command") == wanted for h in _handlers(hooks, event)):
             continue
         group: dict[str, Any] = {} if matcher is None else {"matcher": matcher}
@@ -135,17 +140,22 @@ def _add_hooks(doc: dict[str, Any], assistant: str, command: str) -> None:
 
 
 def _drop_hooks(doc: dict[str, Any]) -> None:
+    """Take out DevStream's handlers, and the groups and events they leave empty; what
+    holds none of them stays exactly as it is."""
     hooks = doc.get("hooks")
     if not isinstance(hooks, dict):
         return
-    for event in list(hooks):
+    for event, groups in list(hooks.items()):
+        if not any(_ours(h) for h in _handlers(hooks, event)):
+            continue
         kept = []
-        for group in hooks[event] if isinstance(hooks[event], list) else []:
-            theirs = [h for h in group.get("hooks", []) if not _ours(h)]
-            if theirs:
+        for group in groups:
+            handlers = _group_handlers(group)
+            theirs = [h for h in handlers if not _ours(h)]
+            if len(theirs) == len(handlers):
+                kept.append(group)
+            elif theirs:
                 kept.append({**group, "hooks": theirs})
-            elif not group.get("hooks"):
-                kept.append(group)  # not DevStream's to take out
         if kept:
             hooks[event] = kept
         else:
@@ -156,13 +166,15 @@ def _drop_hooks(doc: dict[str, Any]) -> None:
 
 def _handlers(hooks: dict[str, Any], event: str) -> list[dict[str, Any]]:
     groups = hooks.get(event, [])
-    return [
-        handler
-        for group in groups
-        if isinstance(group, dict)
-        for handler in group.get("hooks", [])
-        if isinstance(handler, dict)
-    ]
+    if not isinstance(groups, list):
+        return []
+    return [handler for group in groups for handler in _group_handlers(group)]
+
+
+def _group_handlers(group: object) -> list[Any]:
+    """A hook group's handlers (none, for what is not a group with a list of them)."""
+    handlers = group.get("hooks") if isinstance(group, dict) else None
+    return handlers if isinstance(handlers, list) else []
 
 
 def _ours(handler: object) -> bool:
@@ -173,7 +185,10 @@ def _ours(handler: object) -> bool:
 
 
 def _add_claude_server(doc: dict[str, Any], exe: str) -> None:
-    _object(doc, "mcpServers")[SERVER] = {"type": "stdio", "command": exe, "args": ["mcp"]}
+    servers = _object(doc, "mcpServers")
+    if _is_users(servers.get(SERVER)):
+        return
+    servers[SERVER] = {"type": "stdio", "command": exe, "args": ["mcp"]}
 
 
 def _drop_claude_server(doc: dict[str, Any]) -> None:
@@ -186,6 +201,10 @@ def _drop_claude_server(doc: dict[str, Any]) -> None:
 
 def _add_codex_server(doc: tomlkit.TOMLDocument, exe: str) -> None:
     servers = doc.setdefault("mcp_servers", tomlkit.table(is_super_table=True))
+    if not isinstance(servers, dict):
+        raise _Malformed("mcp_servers must be a table")
+    if _is_users(servers.get(SERVER)):
+        return
     entry = tomlkit.table()
     entry["command"] = exe
     entry["args"] = ["mcp"]
@@ -194,35 +213,45 @@ def _add_codex_server(doc: tomlkit.TOMLDocument, exe: str) -> None:
 
 def _drop_codex_server(doc: tomlkit.TOMLDocument) -> None:
     servers = doc.get("mcp_servers")
-    if servers is not None and _is_devstream(servers.get(SERVER)):
+    if isinstance(servers, dict) and _is_devstream(servers.get(SERVER)):
         del servers[SERVER]
         if not servers:
             del doc["mcp_servers"]
 
 
 def _server_entry(assistant: str, path: Path) -> dict[str, Any] | None:
-    if assistant == "claude":
-        entry = _read_json(path).get("mcpServers", {}).get(SERVER)
-    else:
-        entry = _read_toml(path).get("mcp_servers", {}).get(SERVER)
+    read = (
+        _read_json(path).get("mcpServers")
+        if assistant == "claude"
+        else _read_toml(path).get("mcp_servers")
+    )
+    entry = read.get(SERVER) if isinstance(read, dict) else None
     return dict(entry) if isinstance(entry, dict) else None
 
 
 def _is_devstream(entry: object) -> bool:
-    """An MCP server entry that runs `devstream mcp`."""
-    if not isinstance(entry, dict):
+    """An MCP server entry as setup writes it: `devstream mcp`, with nothing else."""
+    if not isinstance(entry, dict) or set(entry) - {"type", "command", "args"}:
         return False
-    args = list(entry.get("args", []))
-    return Path(str(entry.get("command", ""))).name == "devstream" and args[:1] == ["mcp"]
+    return Path(str(entry.get("command", ""))).name == "devstream" and entry.get("args") == ["mcp"]
+
+
+def _is_users(entry: object) -> bool:
+    """An entry under DevStream's name that setup did not write: the user's own."""
+    return entry is not None and not _is_devstream(entry)
 
 
 # --- files ------------------------------------------------------------------------------
 
 
+class _Malformed(ValueError):
+    """A file holds something of another shape where DevStream's entries go."""
+
+
 def _edit_json(path: Path, change: Callable[[dict[str, Any]], None]) -> str:
     before = _read_json(path)
     after = json.loads(json.dumps(before))
-    change(after)
+    _changed(path, change, after)
     if after == before:
         return f"unchanged: {path}"
     return _write(path, json.dumps(after, indent=2) + "\n")
@@ -231,11 +260,18 @@ def _edit_json(path: Path, change: Callable[[dict[str, Any]], None]) -> str:
 def _edit_toml(path: Path, change: Callable[[tomlkit.TOMLDocument], None]) -> str:
     before = path.read_text(encoding="utf-8") if path.exists() else ""
     doc = _parse_toml(path, before)
-    change(doc)
+    _changed(path, change, doc)
     after = tomlkit.dumps(doc)
     if after == before:
         return f"unchanged: {path}"
     return _write(path, after)
+
+
+def _changed(path: Path, change: Callable[[Any], None], doc: Any) -> None:
+    try:
+        change(doc)
+    except _Malformed as exc:
+        raise ConfigError(f"cannot change {path}: {exc}", hint="fix or move the file") from exc
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -264,7 +300,7 @@ def _parse_toml(path: Path, text: str) -> tomlkit.TOMLDocument:
 def _object(doc: dict[str, Any], key: str) -> dict[str, Any]:
     value = doc.setdefault(key, {})
     if not isinstance(value, dict):
-        raise ConfigError(f"{key!r} must be an object to add DevStream to it")
+        raise _Malformed(f"{key!r} must be an object to add DevStream to it")
     return value
 
 

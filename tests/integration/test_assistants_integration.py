@@ -865,6 +865,41 @@ async def test_setup_claude_merges_once_backs_up_and_removes_exactly_its_entries
     assert not install.check("claude", files, exe)[0]
 
 
+async def test_setup_keeps_what_is_not_its_own_and_refuses_a_file_of_another_shape(
+    tmp_path: Path,
+) -> None:
+    """A `devstream` MCP entry the user wrote (its own store, its own environment) is kept
+    by setup and by remove; remove leaves events it holds nothing in as they are; a hooks
+    entry or server table of another shape is a ConfigError naming the file."""
+    home, exe = tmp_path / "home", tmp_path / "venv" / "bin" / "devstream"
+    files = install.files_for("claude", project=None, home=home)
+    files.hooks.parent.mkdir(parents=True)
+    theirs = {"command": "devstream", "args": ["--db", "/srv/team.db", "mcp"], "env": {"X": "1"}}
+    files.servers.write_text(json.dumps({"mcpServers": {"devstream": theirs}}))
+    files.hooks.write_text(json.dumps({"hooks": {"PreToolUse": []}}))
+    install.setup("claude", files, exe)
+    assert json.loads(files.servers.read_text())["mcpServers"]["devstream"] == theirs
+    complete, report = install.check("claude", files, exe)
+    assert not complete
+    assert f"points elsewhere: MCP server 'devstream' in {files.servers}" in report
+    install.remove("claude", files)
+    assert json.loads(files.servers.read_text())["mcpServers"]["devstream"] == theirs
+    assert json.loads(files.hooks.read_text()) == {"hooks": {"PreToolUse": []}}
+
+    odd = {"hooks": {"Stop": "x", "PostToolUse": [{"hooks": "y"}]}}
+    files.hooks.write_text(json.dumps(odd))
+    with pytest.raises(ConfigError, match=f"cannot change {files.hooks}: hooks.Stop must be"):
+        install.setup("claude", files, exe)
+    assert install.remove("claude", files)[0] == f"unchanged: {files.hooks}"
+    assert json.loads(files.hooks.read_text()) == odd
+    assert not install.check("claude", files, exe)[0]
+    codex = install.files_for("codex", project=None, home=home)
+    codex.servers.parent.mkdir(parents=True)
+    codex.servers.write_text('mcp_servers = "x"\n')
+    with pytest.raises(ConfigError, match="mcp_servers must be a table"):
+        install.setup("codex", codex, exe)
+
+
 async def test_setup_codex_keeps_the_config_files_comments_and_removes_cleanly(
     tmp_path: Path,
 ) -> None:
