@@ -65,10 +65,10 @@ def identifiers(values: object, name: str) -> list[int]:
 
 
 def whole(value: object, name: str, low: int, high: int | None = None) -> int:
-    """A whole number in [low, high] (no upper bound when `high` is None)."""
+    """A whole number in [low, high] (up to the largest the store holds when `high` is None)."""
     upper = MAX_ID if high is None else high
     if not whole_number(value) or not low <= value <= upper:
-        span = f"from {low}" if high is None else f"from {low} to {high}"
+        span = f"from {low} to {'2^63-1' if high is None else high}"
         raise InvalidInput(f"{name} must be a whole number {span}, got {shown(value)}")
     return value
 
@@ -156,12 +156,12 @@ def priority(value: object) -> None:
 
 
 def estimate(minutes: object) -> None:
-    whole(minutes, "estimate (minutes)", 1)
-    if isinstance(minutes, int) and minutes > MAX_TASK_MINUTES:
+    if whole_number(minutes) and minutes > MAX_TASK_MINUTES:
         raise InvalidInput(
-            f"a micro-task takes at most {MAX_TASK_MINUTES} minutes; {minutes} is too long",
+            f"a micro-task takes at most {MAX_TASK_MINUTES} minutes; {shown(minutes)} is too long",
             hint="split it into smaller tasks",
         )
+    whole(minutes, "estimate (minutes)", 1)
 
 
 def position(value: object) -> None:

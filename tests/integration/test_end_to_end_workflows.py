@@ -647,7 +647,7 @@ def _stored(values: list[float]) -> str:
         ("huge vector", "length overflows float32"),
         ("not base64", "embedding is not base64"),
         ("vector without model", "comes without its vector or its model"),
-        ("dimension of zero", "embedding_dim must be a whole number from 1, got 0"),
+        ("dimension of zero", r"embedding_dim must be a whole number from 1 to 2\^63-1, got 0"),
         ("text in a count", "a memory line: access_count must be a whole number from 0"),
         ("unknown status", "unknown task status 'paused'"),
         ("priority out of range", "priority must be a whole number from 1 to 10, got 11"),

@@ -973,9 +973,13 @@ async def test_many_candidates_metrics_and_bad_arguments(integration_devstream: 
         assert gauges["vector_bytes"] >= 60 * 768 * 4
         assert gauges["text_bytes"] > 0
 
-    with pytest.raises(InvalidInput, match="limit must be a whole number from 1, got 0"):
+    with pytest.raises(
+        InvalidInput, match=r"limit must be a whole number from 1 to 2\^63-1, got 0"
+    ):
         await memory.search("lease", limit=0)
-    with pytest.raises(InvalidInput, match="batch size must be a whole number from 1, got 0"):
+    with pytest.raises(
+        InvalidInput, match=r"batch size must be a whole number from 1 to 2\^63-1, got 0"
+    ):
         await memory.backfill(batch_size=0)
     missing = results[-1].entry.id + 1
     with pytest.raises(NotFound):

@@ -162,6 +162,9 @@ async def test_bad_task_input_is_refused_with_a_typed_error(
     tasks = integration_devstream.tasks
     with pytest.raises(InvalidInput, match=r"at most 10 minutes; 25 is too long.*split it"):
         await tasks.add_task(work.design.id, "Rewrite everything", estimated_minutes=25)
+    # Past what the store holds too: the rule it breaks is the ten minutes.
+    with pytest.raises(InvalidInput, match=r"at most 10 minutes; 1000.*\.\.\. is too long"):
+        await tasks.add_task(work.design.id, "Rewrite everything", estimated_minutes=10**400)
     with pytest.raises(InvalidInput, match="priority must be a whole number from 1 to 10"):
         await tasks.add_task(work.design.id, "Urgent", priority=11)
     with pytest.raises(InvalidInput, match="task title is empty"):
