@@ -29,7 +29,6 @@ from devstream.db import memory_store, task_store
 from devstream.db.memory_store import MemoryFilter
 from devstream.db.records import MicroTask, Phase, Plan
 from devstream.errors import (
-    ConstraintViolation,
     DependencyCycle,
     DevStreamError,
     IllegalTransition,
@@ -122,8 +121,14 @@ async def test_plans_phases_and_tasks_are_updated_field_by_field(
         await tasks.update_plan(work.plan.id, description=3)
     with pytest.raises(NotFound, match="plan 999999 not found"):
         await tasks.update_plan(999_999, title="gone")
-    with pytest.raises(ConstraintViolation):  # two phases of a plan never share a position
+    # Two phases of a plan never share a position.
+    with pytest.raises(
+        InvalidInput, match=f"has a phase at position 7 already .phase {work.build.id}"
+    ):
         await tasks.update_phase(work.design.id, position=7)
+    with pytest.raises(InvalidInput, match="has a phase at position 7 already"):
+        await tasks.add_phase(work.plan.id, "Elsewhere", position=7)
+    assert (await tasks.update_phase(work.build.id, position=7)).position == 7  # its own
 
 
 async def test_edits_are_stripped_and_closed_plans_refuse_them(

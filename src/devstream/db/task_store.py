@@ -276,6 +276,13 @@ async def next_position(conn: AsyncConnection, plan_id: int) -> int:
     return 0 if last is None else int(last) + 1
 
 
+async def phase_at(conn: AsyncConnection, plan_id: int, position: int) -> int | None:
+    """The plan's phase at this position, if one is."""
+    at = (phases.c.plan_id == plan_id) & (phases.c.position == position)
+    found = await conn.scalar(select(phases.c.id).where(at))
+    return None if found is None else int(found)
+
+
 async def record_injection(
     conn: AsyncConnection, task_id: int, memory_ids: Sequence[int], tokens: int
 ) -> ContextInjection:

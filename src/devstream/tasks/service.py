@@ -87,7 +87,9 @@ class TaskService:
         rules = {"name": checks.title_of("phase"), "position": checks.position}
 
         async def guard(conn: AsyncConnection) -> None:
-            await self._open_phase(conn, phase_id)
+            plan_id = await self._open_phase(conn, phase_id)
+            if "position" in values:
+                await _check_position_free(conn, plan_id, values["position"], phase_id)
 
         return await self._edit(self._queries.phases, phase_id, values, rules, guard=guard)
 
@@ -131,6 +133,8 @@ class TaskService:
             checks.plan_open(plan.id, plan.status)
             if position is None:
                 position = await task_store.next_position(conn, plan_id)
+            else:
+                await _check_position_free(conn, plan_id, position, None)
             values = {"plan_id": plan_id, "name": name.strip(), "position": position}
             return await self._queries.phases.insert_in(conn, values)
 
@@ -366,12 +370,14 @@ class TaskService:
         """Count a transition, once its transaction has committed."""
         self.metrics.increment(f"task.transitions.{located.task.status}->{to}")
 
-    async def _open_phase(self, conn: AsyncConnection, phase_id: int) -> None:
+    async def _open_phase(self, conn: AsyncConnection, phase_id: int) -> int:
+        """The phase's plan, checked open."""
         phase = await self._queries.phases.get_in(conn, phase_id)
         if phase is None:
             raise NotFound("phase", phase_id)
         plan = await self._plan(conn, phase.plan_id)
         checks.plan_open(plan.id, plan.status)
+        return plan.id
 
     async def locate(
         self, conn: AsyncConnection, task_id: int, *, lock: bool = False
@@ -400,6 +406,18 @@ class TaskService:
         plan = await self._queries.plans.update_in(conn, plan_id, {"status": status})
         assert plan is not None  # the caller has just read it in this transaction
         return plan
+
+
+async def _check_position_free(
+    conn: AsyncConnection, plan_id: int, position: int, moving: int | None
+) -> None:
+    """Refuse a position another phase of the plan holds (a phase moved may keep its own)."""
+    taken = await task_store.phase_at(conn, plan_id, position)
+    if taken is not None and taken != moving:
+        raise InvalidInput(
+            f"plan {plan_id} has a phase at position {position} already (phase {taken})",
+            hint="pick a free position, or leave it out to add the phase after the last one",
+        )
 
 
 def _task_values(
