@@ -13,6 +13,7 @@ import math
 import os
 import re
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,14 @@ class Settings:
         for name in _POSITIVE:
             if not 0 < getattr(self, name) < math.inf:  # NaN fails this too
                 raise ConfigError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
+        if self.ollama_url is not None:
+            url = urllib.parse.urlsplit(self.ollama_url)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                # Else it would pass for a server that is down, retried and waited on.
+                raise ConfigError(
+                    f"ollama_url must be an http(s) URL such as http://localhost:11434, "
+                    f"got {self.ollama_url!r}"
+                )
 
     @property
     def database_url(self) -> str:

@@ -86,6 +86,9 @@ def test_a_database_password_is_never_shown(url: str, shown: str) -> None:
         ("embed_deadline_s = nan", "embed_deadline_s must be a finite number > 0, got nan"),
         ("ollama_timeout_s = inf", "ollama_timeout_s must be a finite number > 0, got inf"),
         ("pool_size = ", "cannot read config file"),
+        # Else taken for a server that is down: retried, waited on, then "cannot reach".
+        ("ollama_url = 'not a url'", "ollama_url must be an http.s. URL"),
+        ("ollama_url = 'localhost:11434'", "ollama_url must be an http.s. URL"),
     ],
 )
 def test_bad_settings_are_config_errors(tmp_path: Path, text: str, message: str) -> None:
