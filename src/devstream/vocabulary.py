@@ -23,7 +23,7 @@ MIN_PRIORITY, MAX_PRIORITY = 1, 10  # 10 is the most important
 MAX_TASK_MINUTES = 10
 CONTEXT_BUDGET = 2_000  # tokens of context injected when a task starts
 BRIEF_MAX_CHARS = 10_000  # of the brief a session starts with (hooks, prime)
-BRIEF_MIN_CHARS = 200  # the shortest a brief may be asked to be
+BRIEF_MIN_CHARS = 400  # the shortest a brief may be asked to be: its fence and label take 232
 HOOK_EVENTS = ("session-start", "post-tool", "stop", "session-end")  # `devstream hook EVENT`
 # The embedding model used unless configured otherwise, and the length of its vectors.
 EMBED_MODEL, EMBED_DIMENSION = "embeddinggemma", 768

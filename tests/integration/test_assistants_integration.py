@@ -27,6 +27,7 @@ from devstream.hooks import brief, capture, capture_kinds, handle, secrets
 from devstream.mcp import CORE, build_server, embedding_pending, selected
 from devstream.mcp.http import address, bearer, is_loopback
 from devstream.tasks import PhaseOutline, TaskOutline
+from devstream.vocabulary import BRIEF_MIN_CHARS
 from tests.integration.conftest import table_row_counts
 from tests.support import devstream_cli, single_task
 
@@ -461,6 +462,10 @@ async def test_session_start_briefs_the_next_task_with_its_most_relevant_memory(
     small = await brief(ds, max_chars=300)
     assert 0 < len(small) <= 300
     assert small.endswith("</devstream-brief>")
+    # The shortest brief one may ask for still names the next task.
+    shortest = await brief(ds, max_chars=BRIEF_MIN_CHARS)
+    assert len(shortest) <= BRIEF_MIN_CHARS
+    assert f"task #{outlined.tasks[0].id} [pending]" in shortest
 
 
 @pytest.mark.real_database
@@ -727,7 +732,7 @@ async def test_a_hook_fails_open_on_bad_input_and_a_broken_store(tmp_path: Path)
     # Bad arguments too: exit code 2 would tell Claude Code to block.
     for event, option, says in [
         ("bogus", (), "unknown hook event 'bogus'"),
-        ("session-start", ("--max-chars", "10"), "--max-chars must be a whole number from 200"),
+        ("session-start", ("--max-chars", "10"), "--max-chars must be a whole number from 400"),
         ("stop", ("--max-chars", "many"), "got 'many'"),
     ]:
         args = ("--db", str(tmp_path / "missing.db"), "hook", event, *option)
