@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import uuid
@@ -812,6 +813,29 @@ async def test_export_writes_through_a_symlink_into_a_pipe_and_refuses_what_it_c
     err = capsys.readouterr().err
     assert err.startswith(f"devstream: error: cannot write the export to {missing}: No such")
     assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("redirect", "says"),
+    [
+        ("import - <&-", "line 1 of the export: the file is empty"),
+        ("export >&-", "stdout is closed (name a file with -o)"),
+        ("export > /dev/full", "cannot write the export to stdout: No space left on device"),
+    ],
+    ids=["stdin-closed", "stdout-closed", "disk-full"],
+)
+async def test_export_and_import_on_a_closed_or_full_stream_fail_in_one_line(
+    integration_real_database: DevStream, redirect: str, says: str
+) -> None:
+    db = shlex.quote(integration_real_database.settings.database_url)
+    command = f"{shlex.quote(sys.executable)} -m devstream --db {db} {redirect}"
+    done = await asyncio.to_thread(
+        subprocess.run, ["sh", "-c", command], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"devstream: error: {says}"), line
 
 
 _JSON = st.recursive(

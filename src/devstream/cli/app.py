@@ -8,6 +8,7 @@ use it, so `--version` and every `--help` load none of it.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -98,6 +99,8 @@ for command in (*COMMANDS, export_command, import_command):
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: usage and DevStream errors become one line on stderr."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if sys.stdin is None:  # closed by the caller: read as empty (`import -` then says so)
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - the process's stdin
     try:
         code = cli.main(args=args or ["--help"], prog_name="devstream", standalone_mode=False)
     except click.UsageError as exc:
