@@ -201,7 +201,7 @@ async def _imported(
 def _checked(source: IO[str], spool: IO[str] | None) -> tuple[dict[str, Any], int]:
     """Read every line, check it (and copy it to `spool`): the header and the line count."""
     seen: dict[str, set[int]] = {kind: set() for kind in TABLES}
-    places = _Places()
+    constraints = _Constraints()
     edges: list[tuple[int, int]] = []
     header: dict[str, Any] | None = None
     number = 0
@@ -211,7 +211,7 @@ def _checked(source: IO[str], spool: IO[str] | None) -> tuple[dict[str, Any], in
             header = _checked_header(number, record)
         else:
             _check_record(number, record, seen)
-            places.check(number, record)
+            constraints.check(number, record)
             if record["kind"] == "dependency":
                 edges.append((record["task_id"], record["depends_on_id"]))
         if spool is not None:
@@ -242,7 +242,7 @@ def _decoded(source: IO[str]) -> Iterator[str]:
 
 
 @dataclass
-class _Places:
+class _Constraints:
     """What the unique constraints and the plan rule need to know of the lines so far."""
 
     plan_of_phase: dict[int, int] = field(default_factory=dict)
