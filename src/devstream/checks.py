@@ -161,7 +161,7 @@ def estimate(minutes: object) -> None:
             f"a micro-task takes at most {MAX_TASK_MINUTES} minutes; {shown(minutes)} is too long",
             hint="split it into smaller tasks",
         )
-    whole(minutes, "estimate (minutes)", 1)
+    whole(minutes, "estimate (minutes)", 1, MAX_TASK_MINUTES)
 
 
 def position(value: object) -> None:

@@ -93,14 +93,12 @@ class Settings:
         for name in _POSITIVE:
             if not 0 < getattr(self, name) < math.inf:  # NaN fails this too
                 raise ConfigError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
-        if self.ollama_url is not None:
-            url = urllib.parse.urlsplit(self.ollama_url)
-            if url.scheme not in ("http", "https") or not url.hostname:
-                # Else it would pass for a server that is down, retried and waited on.
-                raise ConfigError(
-                    f"ollama_url must be an http(s) URL such as http://localhost:11434, "
-                    f"got {self.ollama_url!r}"
-                )
+        if self.ollama_url is not None and not _http_url(self.ollama_url):
+            # Else it would pass for a server that is down, retried and waited on.
+            raise ConfigError(
+                f"ollama_url must be an http(s) URL such as http://localhost:11434, "
+                f"got {self.ollama_url!r}"
+            )
 
     @property
     def database_url(self) -> str:
@@ -122,6 +120,15 @@ class Settings:
         url = self.database_url
         prefix = "sqlite+aiosqlite:///"
         return Path(url.removeprefix(prefix)) if url.startswith(prefix) else None
+
+
+def _http_url(text: str) -> bool:
+    try:
+        url = urllib.parse.urlsplit(text)
+        url.port  # noqa: B018 - raises ValueError for a port that is no number
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.hostname)
 
 
 # The password of a URL's user: scheme://user:PASSWORD@host

@@ -165,10 +165,12 @@ def _drop_hooks(doc: dict[str, Any]) -> None:
 
 
 def _handlers(hooks: dict[str, Any], event: str) -> list[dict[str, Any]]:
+    """The event's handlers that are objects (what else a file holds is not ours to read)."""
     groups = hooks.get(event, [])
     if not isinstance(groups, list):
         return []
-    return [handler for group in groups for handler in _group_handlers(group)]
+    found = (handler for group in groups for handler in _group_handlers(group))
+    return [handler for handler in found if isinstance(handler, dict)]
 
 
 def _group_handlers(group: object) -> list[Any]:

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from devstream.app import DevStream
 from devstream.db import memory_store, revision
 from devstream.db import transfer as store
+from devstream.db.task_store import Places
 from devstream.db.transfer import EMBEDDING_COLUMNS, TABLES
 from devstream.db.types import UTCDateTime
 from devstream.errors import BadExport, DevStreamError, ExportTooNew, InvalidInput
@@ -185,10 +186,11 @@ async def _imported(
                 await run.lines(conn, chunk)
         except DevStreamError as exc:
             if done:  # earlier transactions stand: say so, and that a rerun resumes
-                exc.hint = (
-                    f"this batch was not written, but the first {done} lines were; running "
-                    "the same import again resumes after them"
+                stands = (
+                    f"the export's lines up to {done + 1} were imported before it (the header "
+                    "is line 1); running the same import again resumes after them"
                 )
+                exc.hint = f"{exc.hint}; {stands}" if exc.hint else stands
             raise
         done += len(chunk)
         if progress is not None:
@@ -243,33 +245,40 @@ def _decoded(source: IO[str]) -> Iterator[str]:
 
 @dataclass
 class _Constraints:
-    """What the unique constraints and the plan rule need to know of the lines so far."""
+    """What the unique constraints and the plan rules need to know of the lines so far."""
 
-    plan_of_phase: dict[int, int] = field(default_factory=dict)
-    plan_of_task: dict[int, int] = field(default_factory=dict)
+    places: Places = field(default_factory=lambda: Places(set(), {}, {}))
     positions: set[tuple[int, int]] = field(default_factory=set)  # (plan, phase position)
     dependencies: set[tuple[int, int]] = field(default_factory=set)
 
     def check(self, number: int, record: dict[str, Any]) -> None:
         """Refuse what the store would refuse halfway through writing (a second phase at a
-        position, a second dependency) and what the services refuse (one across plans)."""
-        if record["kind"] == "phase":
-            self.plan_of_phase[record["id"]] = record["plan_id"]
+        position, a second dependency) and what the services refuse (a dependency across
+        plans, a memory whose links disagree)."""
+        kind, places = record["kind"], self.places
+        if kind == "plan":
+            places.plans.add(record["id"])
+        elif kind == "phase":
+            places.phases[record["id"]] = record["plan_id"]
             at = (record["plan_id"], record["position"])
             _once(number, self.positions, at, f"a second phase at position {at[1]} of plan {at[0]}")
-        elif record["kind"] == "task":
-            self.plan_of_task[record["id"]] = self.plan_of_phase[record["phase_id"]]
-        elif record["kind"] == "dependency":
-            task, prerequisite = edge = (record["task_id"], record["depends_on_id"])
-            _once(
-                number, self.dependencies, edge, f"a second dependency of {task} on {prerequisite}"
-            )
-            plan, other = self.plan_of_task[task], self.plan_of_task[prerequisite]
-            if plan != other:
-                problem = (
-                    f"task {task} (plan {plan}) depends on task {prerequisite} of plan {other}"
-                )
-                raise BadExport(number, f"{problem}: a dependency stays within its plan")
+        elif kind == "task":
+            places.tasks[record["id"]] = (record["phase_id"], places.phases[record["phase_id"]])
+        elif kind == "dependency":
+            self._check_dependency(number, record["task_id"], record["depends_on_id"])
+        elif kind == "memory":
+            try:
+                places.check(record.get("plan_id"), record.get("phase_id"), record.get("task_id"))
+            except InvalidInput as exc:
+                raise BadExport(number, f"a memory line: {exc.args[0]}") from exc
+
+    def _check_dependency(self, number: int, task: int, prerequisite: int) -> None:
+        edge = (task, prerequisite)
+        _once(number, self.dependencies, edge, f"a second dependency of {task} on {prerequisite}")
+        plan, other = self.places.tasks[task][1], self.places.tasks[prerequisite][1]
+        if plan != other:
+            problem = f"task {task} (plan {plan}) depends on task {prerequisite} of plan {other}"
+            raise BadExport(number, f"{problem}: a dependency stays within its plan")
 
 
 def _once(number: int, seen: set[Any], key: object, problem: str) -> None:

@@ -604,6 +604,12 @@ async def test_a_capture_cut_at_its_limit_keeps_no_part_of_a_secret(
     assert "ghp_" not in stored.content
     assert stored.content == before.rstrip("\n") + capture.TRUNCATED
     assert len(stored.content) <= limit
+    # One long line (a paragraph, minified code) is cut at a whole word, not dropped.
+    write["tool_input"]["content"] = "word " * 2_000
+    await hook("post-tool", json.dumps(write), store_of(ds), capture_max_chars="500")
+    kept = next(e for e in await ds.memory.entries() if "word word" in e.content)
+    assert kept.content.endswith("word" + capture.TRUNCATED)
+    assert len(kept.content) <= 500
 
 
 @pytest.mark.subprocess
@@ -734,6 +740,7 @@ async def test_a_hook_fails_open_on_bad_input_and_a_broken_store(tmp_path: Path)
         ("bogus", (), "unknown hook event 'bogus'"),
         ("session-start", ("--max-chars", "10"), "--max-chars must be a whole number from 400"),
         ("stop", ("--max-chars", "many"), "got 'many'"),
+        ("stop", ("--frobnicate", "x"), "unknown arguments: --frobnicate x"),
     ]:
         args = ("--db", str(tmp_path / "missing.db"), "hook", event, *option)
         code, out, err = await run_devstream(*args, cwd=tmp_path, stdin=stdin)
@@ -890,6 +897,14 @@ async def test_setup_keeps_what_is_not_its_own_and_refuses_a_file_of_another_sha
     install.remove("claude", files)
     assert json.loads(files.servers.read_text())["mcpServers"]["devstream"] == theirs
     assert json.loads(files.hooks.read_text()) == {"hooks": {"PreToolUse": []}}
+
+    # A handler that is no object is theirs: kept, and not read as one of ours.
+    files.hooks.write_text(json.dumps({"hooks": {"Stop": [{"hooks": ["echo hi"]}]}}))
+    install.setup("claude", files, exe)
+    assert json.loads(files.hooks.read_text())["hooks"]["Stop"][0] == {"hooks": ["echo hi"]}
+    install.check("claude", files, exe)
+    install.remove("claude", files)
+    assert json.loads(files.hooks.read_text()) == {"hooks": {"Stop": [{"hooks": ["echo hi"]}]}}
 
     odd = {"hooks": {"Stop": "x", "PostToolUse": [{"hooks": "y"}]}}
     files.hooks.write_text(json.dumps(odd))

@@ -479,7 +479,10 @@ async def test_an_import_failing_after_some_batches_says_they_stand_and_a_rerun_
         await write(*args)
 
     monkeypatch.setattr(db_transfer, "write", full_at_the_third)
-    with pytest.raises(StorageFull, match="but the first 4 lines were; running the same import"):
+    # Its own hint stays; the export's header is line 1, then two lines of plans and two of
+    # phases stand.
+    says = "free disk space and retry.*lines up to 5 were imported before it.*resumes after"
+    with pytest.raises(StorageFull, match=says):
         await imported(target, path, batch=2)
     monkeypatch.undo()
     assert (await imported(target, path, batch=2)).resumed == 4
@@ -568,6 +571,10 @@ def _bad(records: list[dict[str, Any]], case: str) -> list[dict[str, Any]]:
         rows.append({**line, "id": 1_000} if case == "a phase position twice" else dict(line))
     elif case == "dependency across plans":
         rows.extend(_across_plans(rows))
+    elif case == "memory links that disagree":
+        other = next(r for r in rows if r["kind"] == "plan" and r["title"] == "An idea for later")
+        linked = next(r for r in rows if r["kind"] == "memory" and r["task_id"] is not None)
+        linked["plan_id"] = other["id"]
     elif case in _SPOILT_FIELDS:
         line_kind, field, value = _SPOILT_FIELDS[case]
         # The last line of its kind: past the first transaction of a two-line batch.
@@ -664,6 +671,7 @@ def _stored(values: list[float]) -> str:
         ("a phase position twice", "a second phase at position 0 of plan"),
         ("a dependency twice", "a second dependency of"),
         ("dependency across plans", "depends on task .* of plan .* stays within its plan"),
+        ("memory links that disagree", "a memory line: task .* is in plan .*, not plan"),
     ],
 )
 async def test_a_spoilt_export_is_refused_naming_the_line_and_nothing_is_written(
@@ -821,6 +829,7 @@ async def test_export_writes_through_a_symlink_into_a_pipe_and_refuses_what_it_c
     [
         ("import - <&-", "line 1 of the export: the file is empty"),
         ("export >&-", "stdout is closed (name a file with -o)"),
+        # A redirect of the shell's: `-o` on a system device would risk it if this regressed.
         ("export > /dev/full", "cannot write the export to stdout: No space left on device"),
     ],
     ids=["stdin-closed", "stdout-closed", "disk-full"],
@@ -828,14 +837,29 @@ async def test_export_writes_through_a_symlink_into_a_pipe_and_refuses_what_it_c
 async def test_export_and_import_on_a_closed_or_full_stream_fail_in_one_line(
     integration_real_database: DevStream, redirect: str, says: str
 ) -> None:
-    db = shlex.quote(integration_real_database.settings.database_url)
-    command = f"{shlex.quote(sys.executable)} -m devstream --db {db} {redirect}"
-    done = await asyncio.to_thread(
-        subprocess.run, ["sh", "-c", command], capture_output=True, text=True, timeout=120
-    )
+    done = await _devstream_in_shell(integration_real_database, redirect)
     assert done.returncode == 1, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"devstream: error: {says}"), line
+
+
+@pytest.mark.subprocess
+async def test_export_to_dev_stdout_goes_down_the_pipe(
+    integration_real_database: DevStream,
+) -> None:
+    """`-o /dev/stdout` names the pipe's descriptor, a path that resolves to no file."""
+    done = await _devstream_in_shell(integration_real_database, "export -o /dev/stdout | cat")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('{"format":"devstream-export"'), done.stdout[:200]
+
+
+async def _devstream_in_shell(ds: DevStream, tail: str) -> subprocess.CompletedProcess[str]:
+    """`devstream --db <the store> TAIL` run by sh, for its redirects and pipes."""
+    db = shlex.quote(ds.settings.database_url)
+    command = f"{shlex.quote(sys.executable)} -m devstream --db {db} {tail}"
+    return await asyncio.to_thread(
+        subprocess.run, ["sh", "-c", command], capture_output=True, text=True, timeout=120
+    )
 
 
 _JSON = st.recursive(

@@ -89,6 +89,8 @@ def test_a_database_password_is_never_shown(url: str, shown: str) -> None:
         # Else taken for a server that is down: retried, waited on, then "cannot reach".
         ("ollama_url = 'not a url'", "ollama_url must be an http.s. URL"),
         ("ollama_url = 'localhost:11434'", "ollama_url must be an http.s. URL"),
+        ("ollama_url = 'http://[::1'", "ollama_url must be an http.s. URL"),
+        ("ollama_url = 'http://host:port'", "ollama_url must be an http.s. URL"),
     ],
 )
 def test_bad_settings_are_config_errors(tmp_path: Path, text: str, message: str) -> None:

@@ -56,7 +56,7 @@ def mcp(out: Output, tools: str | None, bind: str | None) -> None:
 # Checked by the hook itself, which fails open: a value click refused would exit 2, which
 # Claude Code takes for "block" (a settings file from another version may name an event
 # this one does not know).
-@click.command("hook")
+@click.command("hook", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("event", metavar="{" + "|".join(HOOK_EVENTS) + "}")
 @click.option(
     "--max-chars",
@@ -77,7 +77,8 @@ def hook(ctx: click.Context, event: str, max_chars: str) -> None:
 
         flags = ctx.find_root().params
         store_flags = {name: flags[name] for name in ("db", "ollama_url", "embed_model")}
-        answer = run_async(handle(event, sys.stdin.read(), store_flags, max_chars=max_chars))
+        stdin = sys.stdin.read()
+        answer = run_async(handle(event, stdin, store_flags, max_chars=max_chars, extra=ctx.args))
     except Exception as exc:  # fail open, whatever went wrong
         click.echo(f"devstream hook {event}: {type(exc).__name__}: {exc}", err=True)
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -65,14 +66,17 @@ def _written(target: Path, work: Callable[[IO[str]], ExportReport]) -> ExportRep
     """Run `work` on what `target` names, through symlinks: a regular file (or a new one) is
     replaced whole once the export is complete, and anything else (a device, a pipe) is
     written as the export goes; it is never replaced by a file."""
-    real = target.resolve()
-    if real.is_dir():
+    try:
+        mode = target.stat().st_mode  # through symlinks (/dev/stdout names a pipe's fd)
+    except FileNotFoundError:
+        mode = stat.S_IFREG  # a new file
+    if stat.S_ISDIR(mode):
         raise OutputFailed(f"cannot write the export to {target}: it is a folder")
     try:
-        if real.exists() and not real.is_file():
-            with real.open("w", encoding="utf-8", newline="\n") as stream:
+        if not stat.S_ISREG(mode):
+            with target.open("w", encoding="utf-8", newline="\n") as stream:
                 return work(stream)
-        return _replaced_whole(real, work)
+        return _replaced_whole(target.resolve(), work)
     except OSError as exc:
         raise OutputFailed(f"cannot write the export to {target}: {exc.strerror or exc}") from exc
 

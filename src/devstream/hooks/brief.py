@@ -30,7 +30,7 @@ READY_SHOWN = 5
 RECENT_KINDS = frozenset({"decision", "learning"})  # shown when no task is ready
 _CLOSE = f"</{TAG}>"
 # The tag, opening or closing, as a reader might take it: any case, spaces inside.
-_ANY_TAG = re.compile(rf"<\s*/?\s*{TAG}\b[^>]*>", re.IGNORECASE)
+_ANY_TAG = re.compile(rf"<\s*/?\s*{TAG}\b[^<>\n]*>", re.IGNORECASE)
 
 
 async def brief(

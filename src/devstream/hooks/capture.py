@@ -71,13 +71,22 @@ def last_answer(payload: Payload) -> str | None:
 
 def as_memory(text: str, content_type: str, max_chars: int) -> Captured:
     """`text` as a capture: NULs dropped, cut to `max_chars`, secret-looking lines removed
-    (by a scan that starts now). A cut keeps whole lines only: the scan reads line by line,
-    and the start of a secret cut off mid-line would no longer look like one."""
+    (by a scan that starts now)."""
     clean = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
     if len(clean) > max_chars:
-        whole_lines = clean[: max_chars - len(TRUNCATED) + 1].rpartition("\n")[0]
-        clean = whole_lines + TRUNCATED
+        clean = _cut(clean, max_chars - len(TRUNCATED)) + TRUNCATED
     return Captured(Scan(clean), content_type)
+
+
+def _cut(text: str, room: int) -> str:
+    """At most `room` characters of `text`, ending with a whole line, or a whole word when
+    that would keep less than half: the start of a secret cut off mid-token would no longer
+    look like one to the scan. Nothing, when the first `room` characters are one token."""
+    kept = text[: room + 1]  # the character after: is the cut at a line's or word's end?
+    at = kept.rfind("\n")
+    if at < room // 2:
+        at = max(kept.rfind(" "), kept.rfind("\t"), at)
+    return kept[: max(at, 0)]
 
 
 def _written(tool_input: dict[str, Any], field: str) -> str:

@@ -14,7 +14,7 @@ create a store and never call the embedder: captures wait as pending, to be embe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +30,19 @@ if TYPE_CHECKING:
 
 
 async def handle(
-    event: str, stdin: str, flags: Mapping[str, Any], *, max_chars: int | str = BRIEF_MAX_CHARS
+    event: str,
+    stdin: str,
+    flags: Mapping[str, Any],
+    *,
+    max_chars: int | str = BRIEF_MAX_CHARS,
+    extra: Sequence[str] = (),
 ) -> dict[str, Any] | None:
     """The hook's JSON answer, or None when it has nothing to say. `max_chars` may come as
-    the command line gave it."""
+    the command line gave it; `extra`: arguments the command line did not know."""
     if event not in HOOK_EVENTS:
         raise ConfigError(f"unknown hook event {event!r}; use one of {', '.join(HOOK_EVENTS)}")
+    if extra:
+        raise ConfigError(f"unknown arguments: {' '.join(extra)}")
     max_chars = checks.whole(_number(max_chars), "--max-chars", BRIEF_MIN_CHARS)
     payload = parse(stdin)
     settings = load_settings(flags, cwd=payload.cwd)

@@ -144,7 +144,8 @@ class LexicalIndex:
         self.rows = rows
         self.base = base or BasePostings.empty()
         self._added: dict[str, _Postings] = {}
-        self._norms_for: tuple[int, float] | None = None  # (rows, total length) of _row_norms
+        # (rows, live rows, total length) _row_norms were computed for.
+        self._norms_for: tuple[int, int, float] | None = None
         self._row_norms: npt.NDArray[np.float64] = np.zeros(0, np.float64)
 
     @property
@@ -206,7 +207,7 @@ class LexicalIndex:
         """Each row's BM25 length norm, k1 * (1 - b + b * length / average length): kept
         until a row is added or killed, which moves the average."""
         rows = self.rows
-        key = (rows.size, rows.total_length)
+        key = (rows.size, len(rows), rows.total_length)
         if self._norms_for != key:
             average = rows.total_length / len(rows) or 1.0  # no row has a term: unused
             self._row_norms = K1 * (1 - B + B * rows.lengths[: rows.size] / average)
