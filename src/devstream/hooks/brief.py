@@ -38,7 +38,8 @@ async def brief(
 ) -> str:
     """The brief, at most `max_chars` characters; empty when the store holds nothing.
     `session`: the assistant session it is for, whose own tasks come first (one that
-    start_task would refuse, too long or holding a NUL, is not repeated to the assistant)."""
+    start_task would refuse, too long or holding a NUL, or one holding the fence's tag, is
+    not repeated to the assistant)."""
     if session is not None and not _usable(session):
         session = None
     active = await ds.tasks.tasks(status="active")
@@ -64,11 +65,12 @@ async def brief(
 
 
 def _usable(session: str) -> bool:
+    """A session id start_task takes, and that the brief can show as it is."""
     try:
         checks.session(session)
     except InvalidInput:
         return False
-    return True
+    return _inert(session) == session
 
 
 def _inert(text: str) -> str:

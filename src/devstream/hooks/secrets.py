@@ -2,9 +2,10 @@
 
 detect-secrets (Yelp's maintained detector set: cloud keys, tokens, private keys, passwords
 in assignments and URLs, high-entropy strings) scans the text as a file would be scanned;
-every line it flags is replaced, so the rest of the capture stays useful. It flags a private
-key by its BEGIN line alone: the key's body goes with it, up to its END line (or the end of
-the text, if that was cut off).
+every line it flags is replaced, so the rest of the capture stays useful. Private keys are
+also found by their armour lines, as detect-secrets flags a key's BEGIN line alone, and not
+every kind (PKCS#8 encrypted keys): a key goes whole, from its BEGIN line through its END
+line (or to the end of the text, if that was cut off).
 
 A hook scans in a child process (`python -m devstream.hooks.secrets`, the text on its
 stdin) started before it opens its store: loading detect-secrets then takes place on another
@@ -25,10 +26,11 @@ from devstream.errors import ScanFailed
 REDACTED = "[line removed: it looked like a secret]"
 SCAN_TIMEOUT_S = 60.0  # generous: a loaded machine takes seconds to start an interpreter
 SCANNER = [sys.executable, "-m", __name__]  # reads the text on stdin, writes it scanned
-# A PEM block's armour lines: "-----BEGIN RSA PRIVATE KEY-----", "-----END PGP PRIVATE KEY
-# BLOCK-----" and the like, anywhere in a line (a key may sit in a string literal).
-_KEY_BEGINS = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----")
-_KEY_ENDS = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----")
+# A key's armour lines: "-----BEGIN RSA PRIVATE KEY-----", "-----END PGP PRIVATE KEY
+# BLOCK-----", "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----" and the like, anywhere in a line
+# (a key may sit in a string literal, or whole on one line with escaped newlines).
+_KEY_BEGINS = re.compile(r"-{4,5} ?BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z ]*?-{4,5}")
+_KEY_ENDS = re.compile(r"-{4,5} ?END [A-Z0-9 ]*PRIVATE KEY[A-Z ]*?-{4,5}")
 
 
 class Scan:
@@ -85,25 +87,26 @@ def redacted(text: str) -> str:
         flagged = {secret.line_number for _, secret in found}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    if not flagged:
-        return text
     lines = text.split("\n")
-    removed = _with_key_bodies(flagged, lines)
+    removed = flagged | _key_lines(lines)
+    if not removed:
+        return text
     return "\n".join(REDACTED if n in removed else line for n, line in enumerate(lines, start=1))
 
 
-def _with_key_bodies(flagged: set[int], lines: list[str]) -> set[int]:
-    """The flagged line numbers (from 1), and after each that begins a private key the
-    lines of its body, through its END line or to the end of the text."""
-    removed = set(flagged)
-    for start in sorted(flagged):
-        if not _KEY_BEGINS.search(lines[start - 1]):
-            continue
-        for n in range(start + 1, len(lines) + 1):
-            removed.add(n)
-            if _KEY_ENDS.search(lines[n - 1]):
-                break
-    return removed
+def _key_lines(lines: list[str]) -> set[int]:
+    """The numbers (from 1) of the lines that hold a private key: its BEGIN line through
+    its END line (one line, when the key ends where it begins), or to the end of the text."""
+    found: set[int] = set()
+    inside = False
+    for n, line in enumerate(lines, start=1):
+        if inside:
+            found.add(n)
+            inside = not _KEY_ENDS.search(line)
+        elif begins := _KEY_BEGINS.search(line):
+            found.add(n)
+            inside = not _KEY_ENDS.search(line, begins.end())
+    return found
 
 
 def _scan_stdin() -> None:
