@@ -807,7 +807,8 @@ async def test_export_writes_through_a_symlink_into_a_pipe_and_refuses_what_it_c
     os.mkfifo(fifo)
     reader = await asyncio.create_subprocess_exec("cat", str(fifo), stdout=subprocess.PIPE)
     try:
-        assert await devstream_cli("--db", source, "export", "-o", str(fifo)) == 0
+        exported = devstream_cli("--db", source, "export", "-o", str(fifo))
+        assert await asyncio.wait_for(exported, PROCESS_WAIT_S) == 0
         read, _ = await asyncio.wait_for(reader.communicate(), PROCESS_WAIT_S)
     finally:
         if reader.returncode is None:  # the export never opened the pipe: cat waits on

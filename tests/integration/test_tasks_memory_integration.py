@@ -176,7 +176,9 @@ async def test_bad_task_input_is_refused_with_a_typed_error(
         await tasks.add_task(work.design.id, "   ")
     with pytest.raises(InvalidInput, match="task title has 201 characters; the maximum is 200"):
         await tasks.add_task(work.design.id, "x" * 201)
-    with pytest.raises(InvalidInput, match=r"estimate \(minutes\) must be a whole number from 1"):
+    with pytest.raises(
+        InvalidInput, match=r"estimate \(minutes\) must be a whole number from 1 to 10"
+    ):
         await tasks.update_task(work.a.id, estimated_minutes=0)
     with pytest.raises(InvalidInput, match="cannot update status"):
         await tasks.update_task(work.a.id, status="completed")

@@ -87,7 +87,8 @@ def _project_store() -> Path:
         if not ignore.exists():
             ignore.write_text("# DevStream's store: local to this machine.\n*\n", encoding="utf-8")
     except OSError as exc:
-        raise StorageError(f"cannot create the project store in {folder}: {exc.strerror}") from exc
+        problem = exc.strerror or exc
+        raise StorageError(f"cannot create the project store in {folder}: {problem}") from exc
     return folder / PROJECT_DB
 
 
