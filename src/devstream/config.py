@@ -152,10 +152,11 @@ def load_settings(
         for name in _FIELDS
         if ENV_PREFIX + name.upper() in environ
     }
-    given = {name: value for name, value in (flags or {}).items() if value is not None}
-    if given.get("db") == "":  # as `--db "$UNSET"` passes it: no store, not the default one
-        raise ConfigError("--db names no store: give a file or URL, or leave --db out")
-    named.update(given)
+    named.update({name: value for name, value in (flags or {}).items() if value is not None})
+    if named.get("db") == "":  # as `--db "$UNSET"` passes it: no store, not the default one
+        raise ConfigError(
+            f"--db (or {ENV_PREFIX}DB) names no store: give a file or URL, or leave it out"
+        )
     project = None if named.get("db") else project_db(cwd or Path.cwd())
     layers: list[Mapping[str, Any]] = [
         _read_config_file(config_file or _config_path(environ)),

@@ -102,5 +102,6 @@ def test_bad_settings_are_config_errors(tmp_path: Path, text: str, message: str)
 
 def test_an_empty_db_flag_names_no_store_rather_than_the_default(tmp_path: Path) -> None:
     """As `--db "$UNSET"` passes it: it must not fall back to the user's default store."""
-    with pytest.raises(ConfigError, match="--db names no store"):
-        load_settings({"db": ""}, environ={}, config_file=tmp_path / "none.toml")
+    for flags, environ in [({"db": ""}, {}), ({}, {"DEVSTREAM_DB": ""})]:
+        with pytest.raises(ConfigError, match=r"--db \(or DEVSTREAM_DB\) names no store"):
+            load_settings(flags, environ=environ, config_file=tmp_path / "none.toml")

@@ -132,6 +132,7 @@ class TaskService:
             plan = await self._plan(conn, plan_id)
             checks.plan_open(plan.id, plan.status)
             if position is None:
+                await task_store.lock_plan(conn, plan_id)  # two adds take turns for "last"
                 position = await task_store.next_position(conn, plan_id)
             else:
                 await _check_position_free(conn, plan_id, position, None)
