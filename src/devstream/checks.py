@@ -44,9 +44,7 @@ def shown(value: object) -> str:
 
 
 def identifier(value: object, name: str) -> int:
-    if not whole_number(value) or not 1 <= value <= MAX_ID:
-        raise InvalidInput(f"{name} must be a whole number from 1 to 2^63-1, got {shown(value)}")
-    return value
+    return whole(value, name, 1)
 
 
 def optional_identifier(value: object, name: str) -> int | None:

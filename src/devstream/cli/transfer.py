@@ -7,7 +7,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -54,11 +54,9 @@ def export_command(out: Output, target: Path | None, with_embeddings: bool) -> N
 def _written_to_stdout(work: Callable[[IO[str]], ExportReport]) -> ExportReport:
     if sys.stdout is None:  # closed by the caller
         raise OutputFailed("stdout is closed", hint="name a file with -o")
-    try:
+    with _writing_to("stdout"):
         report = work(sys.stdout)
         sys.stdout.flush()
-    except OSError as exc:
-        raise OutputFailed(f"cannot write the export to stdout: {exc.strerror or exc}") from exc
     return report
 
 
@@ -72,13 +70,20 @@ def _written(target: Path, work: Callable[[IO[str]], ExportReport]) -> ExportRep
         mode = stat.S_IFREG  # a new file
     if stat.S_ISDIR(mode):
         raise OutputFailed(f"cannot write the export to {target}: it is a folder")
-    try:
+    with _writing_to(str(target)):
         if not stat.S_ISREG(mode):
             with target.open("w", encoding="utf-8", newline="\n") as stream:
                 return work(stream)
         return _replaced_whole(target.resolve(), work)
+
+
+@contextlib.contextmanager
+def _writing_to(where: str) -> Iterator[None]:
+    """A failure to write (a missing or read-only folder, a full disk) as OutputFailed."""
+    try:
+        yield
     except OSError as exc:
-        raise OutputFailed(f"cannot write the export to {target}: {exc.strerror or exc}") from exc
+        raise OutputFailed(f"cannot write the export to {where}: {exc.strerror or exc}") from exc
 
 
 def _replaced_whole(target: Path, work: Callable[[IO[str]], ExportReport]) -> ExportReport:

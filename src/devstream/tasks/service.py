@@ -64,7 +64,7 @@ class TaskService:
             plan = await self._plan(conn, plan_id)
             check(PLAN_FLOW, "plan", plan_id, plan.status, status)
             if status not in OPEN_PLANS:
-                await self._check_none_active(conn, plan_id, status)
+                await _check_none_active(conn, plan_id, status)
             if status == "completed":
                 problem = (await _progress(conn, plan)).why_incomplete()
                 if problem is not None:
@@ -389,14 +389,6 @@ class TaskService:
             raise NotFound("task", task_id)
         return located
 
-    async def _check_none_active(self, conn: AsyncConnection, plan_id: int, status: str) -> None:
-        active = await task_store.active_in_plan(conn, plan_id)
-        if active:
-            raise InvalidInput(
-                f"plan {plan_id} cannot be {status} while task {active[0]} is active",
-                hint="complete, fail or skip it first, or release its session's tasks",
-            )
-
     async def _plan(self, conn: AsyncConnection, plan_id: int) -> Plan:
         plan = await self._queries.plans.get_in(conn, plan_id)
         if plan is None:
@@ -407,6 +399,15 @@ class TaskService:
         plan = await self._queries.plans.update_in(conn, plan_id, {"status": status})
         assert plan is not None  # the caller has just read it in this transaction
         return plan
+
+
+async def _check_none_active(conn: AsyncConnection, plan_id: int, status: str) -> None:
+    active = await task_store.active_in_plan(conn, plan_id)
+    if active:
+        raise InvalidInput(
+            f"plan {plan_id} cannot be {status} while task {active[0]} is active",
+            hint="complete, fail or skip it first, or release its session's tasks",
+        )
 
 
 async def _check_position_free(
