@@ -26,6 +26,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devstream.db import tokenizer as tokenizer_module
 from devstream.db.tokenizer import (
     FTS_TOKENIZER,
     MAX_TERMS,
@@ -227,6 +228,29 @@ def test_concurrent_callers_get_their_own_results() -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(terms_of, range(400)))
     assert results == [[[f"thread{n}", "run"], [f"alone{n}"]] for n in range(400)]
+
+
+def test_a_lone_text_asked_again_is_answered_without_sqlite(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store asks for its content's words twice (keywords, then its vector)."""
+    text = "Writers keep running"
+    first = words(text)
+    assert index_terms([text]) == [["writer", "keep", "run"]]  # another table, its own answer
+
+    def no_sqlite() -> sqlite3.Connection:
+        raise AssertionError("the tokenizer went to SQLite again")
+
+    monkeypatch.setattr(tokenizer_module._tokenizer, "_connect", no_sqlite)
+    again = words(text)
+    assert again == first == ["writers", "keep", "running"]
+    again.append("changed by its caller")
+    assert words(text) == first
+    assert index_terms([text]) == [["writer", "keep", "run"]]
+    with pytest.raises(AssertionError, match="went to SQLite"):
+        words("another text")
+    with pytest.raises(AssertionError, match="went to SQLite"):
+        word_lists([text, text])  # only a lone text is kept
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

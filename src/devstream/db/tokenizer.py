@@ -63,11 +63,15 @@ class _Tokenizer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
+        # Per table, the last lone text asked for and its terms: a store asks for its
+        # content's words twice, for keywords and to embed it.
+        self._last: dict[str, tuple[str, list[str]]] = {}
 
     def reset(self) -> None:
         """Forget the connection and lock (in a forked child, where neither is usable)."""
         self._lock = threading.Lock()
         self._connection = None
+        self._last = {}
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -90,6 +94,9 @@ class _Tokenizer:
         if not texts:
             return out
         with self._lock:
+            last = self._last.get(table)
+            if len(texts) == 1 and last is not None and last[0] == texts[0]:
+                return [list(last[1])]
             connection = self._connect()
             connection.execute("BEGIN")
             try:
@@ -103,8 +110,10 @@ class _Tokenizer:
                 raise _unencodable(exc) from exc
             finally:
                 connection.execute("ROLLBACK")
-        for doc, term in rows:
-            out[doc].append(term)
+            for doc, term in rows:
+                out[doc].append(term)
+            if len(texts) == 1:
+                self._last[table] = (texts[0], list(out[0]))
         return out
 
 
