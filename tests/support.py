@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -63,12 +64,17 @@ CHECK_FAILED = r"CHECK constraint failed|violates check constraint"
 FOREIGN_KEY_FAILED = r"FOREIGN KEY|violates foreign key"
 
 
-async def started_together(
-    modules: Sequence[Sequence[str]], timeout_s: float
-) -> tuple[list[bytes], float]:
+@dataclass(frozen=True)
+class Together:
+    outputs: list[bytes]  # each process's standard output
+    went: float  # time.monotonic() when they were told to go
+    elapsed: float  # seconds from "go" until the last one exited
+
+
+async def started_together(modules: Sequence[Sequence[str]], timeout_s: float) -> Together:
     """Run each `python -m MODULE ARGS...` from the repository; each opens what it needs,
-    prints "ready" and waits for "go" on stdin, which all get at once. Their standard
-    output, once every one has exited 0, and the seconds from "go" until the last exited."""
+    prints "ready" and waits for "go" on stdin, which all get at once. Returns once every
+    one has exited 0."""
     env = {**os.environ, "PYTHONPATH": repo_pythonpath()}
     pipe = asyncio.subprocess.PIPE
     processes = [
@@ -89,11 +95,11 @@ async def started_together(
             assert process.stdout is not None
             line = await asyncio.wait_for(process.stdout.readline(), timeout_s)
             assert line.strip() == b"ready", f"a process did not get ready: {line!r}"
-        started = time.perf_counter()
+        went = time.monotonic()
         outcomes = await asyncio.wait_for(
             asyncio.gather(*(process.communicate(b"go\n") for process in processes)), timeout_s
         )
-        elapsed = time.perf_counter() - started
+        elapsed = time.monotonic() - went
     finally:
         for process in processes:
             if process.returncode is None:
@@ -101,4 +107,4 @@ async def started_together(
                 await process.wait()
     for process, (_, stderr) in zip(processes, outcomes, strict=True):
         assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
-    return [stdout for stdout, _ in outcomes], elapsed
+    return Together([stdout for stdout, _ in outcomes], went, elapsed)

@@ -497,8 +497,8 @@ async def in_processes(db: str, *commands: list[str]) -> list[dict[str, Any]]:
     """Run each command as `tests.integration.invariant_worker DB ...` in a process of its
     own; all open the store first, then start their work at once. Their JSON answers."""
     module = "tests.integration.invariant_worker"
-    outputs, _ = await started_together([[module, db, *c] for c in commands], PROCESS_WAIT_S)
-    return [json.loads(output) for output in outputs]
+    ran = await started_together([[module, db, *c] for c in commands], PROCESS_WAIT_S)
+    return [json.loads(output) for output in ran.outputs]
 
 
 @pytest.mark.multiprocess
