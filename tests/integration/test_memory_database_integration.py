@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_httpx import HTTPXMock
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
 
 from devstream import DevStream, Settings
 from devstream.db.memory_store import MemoryFilter
@@ -97,9 +98,12 @@ class _CountingEmbedder:
         self._inner = HashingEmbedder()
         self.model, self.dimension = self._inner.model, self._inner.dimension
         self.texts: list[str] = []
+        self.meanwhile: Callable[[], Awaitable[object]] | None = None  # runs as it embeds
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         self.texts.extend(texts)
+        if self.meanwhile is not None:
+            await self.meanwhile()
         return await self._inner.embed(texts)
 
     async def aclose(self) -> None:
@@ -119,6 +123,57 @@ async def test_a_store_looks_for_duplicates_before_embedding_unless_embedding_is
     again = await memory.memory.store("embedded once", "context")
     assert (again.created, again.entry.id) == (False, first.entry.id)
     assert embedder.texts == ["embedded once"] * (1 if costly is None else 2)
+
+
+async def test_content_found_stored_then_deleted_before_the_write_is_stored_again(
+    integration_devstream: DevStream, integration_memory_index: MemoryIndex
+) -> None:
+    """Between a store's look for duplicates (before embedding) and its write, another
+    writer deletes what the look found: the content is stored again, waiting for a vector."""
+    embedder = _CountingEmbedder()
+    embedder.costly = True  # type: ignore[attr-defined]
+    base = integration_devstream
+    memory = DevStream(base.settings, base.pool, embedder, memory_index=integration_memory_index)
+    doomed = await memory.memory.store("found, then deleted", "context")
+    embedder.meanwhile = lambda: memory.memory.delete(doomed.entry.id)
+
+    again, new = await memory.memory.store_many(
+        [NewMemory("found, then deleted", "context"), NewMemory("new", "context")]
+    )
+    assert embedder.texts == ["found, then deleted", "new"]  # only "new" the second time
+    assert (again.created, again.embedded, again.entry.embedding_status) == (
+        True,
+        False,
+        "pending",
+    )
+    assert (new.created, new.embedded) == (True, True)
+    stored = await memory.memory.entries()
+    assert sorted(e.content for e in stored) == ["found, then deleted", "new"]
+
+
+@pytest.mark.postgresql_only("writers store at once there, and each round trip counts")
+async def test_a_lone_store_is_one_statement_outside_any_transaction_block(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    sent: list[tuple[str, bool]] = []
+
+    def after_execute(conn: Connection, _cursor: object, statement: str, *_: object) -> None:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        sent.append((statement, driver.is_in_transaction()))
+
+    engine = ds.pool.engine.sync_engine
+    event.listen(engine, "after_cursor_execute", after_execute)
+    try:
+        result = await ds.memory.store("one round trip", "context")
+    finally:
+        event.remove(engine, "after_cursor_execute", after_execute)
+    assert (result.created, result.embedded) == (True, True)
+    assert [("devstream_store_memories(" in statement, began) for statement, began in sent] == [
+        (True, False)
+    ]
+    assert (await ds.memory.get(result.entry.id)).content == "one round trip"
 
 
 @pytest.mark.parametrize(

@@ -404,7 +404,7 @@ async def test_a_fault_between_transition_and_capture_leaves_neither(
     async def disk_full(*_: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(memory_store, "insert", disk_full)
+    monkeypatch.setattr(memory_store, "store_new", disk_full)
     for finish in (
         ds.workflow.complete_task(work.a.id, "Output that must not half-land"),
         ds.workflow.fail_task(work.a.id, "An error that must not half-land"),

@@ -26,7 +26,6 @@ from sqlalchemy import (
     or_,
     select,
     table,
-    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -87,19 +86,6 @@ def _record(row: Any) -> MemoryEntry:
     return MemoryEntry(*row)
 
 
-async def lock_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> None:
-    """Until the transaction ends, no other one stores these contents (PostgreSQL, where
-    writers run at once; SQLite's take turns): the dedup check and the insert that follows
-    it see every store of the same content. Taken in one order, so two never deadlock."""
-    if conn.dialect.name != "sqlite" and hashes:
-        await conn.execute(_LOCK_HASHES, {"keys": sorted({_lock_key(h) for h in hashes})})
-
-
-def _lock_key(digest: str) -> int:
-    """A content hash as an advisory lock key: its first 60 bits, a positive bigint."""
-    return int(digest[:15], 16)
-
-
 async def by_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> list[MemoryEntry]:
     """Every entry with one of these content hashes, in any scope."""
     if not hashes:
@@ -108,8 +94,30 @@ async def by_hashes(conn: AsyncConnection, hashes: Sequence[str]) -> list[Memory
 
 
 # Built once: every store runs these, and building a statement costs more than running it.
-_LOCK_HASHES = text(
-    "SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS bigint[])) AS key ORDER BY key"
+# A new memory's columns, as the store function takes them (migration 0008), and the ones
+# deduplication compares.
+_STORE_COLUMNS = (
+    "content",
+    "content_type",
+    "keywords",
+    "content_hash",
+    "plan_id",
+    "phase_id",
+    "task_id",
+    "embedding",
+    "embedding_model",
+    "embedding_dim",
+    "embedding_status",
+)
+_KEY = ("content_hash", "plan_id", "phase_id", "task_id")
+# Sent as the driver's own SQL: for a call this small, compiling and typing it cost more
+# than the server's work. Its timestamps come back as asyncpg gives them, aware UTC.
+_STORE_CALL = (
+    "SELECT s.created, "
+    + ", ".join(f"(s.entry).{c.name}" for c in memory_entries.c)
+    + " FROM devstream_store_memories("
+    + ", ".join(f"${n}" for n in range(1, len(_STORE_COLUMNS) + 2))
+    + ") AS s"
 )
 _BY_HASHES = select(memory_entries).where(
     memory_entries.c.content_hash.in_(bindparam("hashes", expanding=True))
@@ -164,6 +172,35 @@ async def insert(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> lis
     vector consistent with the content."""
     result = await conn.execute(_INSERT, _new_rows(values))
     return [_record(row) for row in result]
+
+
+async def store_new(
+    conn: AsyncConnection, values: Sequence[dict[str, Any]]
+) -> tuple[list[MemoryEntry], list[MemoryEntry]]:
+    """Insert the new memories whose content is not stored in their scope yet: (entries
+    stored before with one of these contents, in any scope; entries inserted now).
+
+    `values` hold a new memory's columns (`_STORE_COLUMNS`), one per content and scope. On
+    PostgreSQL, where writers store at once, one statement locks the contents, looks and
+    inserts (migration 0008), so concurrent stores of one content keep one; SQLite's
+    writers take turns.
+    """
+    if conn.dialect.name == "sqlite":
+        return await _look_then_insert(conn, values)
+    arrays = [[value[name] for value in values] for name in _STORE_COLUMNS]
+    rows = (await conn.exec_driver_sql(_STORE_CALL, (utcnow(), *arrays))).all()
+    return [_record(row[1:]) for row in rows if not row[0]], [
+        _record(row[1:]) for row in rows if row[0]
+    ]
+
+
+async def _look_then_insert(
+    conn: AsyncConnection, values: Sequence[dict[str, Any]]
+) -> tuple[list[MemoryEntry], list[MemoryEntry]]:
+    existing = await by_hashes(conn, sorted({value["content_hash"] for value in values}))
+    stored = {tuple(getattr(entry, name) for name in _KEY) for entry in existing}
+    rows = [value for value in values if tuple(value[name] for name in _KEY) not in stored]
+    return existing, await insert(conn, rows) if rows else []
 
 
 async def insert_quietly(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> None:

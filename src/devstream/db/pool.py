@@ -148,6 +148,19 @@ class ConnectionPool:
                     await generation.replace(conn)
                 yield conn
 
+    @asynccontextmanager
+    async def write_statements(self) -> AsyncIterator[AsyncConnection]:
+        """For writes whose statements may each commit by itself (reads, then one change): on
+        PostgreSQL in autocommit, two round trips fewer than BEGIN and COMMIT; on SQLite a
+        write transaction, which replaces the store-generation token with the change."""
+        if self.on_sqlite:
+            async with self.write_transaction() as conn:
+                yield conn
+            return
+        self.stats.writes += 1
+        async with self.autocommit() as conn:
+            yield conn
+
     def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
         return _translated(self.on_sqlite)
 

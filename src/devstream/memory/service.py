@@ -204,33 +204,28 @@ class MemoryService:
         checks.listed(items, "items", "NewMemory")
         with self.metrics.timed("memory.store"):
             prepared = self._prepare(items)
-            hashes = sorted({p.hash for p in prepared})
-            fresh = _first_of_each(prepared)
+            unique = _first_of_each(prepared)
+            fresh = unique
             if self._look_first and any(p.vector is None for p in fresh):
                 async with self._pool.read_statement() as conn:
+                    hashes = sorted({p.hash for p in unique})
                     stored = _by_key(await memory_store.by_hashes(conn, hashes))
                 fresh = [p for p in fresh if p.key not in stored]
             vectors, warning = await self._vectors_for(fresh)
-            async with self._pool.write_transaction() as conn:
+            # Every item goes: one found stored above and deleted since is stored again
+            # (pending, if it was not embedded).
+            rows = [p.row(vectors.get(p.key), self.embedder) for p in unique]
+            # Alone, each statement may commit by itself: the links are read, and a link
+            # deleted before the insert makes the database refuse it.
+            writing = self._pool.write_statements() if together_with is None else None
+            async with writing or self._pool.write_transaction() as conn:
                 if together_with is not None:
                     await together_with(conn)
                 await _check_links(conn, [p.item.scope for p in prepared])
-                existing, created = await self._insert(conn, hashes, fresh, vectors)
+                existing, created = await memory_store.store_new(conn, rows)
         self.metrics.increment("memory.stored", len(created))
-        return [self._result(p, existing, created, warning) for p in prepared]
-
-    async def _insert(
-        self,
-        conn: AsyncConnection,
-        hashes: list[str],
-        fresh: list[_Prepared],
-        vectors: dict[Key, Vector],
-    ) -> tuple[dict[Key, MemoryEntry], dict[Key, MemoryEntry]]:
-        """(entries already stored, entries inserted now), by key."""
-        await memory_store.lock_hashes(conn, hashes)
-        existing = _by_key(await memory_store.by_hashes(conn, hashes))
-        rows = [p.row(vectors.get(p.key), self.embedder) for p in fresh if p.key not in existing]
-        return existing, _by_key(await memory_store.insert(conn, rows) if rows else [])
+        before, now = _by_key(existing), _by_key(created)
+        return [self._result(p, before, now, warning) for p in prepared]
 
     def _prepare(self, items: Sequence[NewMemory]) -> list[_Prepared]:
         """Check every item, then derive what is stored: keywords (unless given, extracted
