@@ -28,6 +28,7 @@ from devstream import DevStream, Settings
 from devstream.db import memory_store, task_store
 from devstream.db.memory_store import MemoryFilter
 from devstream.db.records import MicroTask, Phase, Plan
+from devstream.db.types import utcnow
 from devstream.errors import (
     DependencyCycle,
     DevStreamError,
@@ -565,6 +566,52 @@ async def test_processes_finishing_a_phase_together_leave_it_completed(
     answers = await in_processes(ds.settings.db, *[["complete", str(t.id)] for t in tasks])
     assert sorted(answer["completed"] for answer in answers) == [task.id for task in tasks]
     assert (await ds.queries.phases.get(phase.id)).status == "completed"
+
+
+# How long a writer that has to wait for another's lock is watched not finishing; not finishing
+# in time never fails a test by itself (the outcome after the other commits decides).
+LOCK_WAIT_S = 1.0
+
+
+@ON_POSTGRESQL
+async def test_a_plan_closing_while_its_task_starts_waits_then_finds_it_active(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    plan = await ds.tasks.create_plan("Closed as a task starts")
+    task = await ds.tasks.add_task((await ds.tasks.add_phase(plan.id, "Only")).id, "started")
+    await ds.tasks.set_plan_status(plan.id, "active")
+    async with DevStream.open(Settings(db=ds.settings.db), migrate_schema=False) as other:
+        async with ds.pool.write_transaction() as conn:  # a start, not yet committed
+            claimed = await ds.tasks.claim(conn, task.id, "active")
+            await ds.tasks.move(conn, claimed, "active", started_at=utcnow())
+            closing = asyncio.ensure_future(other.tasks.set_plan_status(plan.id, "archived"))
+            done, _ = await asyncio.wait([closing], timeout=LOCK_WAIT_S)
+            assert not done, "the plan closed while a start of its task was in flight"
+        with pytest.raises(InvalidInput, match=f"while task {task.id} is active"):
+            await closing
+    assert (await ds.queries.plans.get(plan.id)).status == "active"
+
+
+@ON_POSTGRESQL
+async def test_a_task_starting_while_its_plan_closes_waits_then_finds_it_closed(
+    integration_real_database: DevStream,
+) -> None:
+    ds = integration_real_database
+    plan = await ds.tasks.create_plan("Started as it closes")
+    task = await ds.tasks.add_task((await ds.tasks.add_phase(plan.id, "Only")).id, "started")
+    await ds.tasks.set_plan_status(plan.id, "active")
+    await ds.memory.catch_up()  # the vector index, built now: a build waits for every writer
+    async with DevStream.open(Settings(db=ds.settings.db), migrate_schema=False) as other:
+        async with other.pool.write_transaction() as conn:  # a close, not yet committed
+            await task_store.lock_plan(conn, plan.id)
+            await other.queries.plans.update_in(conn, plan.id, {"status": "archived"})
+            starting = asyncio.ensure_future(ds.workflow.start_task(task.id))
+            done, _ = await asyncio.wait([starting], timeout=LOCK_WAIT_S)
+            assert not done, "the task started while its plan was closing"
+        with pytest.raises(InvalidInput, match=f"plan {plan.id} is archived"):
+            await starting
+    assert (await ds.tasks.task(task.id)).status == "pending"
 
 
 # --- progress ---------------------------------------------------------------------------------

@@ -201,6 +201,20 @@ async def lock_plan(conn: AsyncConnection, plan_id: int) -> None:
     await lock_rows(conn, intervention_plans, [plan_id])
 
 
+async def held_plan_status(conn: AsyncConnection, plan_id: int, *, shared: bool) -> str:
+    """The plan's status as last committed, its row locked until the transaction ends
+    (PostgreSQL): `shared`, against changes only (holders of a shared lock go on side by
+    side); else against other lockers too, for a caller that will change the row."""
+    status = intervention_plans.c.status
+    query = select(status).where(intervention_plans.c.id == plan_id)
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update(read=shared, key_share=not shared)
+    found: str | None = await conn.scalar(query)
+    if found is None:
+        raise NotFound("plan", plan_id)
+    return found
+
+
 async def plan_edges(conn: AsyncConnection, plan_id: int) -> list[tuple[int, int]]:
     """Every (task, depends on) edge among the plan's tasks."""
     query = (

@@ -11,6 +11,7 @@ store-generation token).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +62,9 @@ class TaskService:
         checks.identifier(plan_id, "plan_id")
         checks.one_of(status, "plan status", tuple(PLAN_FLOW))
         async with self._pool.write_transaction() as conn:
+            # Locked first: what follows reads the plan, and its active tasks, as they are
+            # once no start or other change of it is in flight (see `claim`).
+            await task_store.lock_plan(conn, plan_id)
             plan = await self._plan(conn, plan_id)
             check(PLAN_FLOW, "plan", plan_id, plan.status, status)
             if status not in OPEN_PLANS:
@@ -353,9 +357,18 @@ class TaskService:
 
     async def claim(self, conn: AsyncConnection, task_id: int, to: str) -> task_store.Located:
         """Inside a transaction: the task, checked that it may move to `to` now (and locked:
-        of concurrent claims one wins)."""
+        of concurrent claims one wins).
+
+        A start also holds its plan's row until it commits, so that a plan closing at the
+        same moment either waits for it (and then finds the task active) or closes first
+        (and the start finds the plan closed): a closed plan keeps no active task. Starts
+        share the hold, except the first of a draft plan, which activates it (`move`)."""
         located = await self.locate(conn, task_id, lock=True)
         check(TASK_FLOW, "task", task_id, located.task.status, to)
+        if to == "active":
+            shared = located.plan_status != "draft"
+            status = await task_store.held_plan_status(conn, located.plan_id, shared=shared)
+            located = replace(located, plan_status=status)
         checks.plan_open(located.plan_id, located.plan_status)
         return located
 
