@@ -573,14 +573,19 @@ async def test_processes_finishing_a_phase_together_leave_it_completed(
 LOCK_WAIT_S = 1.0
 
 
+async def _one_task_in_an_active_plan(ds: DevStream, title: str) -> tuple[Plan, MicroTask]:
+    plan = await ds.tasks.create_plan(title)
+    task = await ds.tasks.add_task((await ds.tasks.add_phase(plan.id, "Only")).id, "started")
+    await ds.tasks.set_plan_status(plan.id, "active")
+    return plan, task
+
+
 @ON_POSTGRESQL
 async def test_a_plan_closing_while_its_task_starts_waits_then_finds_it_active(
     integration_real_database: DevStream,
 ) -> None:
     ds = integration_real_database
-    plan = await ds.tasks.create_plan("Closed as a task starts")
-    task = await ds.tasks.add_task((await ds.tasks.add_phase(plan.id, "Only")).id, "started")
-    await ds.tasks.set_plan_status(plan.id, "active")
+    plan, task = await _one_task_in_an_active_plan(ds, "Closed as a task starts")
     async with DevStream.open(Settings(db=ds.settings.db), migrate_schema=False) as other:
         async with ds.pool.write_transaction() as conn:  # a start, not yet committed
             claimed = await ds.tasks.claim(conn, task.id, "active")
@@ -598,9 +603,7 @@ async def test_a_task_starting_while_its_plan_closes_waits_then_finds_it_closed(
     integration_real_database: DevStream,
 ) -> None:
     ds = integration_real_database
-    plan = await ds.tasks.create_plan("Started as it closes")
-    task = await ds.tasks.add_task((await ds.tasks.add_phase(plan.id, "Only")).id, "started")
-    await ds.tasks.set_plan_status(plan.id, "active")
+    plan, task = await _one_task_in_an_active_plan(ds, "Started as it closes")
     await ds.memory.catch_up()  # the vector index, built now: a build waits for every writer
     async with DevStream.open(Settings(db=ds.settings.db), migrate_schema=False) as other:
         async with other.pool.write_transaction() as conn:  # a close, not yet committed
