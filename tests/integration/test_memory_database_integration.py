@@ -129,26 +129,39 @@ async def test_content_found_stored_then_deleted_before_the_write_is_stored_agai
     integration_devstream: DevStream, integration_memory_index: MemoryIndex
 ) -> None:
     """Between a store's look for duplicates (before embedding) and its write, another
-    writer deletes what the look found: the content is stored again, waiting for a vector."""
+    writer deletes what the look found: the content is stored again, with the vector it came
+    with or else waiting for one, and the result says so."""
     embedder = _CountingEmbedder()
     embedder.costly = True  # type: ignore[attr-defined]
     base = integration_devstream
     memory = DevStream(base.settings, base.pool, embedder, memory_index=integration_memory_index)
-    doomed = await memory.memory.store("found, then deleted", "context")
-    embedder.meanwhile = lambda: memory.memory.delete(doomed.entry.id)
+    vector = (await embedder.embed(["a vector of its own"]))[0]
+    found = NewMemory("found, then deleted", "context")
+    given = NewMemory("given its vector, then deleted", "context", embedding=vector)
+    doomed = [r.entry.id for r in await memory.memory.store_many([found, given])]
+    embedder.texts.clear()
 
-    again, new = await memory.memory.store_many(
-        [NewMemory("found, then deleted", "context"), NewMemory("new", "context")]
+    async def delete_them() -> None:
+        for entry_id in doomed:
+            await memory.memory.delete(entry_id)
+
+    embedder.meanwhile = delete_them
+    again, again_given, new = await memory.memory.store_many(
+        [found, given, NewMemory("new", "context")]
     )
-    assert embedder.texts == ["found, then deleted", "new"]  # only "new" the second time
+    assert embedder.texts == ["new"]  # what the look found was not embedded again
     assert (again.created, again.embedded, again.entry.embedding_status) == (
         True,
         False,
         "pending",
     )
+    assert again.warning is not None
+    assert "deleted" in again.warning
+    assert (again_given.created, again_given.embedded, again_given.warning) == (True, True, None)
+    assert again_given.entry.embedding == vector.tobytes()
     assert (new.created, new.embedded) == (True, True)
     stored = await memory.memory.entries()
-    assert sorted(e.content for e in stored) == ["found, then deleted", "new"]
+    assert sorted(e.content for e in stored) == [found.content, given.content, "new"]
 
 
 @pytest.mark.postgresql_only("writers store at once there, and each round trip counts")

@@ -196,7 +196,7 @@ class MemoryService:
     async def store_many(
         self, items: Sequence[NewMemory], *, together_with: WriteStep | None = None
     ) -> list[StoreResult]:
-        """Store a batch in one transaction; every item is checked before anything is written.
+        """Store a batch atomically; every item is checked before anything is written.
 
         `together_with` is another write to commit atomically with the entries: it runs
         first in the same transaction, and if it raises, nothing is stored.
@@ -207,18 +207,22 @@ class MemoryService:
             unique = _first_of_each(prepared)
             fresh = unique
             if self._look_first and any(p.vector is None for p in fresh):
+                hashes = sorted({p.hash for p in unique})
                 async with self._pool.read_statement() as conn:
-                    hashes = sorted({p.hash for p in unique})
                     stored = _by_key(await memory_store.by_hashes(conn, hashes))
                 fresh = [p for p in fresh if p.key not in stored]
             vectors, warning = await self._vectors_for(fresh)
             # Every item goes: one found stored above and deleted since is stored again
-            # (pending, if it was not embedded).
-            rows = [p.row(vectors.get(p.key), self.embedder) for p in unique]
+            # (with its own vector, or pending).
+            rows = [p.row(vectors.get(p.key, p.vector), self.embedder) for p in unique]
             # Alone, each statement may commit by itself: the links are read, and a link
             # deleted before the insert makes the database refuse it.
-            writing = self._pool.write_statements() if together_with is None else None
-            async with writing or self._pool.write_transaction() as conn:
+            writing = (
+                self._pool.write_statements()
+                if together_with is None
+                else self._pool.write_transaction()
+            )
+            async with writing as conn:
                 if together_with is not None:
                     await together_with(conn)
                 await _check_links(conn, [p.item.scope for p in prepared])
@@ -301,6 +305,8 @@ class MemoryService:
             return StoreResult(entry, created=False, embedded=entry.embedding_status == "embedded")
         entry = created[prepared.key]
         embedded = entry.embedding_status == "embedded"
+        if not embedded and warning is None:  # it was not sent to the embedder at all
+            warning = "stored as pending: found stored before embedding, then deleted before it"
         return StoreResult(
             entry, created=True, embedded=embedded, warning=None if embedded else warning
         )
