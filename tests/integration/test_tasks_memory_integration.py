@@ -23,6 +23,8 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstream import DevStream, Settings
 from devstream.db import memory_store, task_store
@@ -512,6 +514,32 @@ async def test_processes_storing_the_same_memories_keep_each_once(
     created = [entry_id for answer in answers for entry_id in answer["created"]]
     assert len(created) == len(set(created)) == 20  # each created once, by one process
     assert len(await ds.memory.entries(limit=None)) == 20
+
+
+@ON_POSTGRESQL
+async def test_connections_read_committed_whatever_the_databases_default(
+    integration_real_database: DevStream,
+) -> None:
+    """The rules kept by locks rest on READ COMMITTED: a statement run after a lock is
+    granted sees what the lock's holder committed."""
+    ds = integration_real_database
+    show = text("SHOW transaction_isolation")
+    async with ds.pool.autocommit() as conn:
+        name = await conn.scalar(text("SELECT current_database()"))
+        await conn.execute(
+            text(f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'")
+        )
+    bare = create_async_engine(ds.settings.db)
+    try:
+        async with bare.connect() as conn:
+            assert await conn.scalar(show) == "repeatable read"  # the database's default
+    finally:
+        await bare.dispose()
+    async with (
+        DevStream.open(Settings(db=ds.settings.db), migrate_schema=False) as other,
+        other.pool.write_transaction() as conn,
+    ):
+        assert await conn.scalar(show) == "read committed"
 
 
 @pytest.mark.multiprocess

@@ -66,11 +66,15 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 def _server_settings(settings: Settings) -> dict[str, str]:
     """Every connection's: busy_timeout_ms bounds a wait for a lock, as on SQLite (past it,
-    StorageBusy); the HNSW scan's depth; backslashes in string literals as plain characters
-    (the default, which a role or database may have changed), as literals are quoted here."""
+    StorageBusy); the HNSW scan's depth; and two defaults a role or database may have
+    changed: backslashes in string literals as plain characters, as literals are quoted
+    here, and READ COMMITTED, in which a statement run after a lock is granted sees what
+    the lock's holder committed (the rules kept by locks, such as one store per content,
+    rest on it)."""
     return {
         "lock_timeout": f"{settings.busy_timeout_ms}ms",
         "standard_conforming_strings": "on",
+        "default_transaction_isolation": "read committed",
         **_HNSW_SETTINGS,
     }
 
