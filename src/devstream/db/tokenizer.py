@@ -63,12 +63,13 @@ class _Tokenizer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
-        # Per table, the last lone text asked for and its terms: a store asks for its
-        # content's words twice, for keywords and to embed it.
+        # Per table, the last lone text asked for and its terms, until asked again: a store
+        # asks for its content's words twice, for keywords and to embed it.
         self._last: dict[str, tuple[str, list[str]]] = {}
 
     def reset(self) -> None:
-        """Forget the connection and lock (in a forked child, where neither is usable)."""
+        """Forget the connection, lock and last answers (in a forked child, where the
+        connection and lock are not usable)."""
         self._lock = threading.Lock()
         self._connection = None
         self._last = {}
@@ -94,9 +95,9 @@ class _Tokenizer:
         if not texts:
             return out
         with self._lock:
-            last = self._last.get(table)
+            last = self._last.pop(table, None)
             if len(texts) == 1 and last is not None and last[0] == texts[0]:
-                return [list(last[1])]
+                return [last[1]]
             connection = self._connect()
             connection.execute("BEGIN")
             try:
