@@ -5,9 +5,10 @@ one `store` call per memory (BATCH 1, the default) or `store_many` batches of BA
 content is unique to LABEL, so nothing is taken for a duplicate. With `--go` it opens the
 store, prints "ready" and waits for a line on stdin before writing, so that several writers
 start together once their interpreters are up. Exits non-zero with the error on stderr if
-any store fails (a "database is locked" included). Once its last store has returned it
-prints COUNT and the `time.monotonic()` of that moment (the clock is the machine's, so
-moments of several processes compare).
+any store fails (a "database is locked" included). Once its last store has returned and
+the store is closed it prints COUNT and the `time.monotonic()` of that moment (the clock is
+the machine's, so moments of several processes compare); what is left is the interpreter's
+exit.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ async def store(db: str, count: int, label: str, batch: int, wait_for_go: bool) 
                 await ds.memory.store_many(
                     [NewMemory(content(label, n), "context") for n in numbers]
                 )
-        print(count, time.monotonic(), flush=True)
+    print(count, time.monotonic(), flush=True)
 
 
 def main() -> None:
