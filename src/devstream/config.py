@@ -21,7 +21,7 @@ from typing import Any
 
 import platformdirs
 
-from devstream.errors import ConfigError
+from devstream.errors import ConfigError, NotInitialised
 from devstream.vocabulary import EMBED_DIMENSION, EMBED_MODEL
 
 if sys.version_info >= (3, 11):
@@ -120,6 +120,16 @@ class Settings:
         url = self.database_url
         prefix = "sqlite+aiosqlite:///"
         return Path(url.removeprefix(prefix)) if url.startswith(prefix) else None
+
+    def check_store_exists(self) -> None:
+        """Refuse a SQLite store whose file does not exist, before opening it would create
+        an empty one (a mistyped path would then look like a store with nothing in it)."""
+        path = self.sqlite_path
+        if path is not None and not path.exists():
+            raise NotInitialised(
+                f"no DevStream store at {path}",
+                hint="run `devstream init` to create it, or check --db and DEVSTREAM_DB",
+            )
 
 
 def _http_url(text: str) -> bool:

@@ -252,9 +252,9 @@ async def test_cli_task_errors_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = ["--db", str(tmp_path / "errors.db")]
+    assert await devstream_cli(*db, "plan", "create", "Plan") == 0
     assert await devstream_cli(*db, "stats") == 0
     assert "  transitions: none\n" in capsys.readouterr().out
-    assert await devstream_cli(*db, "plan", "create", "Plan") == 0
     assert await devstream_cli(*db, "phase", "add", "1", "Phase") == 0
     capsys.readouterr()
     cases = [
@@ -274,6 +274,50 @@ async def test_cli_task_errors_are_one_line(
         assert message in captured.err
         assert len(captured.err.strip().splitlines()) == 1
         assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["memory", "search", "anything"],
+        ["memory", "show", "1"],
+        ["task", "ready"],
+        ["task", "start", "1"],
+        ["stats"],
+        ["export"],
+        ["prime"],
+    ],
+    ids=lambda command: " ".join(command[:2]),
+)
+async def test_a_command_that_creates_nothing_refuses_a_store_that_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """A mistyped --db would otherwise be made into an empty store that answers nothing."""
+    missing = tmp_path / "mistyped.db"
+    assert await devstream_cli("--db", str(missing), *command) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"devstream: error: no DevStream store at {missing} (run `devstream init` to create "
+        "it, or check --db and DEVSTREAM_DB)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["init"],
+        ["memory", "add", "the first memory", "--type", "context"],
+        ["plan", "create", "The first plan"],
+    ],
+    ids=lambda command: " ".join(command[:2]),
+)
+async def test_a_command_that_creates_something_makes_the_store(
+    tmp_path: Path, command: list[str]
+) -> None:
+    new = tmp_path / "new.db"
+    assert await devstream_cli("--db", str(new), *command) == 0
+    assert await devstream_cli("--db", str(new), "stats") == 0
 
 
 def _fresh_home_env(home: Path) -> dict[str, str]:

@@ -59,7 +59,7 @@ def init(out: Output, project: bool) -> None:
     """Create the database, or migrate it to this version's schema."""
     if project:
         out = replace(out, settings=replace(out.settings, db=str(_project_store())))
-    state = with_store(out, lambda ds: ds.schema_status())
+    state = with_store(out, lambda ds: ds.schema_status(), creates=True)
     url = out.settings.shown_database
     out.emit({"database": url, "schema": state.current}, f"ready: {url} (schema {state.current})")
 

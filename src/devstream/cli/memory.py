@@ -45,6 +45,7 @@ def add(
         lambda ds: ds.memory.store(
             text, content_type, plan_id=plan_id, phase_id=phase_id, task_id=task_id
         ),
+        creates=True,
     )
     entry = result.entry
     if not result.created:

@@ -63,9 +63,16 @@ def run_async(work: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(work)
 
 
-def with_store(out: Output, work: Callable[[DevStream], Awaitable[T]]) -> T:
-    """Open the configured store, run `work` on it, close it."""
+def with_store(
+    out: Output, work: Callable[[DevStream], Awaitable[T]], *, creates: bool = False
+) -> T:
+    """Open the configured store, run `work` on it, close it. Only a command that
+    `creates` what is worth a new store (init, a first plan or memory, an import) makes a
+    SQLite store that does not exist yet; any other refuses it."""
     from devstream.app import DevStream  # noqa: PLC0415
+
+    if not creates:
+        out.settings.check_store_exists()
 
     async def run() -> T:
         async with DevStream.open(out.settings) as ds:

@@ -72,7 +72,7 @@ def plan() -> None:
 def plan_create(out: Output, title: str, description: str, priority: int) -> None:
     """Create a plan (status draft)."""
     created: Plan = with_store(
-        out, lambda ds: ds.tasks.create_plan(title, description, priority=priority)
+        out, lambda ds: ds.tasks.create_plan(title, description, priority=priority), creates=True
     )
     out.emit({"plan": asdict(created)}, printable(f"created plan #{created.id} {created.title}"))
 

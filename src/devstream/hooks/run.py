@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from devstream import checks
 from devstream.config import Settings, load_settings
-from devstream.errors import ConfigError, NotInitialised
+from devstream.errors import ConfigError
 from devstream.hooks.capture import KINDS, Captured, as_memory, from_tool, last_answer
 from devstream.hooks.payload import Payload, parse
 from devstream.vocabulary import BRIEF_MAX_CHARS, BRIEF_MIN_CHARS, HOOK_EVENTS
@@ -116,9 +116,7 @@ async def _store(settings: Settings) -> AsyncIterator[DevStream]:
     # and never load it.
     from devstream.app import DevStream, deferred_embedder_for  # noqa: PLC0415
 
-    path = settings.sqlite_path
-    if path is not None and not path.exists():  # opening it would create it
-        raise NotInitialised(f"no DevStream store at {path}")
+    settings.check_store_exists()
     embedder = deferred_embedder_for(settings)
     async with DevStream.open(settings, migrate_schema=False, embedder=embedder) as ds:
         yield ds
