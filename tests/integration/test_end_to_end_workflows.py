@@ -300,7 +300,7 @@ async def test_a_command_that_creates_nothing_refuses_a_store_that_does_not_exis
         f"devstream: error: no DevStream store at {missing} (run `devstream init` to create "
         "it, or check --db and DEVSTREAM_DB)"
     )
-    assert list(tmp_path.iterdir()) == []
+    assert await asyncio.to_thread(os.listdir, tmp_path) == []
 
 
 @pytest.mark.parametrize(
