@@ -82,14 +82,15 @@ def template_file(schema: MigratedSchema) -> Path:
 
 
 _TABLES = {
-    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table' "
+    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
     "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
     "ORDER BY tablename",
 }
 
 
 async def table_names(conn: AsyncConnection) -> list[str]:
-    """Every table, FTS shadow tables included."""
+    """Every table, FTS shadow tables included (not SQLite's own, such as sqlite_sequence)."""
     return list(await conn.scalars(text(_TABLES[conn.dialect.name])))
 
 

@@ -9,6 +9,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any, cast
 
@@ -326,6 +327,43 @@ async def test_migrations_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
         assert await table_row_counts(pool) == migrated
     finally:
         await pool.close()
+
+
+async def test_the_migration_that_stops_memory_ids_being_reused_keeps_every_row(
+    tmp_path: Path,
+) -> None:
+    """Before 0009, SQLite gave the id of a deleted newest memory to the next one; the
+    migration remakes the table, and new ids start past every id the change log saw."""
+    path = tmp_path / "ids.db"
+    pool = ConnectionPool.create(Settings(db=str(path)))
+    try:
+        await migrate.upgrade(pool, "0008")
+    finally:
+        await pool.close()
+    with closing(sqlite3.connect(path)) as db, db:  # rows as 0008's code wrote them
+        for n in range(4):
+            db.execute(
+                "INSERT INTO memory_entries (content, content_type, keywords, content_hash, "
+                "embedding_status, access_count, created_at, updated_at) VALUES "
+                "(?, 'context', '', ?, 'pending', 0, '2026-12-01 00:00:00', "
+                "'2026-12-01 00:00:00')",
+                (f"kept note {n}", content_hash(f"kept note {n}")),
+            )
+        db.execute("DELETE FROM memory_entries WHERE id = 4")  # the newest
+    async with DevStream.open(path) as ds:  # migrates to head
+        assert [entry.id for entry in await ds.memory.entries()] == [1, 2, 3]
+        after = (await ds.memory.store("stored after the migration", "context")).entry
+        assert after.id == 5
+        await ds.memory.delete(after.id)
+        again = (await ds.memory.store("and again", "context")).entry
+        assert again.id == 6
+        for exact in (False, True):
+            hits = (await ds.memory.search("kept note", exact=exact)).hits
+            assert sorted(hit.entry.id for hit in hits) == [1, 2, 3]
+        await migrate.downgrade(ds.pool, "0008")
+        await migrate.upgrade(ds.pool)
+        assert [entry.id for entry in await ds.memory.entries()] == [1, 2, 3, 6]
+        assert await migrate.schema_drift(ds.pool) == []
 
 
 async def test_migrated_schema_matches_metadata_and_drift_is_detected(

@@ -90,6 +90,17 @@ async def test_same_content_in_the_same_scope_is_stored_once(
     assert len(await memory.entries()) == 4
 
 
+async def test_a_deleted_memorys_id_is_never_given_to_another(
+    integration_devstream: DevStream,
+) -> None:
+    """A context injection, or a client, that kept the id must not find another memory."""
+    memory = integration_devstream.memory
+    newest = (await memory.store("the newest, then deleted", "context")).entry
+    await memory.delete(newest.id)
+    after = (await memory.store("stored after it", "context")).entry
+    assert after.id > newest.id
+
+
 class _CountingEmbedder:
     """A user's own embedder (the offline one underneath), which does not say whether
     embedding is costly."""

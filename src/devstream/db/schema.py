@@ -204,6 +204,8 @@ memory_entries = Table(
     Index(None, "content_hash"),
     Index(None, "task_id"),
     Index(None, "plan_id"),
+    # A deleted memory's id is never given again (migration 0009); PostgreSQL's never are.
+    sqlite_autoincrement=True,
 )
 
 context_injections = Table(
