@@ -13,9 +13,13 @@ class DevStreamError(Exception):
         if hint is not None:
             self.hint = hint
 
+    @property
+    def message(self) -> str:
+        """What went wrong, without the hint."""
+        return super().__str__()
+
     def __str__(self) -> str:
-        message = super().__str__()
-        return f"{message} ({self.hint})" if self.hint else message
+        return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
 class ConfigError(DevStreamError):

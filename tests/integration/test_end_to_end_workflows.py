@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,8 @@ async def test_the_cli_runs_a_plan_end_to_end(
 
     plan = (await json_of("plan", "create", "Ship the CLI", "--priority", "7"))["plan"]
     plan_id = str(plan["id"])
+    created = datetime.fromisoformat(plan["created_at"])  # ISO 8601, `T` and offset
+    assert (plan["created_at"][10], created.utcoffset()) == ("T", timedelta(0))
     phase = (await json_of("phase", "add", plan_id, "Build"))["phase"]
     phase_id = str(phase["id"])
     first = (await json_of("task", "add", phase_id, "Parse arguments", "--estimate", "4"))["task"]
@@ -274,6 +277,33 @@ async def test_cli_task_errors_are_one_line(
         assert message in captured.err
         assert len(captured.err.strip().splitlines()) == 1
         assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["memory", "show", "7"], {"kind": "NotFound", "message": "memory 7 not found"}),
+        (["task", "start", "x"], {"kind": "usage", "exit": 2}),
+        (["bogus"], {"kind": "usage", "message": "No such command 'bogus'."}),
+    ],
+    ids=["not-found", "bad-argument", "unknown-command"],
+)
+async def test_with_json_an_error_is_one_json_object_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], error: dict[str, Any]
+) -> None:
+    db = ["--db", str(tmp_path / "errors.db")]
+    assert await devstream_cli(*db, "init") == 0
+    capsys.readouterr()
+    code = await devstream_cli(*db, "--json", *args)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    reported = json.loads(line)["error"]
+    assert reported["exit"] == code != 0
+    assert {key: reported[key] for key in error} == error
+    without = await devstream_cli(*db, *args)
+    assert capsys.readouterr().err.startswith("devstream: error: ")
+    assert without == code
 
 
 @pytest.mark.parametrize(

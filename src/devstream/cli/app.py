@@ -8,10 +8,11 @@ use it, so `--version` and every `--help` load none of it.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import click
@@ -102,16 +103,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     if sys.stdin is None:  # closed by the caller: read as empty (`import -` then says so)
         sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - the process's stdin
+    fail = _Failure(as_json="--json" in args[: args.index("--") if "--" in args else None])
     try:
         code = cli.main(args=args or ["--help"], prog_name="devstream", standalone_mode=False)
     except click.UsageError as exc:
-        _fail(f"{exc.format_message()} (see `devstream --help`)", 2)
+        fail("usage", exc.format_message(), "see `devstream --help`", 2)
     except click.ClickException as exc:
-        _fail(exc.format_message(), exc.exit_code)
+        fail("usage", exc.format_message(), "", exc.exit_code)
     except DevStreamError as exc:
-        _fail(str(exc), 1)
+        fail(type(exc).__name__, exc.message, exc.hint, 1)
     except (click.Abort, KeyboardInterrupt):
-        _fail("interrupted", 130)
+        fail("interrupted", "interrupted", "", 130)
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -128,6 +130,18 @@ def run() -> None:
         gc.freeze()
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"devstream: error: {message}", err=True)
-    sys.exit(code)
+@dataclass(frozen=True)
+class _Failure:
+    """How an error ends the command: one line on stderr, and its exit code. With `--json`
+    (anywhere before `--`, as click reads it) the line is a JSON object, for a caller that
+    parses what it runs."""
+
+    as_json: bool
+
+    def __call__(self, kind: str, message: str, hint: str, code: int) -> None:
+        if self.as_json:
+            error = {"kind": kind, "message": message, "hint": hint or None, "exit": code}
+            click.echo(json.dumps({"error": error}), err=True)
+        else:
+            click.echo(f"devstream: error: {message}{f' ({hint})' if hint else ''}", err=True)
+        sys.exit(code)

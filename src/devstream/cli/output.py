@@ -7,6 +7,7 @@ import json
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -28,12 +29,18 @@ class Output:
 
     def emit(self, document: dict[str, Any], text: str) -> None:
         # JSON escapes anything the terminal could not encode (lone surrogates included).
-        click.echo(json.dumps(document, indent=2, default=str) if self.as_json else text)
+        click.echo(json.dumps(document, indent=2, default=_plain) if self.as_json else text)
 
     def note(self, text: str) -> None:
         """A line on stderr about work under way (none with `--json`)."""
         if not self.as_json:
             click.echo(text, err=True)
+
+
+def _plain(value: object) -> str:
+    """A value JSON has no type for: a time in ISO 8601 (`T` between date and time, as
+    every parser takes it), anything else as its text."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def pass_output(command: Callable[..., T]) -> Callable[..., T]:
