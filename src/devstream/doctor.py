@@ -31,6 +31,7 @@ async def diagnose(settings: Settings) -> list[Check]:
 
 async def _database_checks(settings: Settings) -> list[Check]:
     try:
+        settings.check_store_exists()  # a look, not a first open that makes an empty store
         pool = ConnectionPool.create(settings)
     except DevStreamError as exc:
         return [Check("database", False, str(exc))]

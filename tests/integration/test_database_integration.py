@@ -915,7 +915,13 @@ async def test_cli_init_then_doctor(tmp_path: Path, capsys: pytest.CaptureFixtur
 async def test_cli_doctor_reports_an_uninitialised_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert await devstream_cli("--db", str(tmp_path / "empty.db"), "doctor") == 1
+    missing = tmp_path / "missing.db"
+    assert await devstream_cli("--db", str(missing), "doctor") == 1
+    assert f"FAIL  database  no DevStream store at {missing}" in capsys.readouterr().out
+    assert not await asyncio.to_thread(missing.exists)  # looked at, not made
+    empty = tmp_path / "empty.db"
+    await asyncio.to_thread(empty.touch)
+    assert await devstream_cli("--db", str(empty), "doctor") == 1
     assert "FAIL  schema    not initialised; run `devstream init`" in capsys.readouterr().out
 
 
