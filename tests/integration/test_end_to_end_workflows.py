@@ -316,6 +316,7 @@ async def test_with_json_an_error_is_one_json_object_on_stderr(
         ["stats"],
         ["export"],
         ["prime"],
+        ["import", "--dry-run", "-"],
     ],
     ids=lambda command: " ".join(command[:2]),
 )
@@ -506,6 +507,21 @@ async def test_a_store_crosses_to_this_backend_and_back_byte_for_byte(
         last = await exported(back)
     assert [json.dumps(r) for r in normalised(last)] == [json.dumps(r) for r in normalised(first)]
     assert [json.dumps(r) for r in normalised(middle)] == [json.dumps(r) for r in normalised(first)]
+
+
+async def test_an_import_gives_no_memory_the_id_of_a_deleted_one(
+    integration_devstream: DevStream, integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    source, target = integration_devstream, integration_real_database
+    await source.memory.store("a memory on the move", "context")
+    path = export_file(tmp_path, await exported(source))
+    kept = (await target.memory.store("kept", "context")).entry
+    newest = (await target.memory.store("the newest, then deleted", "context")).entry
+    await target.memory.delete(newest.id)
+    await imported(target, path)
+    ids = [entry.id for entry in await target.memory.entries()]
+    assert ids[0] == kept.id
+    assert ids[1] > newest.id
 
 
 async def test_an_import_cut_short_resumes_and_adds_nothing_twice(

@@ -139,7 +139,7 @@ def import_command(out: Output, source: IO[str], dry_run: bool) -> None:
                 await _ready_to_search(out, ds)
             return report, await ds.memory.waiting()
 
-        report, waiting = with_store(out, run, creates=True)
+        report, waiting = with_store(out, run, creates=not dry_run)
     verb = "would add" if dry_run else "added"
     text = (
         f"{verb} {_counted(report.added)}; {report.matched} memories already here; "

@@ -71,15 +71,27 @@ def key_of(kind: str, row: dict[str, Any]) -> Key:
     return tuple(int(row[column.name]) for column in TABLES[kind].primary_key.columns)
 
 
+# On SQLite: the largest id in use, or given by AUTOINCREMENT, of each table.
+_LAST_ID = {
+    table.name: text(
+        f"SELECT max(coalesce((SELECT max(id) FROM {table.name}), 0), coalesce((SELECT seq "
+        f"FROM sqlite_sequence WHERE name = '{table.name}'), 0))"
+    )
+    for table in TABLES.values()
+    if "id" in table.c
+}
+
+
 async def new_ids(conn: AsyncConnection, kind: str, count: int) -> list[int]:
-    """Ids for `count` new rows of a kind: past every row there is on SQLite (whose writers
-    take turns); from the table's sequence on PostgreSQL, where others insert meanwhile."""
+    """Ids for `count` new rows of a kind: on SQLite (whose writers take turns) past every row
+    there is and, for a table that never gives an id twice, past every id it gave (migration
+    0009); from the table's sequence on PostgreSQL, where others insert meanwhile."""
     if count == 0:
         return []
     table = TABLES[kind]
     if conn.dialect.name == "sqlite":
-        last = (await conn.execute(select(func.coalesce(func.max(table.c.id), 0)))).scalar_one()
-        return list(range(int(last) + 1, int(last) + 1 + count))
+        last = await conn.scalar(_LAST_ID[table.name])
+        return list(range(int(last or 0) + 1, int(last or 0) + 1 + count))
     taken = func.nextval(func.pg_get_serial_sequence(table.name, "id"))
     drawn = await conn.execute(select(taken).select_from(func.generate_series(1, count)))
     return [int(value) for value in drawn.scalars()]
