@@ -91,7 +91,8 @@ class TaskService:
         rules = {"name": checks.title_of("phase"), "position": checks.position}
 
         async def guard(conn: AsyncConnection) -> None:
-            plan_id = await self._open_phase(conn, phase_id)
+            # A move takes the plan's lock for positions: held that way from the start.
+            plan_id = await self._open_phase(conn, phase_id, shared="position" not in values)
             if "position" in values:
                 await _check_position_free(conn, plan_id, values["position"], phase_id)
 
@@ -133,10 +134,8 @@ class TaskService:
         if position is not None:
             checks.position(position)
         async with self._pool.write_transaction() as conn:
-            plan = await self._plan(conn, plan_id)
-            checks.plan_open(plan.id, plan.status)
+            await _hold_open_plan(conn, plan_id, shared=False)  # two adds take turns for "last"
             if position is None:
-                await task_store.lock_plan(conn, plan_id)  # two adds take turns for "last"
                 position = await task_store.next_position(conn, plan_id)
             else:
                 await _check_position_free(conn, plan_id, position, None)
@@ -199,7 +198,8 @@ class TaskService:
         checks.estimate(estimated_minutes)
         prerequisites = checks.identifiers(depends_on, "depends_on")
         async with self._pool.write_transaction() as conn:
-            await self._open_phase(conn, phase_id)
+            # Held alone, or with the lock a dependency change takes (not one, then the other).
+            await self._open_phase(conn, phase_id, shared=not prerequisites)
             values = _task_values(phase_id, title, description, priority, estimated_minutes)
             task = await self._queries.tasks.insert_in(conn, values)
             for prerequisite in dict.fromkeys(prerequisites):  # each once, in the order given
@@ -280,7 +280,7 @@ class TaskService:
         async with self._pool.write_transaction() as conn:
             task = await self.locate(conn, task_id)
             _check_dependencies_changeable(task)
-            await task_store.lock_plan(conn, task.plan_id)
+            await _hold_open_plan(conn, task.plan_id, shared=False)
             if not await self._queries.dependencies.delete_in(conn, task_id, depends_on_id):
                 raise NotFound("dependency", (task_id, depends_on_id))
 
@@ -301,7 +301,7 @@ class TaskService:
             )
         # One dependency change per plan at a time (a removal too): two that each close half
         # a cycle must not both pass the check, and the edges read stay as read.
-        await task_store.lock_plan(conn, task.plan_id)
+        await _hold_open_plan(conn, task.plan_id, shared=False)
         edges = await task_store.plan_edges(conn, task.plan_id)
         dependencies = self._queries.dependencies
         if (task_id, depends_on_id) in edges:
@@ -384,14 +384,15 @@ class TaskService:
         """Count a transition, once its transaction has committed."""
         self.metrics.increment(f"task.transitions.{located.task.status}->{to}")
 
-    async def _open_phase(self, conn: AsyncConnection, phase_id: int) -> int:
-        """The phase's plan, checked open."""
+    async def _open_phase(
+        self, conn: AsyncConnection, phase_id: int, *, shared: bool = True
+    ) -> int:
+        """The phase's plan, held open (see `_hold_open_plan`)."""
         phase = await self._queries.phases.get_in(conn, phase_id)
         if phase is None:
             raise NotFound("phase", phase_id)
-        plan = await self._plan(conn, phase.plan_id)
-        checks.plan_open(plan.id, plan.status)
-        return plan.id
+        await _hold_open_plan(conn, phase.plan_id, shared=shared)
+        return phase.plan_id
 
     async def locate(
         self, conn: AsyncConnection, task_id: int, *, lock: bool = False
@@ -421,6 +422,14 @@ async def _check_none_active(conn: AsyncConnection, plan_id: int, status: str) -
             f"plan {plan_id} cannot be {status} while task {active[0]} is active",
             hint="complete, fail or skip it first, or release its session's tasks",
         )
+
+
+async def _hold_open_plan(conn: AsyncConnection, plan_id: int, *, shared: bool) -> None:
+    """Hold the plan's row until the transaction ends, and check the plan open as it then
+    stands: a close in flight is waited for, so no change lands in a plan that closed
+    meanwhile (`shared`: beside other holders that do not change the plan row)."""
+    status = await task_store.held_plan_status(conn, plan_id, shared=shared)
+    checks.plan_open(plan_id, status)
 
 
 async def _check_position_free(
