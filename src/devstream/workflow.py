@@ -244,7 +244,7 @@ class Workflow:
     async def _claimable(self, task_id: int, to: str) -> task_store.Located:
         """The task, if it may move to `to` now (checked again when it does)."""
         async with self._pool.read_transaction() as conn:
-            located = await self.tasks.claim(conn, task_id, to)
+            located = await self.tasks.claim(conn, task_id, to, lock=False)
             if to == "active":
                 await _check_unblocked(conn, task_id)
         return located

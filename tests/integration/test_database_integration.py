@@ -293,6 +293,23 @@ async def test_every_committed_write_replaces_the_generation_token(
     assert len(tokens) == 3  # two writes, two new tokens; the read changed nothing
 
 
+async def test_a_read_transaction_reads_one_snapshot(
+    integration_real_database: DevStream,
+) -> None:
+    """What an export's pages and a plan's progress rest on: on PostgreSQL, where each
+    statement of a READ COMMITTED transaction would see the latest commits, too."""
+    ds = integration_real_database
+    plans = text("SELECT count(*) FROM intervention_plans")
+    async with (
+        DevStream.open(Settings(db=ds.settings.db), migrate_schema=False) as other,
+        ds.pool.read_transaction() as conn,
+    ):
+        before = await conn.scalar(plans)
+        await other.tasks.create_plan("committed while the read goes on")
+        assert await conn.scalar(plans) == before
+    assert len(await ds.tasks.plans()) == before + 1
+
+
 async def test_savepoints_nest_inside_a_write_transaction(
     integration_real_database: DevStream,
 ) -> None:

@@ -46,6 +46,16 @@ class ConnectionPool:
         # Engines sharing the pool whose connections carry an option from checkout on,
         # which saves setting it (a round trip through SQLAlchemy) on every transaction.
         self._writing = engine.execution_options(**{sqlite.WRITE_OPTION: True})
+        # A read transaction reads one snapshot, as SQLite's does: on PostgreSQL, where
+        # every connection is READ COMMITTED (each statement its own snapshot), it asks for
+        # REPEATABLE READ, read only (an export's pages, a plan's progress, agree).
+        self._reading = (
+            engine
+            if self.on_sqlite
+            else engine.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
+        )
         # A lone statement: SQLite's connect handler skips its BEGIN; asyncpg in autocommit
         # sends neither BEGIN nor COMMIT (two round trips fewer).
         lone = (
@@ -188,7 +198,7 @@ class ConnectionPool:
             async with self._seam.transaction() as conn:
                 yield conn
             return
-        engine = self._writing if write else self.engine
+        engine = self._writing if write else self._reading
         async with self._checkout(engine) as conn, conn.begin():
             yield conn
 

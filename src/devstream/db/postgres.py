@@ -70,7 +70,7 @@ def _server_settings(settings: Settings) -> dict[str, str]:
     changed: backslashes in string literals as plain characters, as literals are quoted
     here, and READ COMMITTED, in which a statement run after a lock is granted sees what
     the lock's holder committed (the rules kept by locks, such as one store per content,
-    rest on it)."""
+    rest on it; a read transaction asks for REPEATABLE READ instead, to read one snapshot)."""
     return {
         "lock_timeout": f"{settings.busy_timeout_ms}ms",
         "standard_conforming_strings": "on",

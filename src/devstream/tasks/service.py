@@ -355,17 +355,20 @@ class TaskService:
             self.metrics.increment("task.transitions.active->pending")
         return released
 
-    async def claim(self, conn: AsyncConnection, task_id: int, to: str) -> task_store.Located:
-        """Inside a transaction: the task, checked that it may move to `to` now (and locked:
-        of concurrent claims one wins).
+    async def claim(
+        self, conn: AsyncConnection, task_id: int, to: str, *, lock: bool = True
+    ) -> task_store.Located:
+        """Inside a transaction: the task, checked that it may move to `to` now, and locked:
+        of concurrent claims one wins (without `lock`, only a look ahead, which a read
+        transaction may take; the move claims it again).
 
         A start also holds its plan's row until it commits, so that a plan closing at the
         same moment either waits for it (and then finds the task active) or closes first
         (and the start finds the plan closed): a closed plan keeps no active task. Starts
         share the hold, except the first of a draft plan, which activates it (`move`)."""
-        located = await self.locate(conn, task_id, lock=True)
+        located = await self.locate(conn, task_id, lock=lock)
         check(TASK_FLOW, "task", task_id, located.task.status, to)
-        if to == "active":
+        if lock and to == "active":
             shared = located.plan_status != "draft"
             status = await task_store.held_plan_status(conn, located.plan_id, shared=shared)
             located = replace(located, plan_status=status)
