@@ -55,12 +55,15 @@ def mcp(out: Output, tools: str | None, bind: str | None) -> None:
 
 # Checked by the hook itself, which fails open: a value click refused would exit 2, which
 # Claude Code takes for "block" (a settings file from another version may name an event
-# this one does not know).
+# this one does not know, or leave one out). So nothing here is required of click: no
+# event, or `--max-chars` with no value, reach the hook as "" and are refused there.
 @click.command("hook", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("event", metavar="{" + "|".join(HOOK_EVENTS) + "}")
+@click.argument("event", metavar="{" + "|".join(HOOK_EVENTS) + "}", required=False, default="")
 @click.option(
     "--max-chars",
     default=str(BRIEF_MAX_CHARS),
+    is_flag=False,
+    flag_value="",
     show_default=True,
     metavar="N",
     help=f"Longest brief, in characters ({BRIEF_MIN_CHARS} or more).",
@@ -80,7 +83,8 @@ def hook(ctx: click.Context, event: str, max_chars: str) -> None:
         stdin = sys.stdin.read()
         answer = run_async(handle(event, stdin, store_flags, max_chars=max_chars, extra=ctx.args))
     except Exception as exc:  # fail open, whatever went wrong
-        click.echo(f"devstream hook {event}: {type(exc).__name__}: {exc}", err=True)
+        called = f"devstream hook {event}".rstrip()
+        click.echo(f"{called}: {type(exc).__name__}: {exc}", err=True)
         return
     if answer is not None:
         click.echo(json.dumps(answer))
