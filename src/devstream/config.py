@@ -21,7 +21,7 @@ from typing import Any
 
 import platformdirs
 
-from devstream.errors import ConfigError, NotInitialised
+from devstream.errors import ConfigError, NotInitialised, StorageError
 from devstream.vocabulary import EMBED_DIMENSION, EMBED_MODEL
 
 if sys.version_info >= (3, 11):
@@ -125,11 +125,20 @@ class Settings:
         """Refuse a SQLite store whose file does not exist, before opening it would create
         an empty one (a mistyped path would then look like a store with nothing in it)."""
         path = self.sqlite_path
-        if path is not None and not path.exists():
+        if path is not None and not store_file_exists(path):
             raise NotInitialised(
                 f"no DevStream store at {path}",
                 hint="run `devstream init` to create it, or check --db and DEVSTREAM_DB",
             )
+
+
+def store_file_exists(path: Path) -> bool:
+    """Whether a SQLite store's file exists; a path no file can have (a name too long for
+    the file system, say) is a typed error, not a traceback."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise StorageError(f"cannot use {path} as a database: {exc.strerror or exc}") from exc
 
 
 def _http_url(text: str) -> bool:

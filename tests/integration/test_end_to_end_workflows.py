@@ -308,6 +308,21 @@ async def test_with_json_an_error_is_one_json_object_on_stderr(
 
 @pytest.mark.parametrize(
     "command",
+    [["memory", "search", "anything"], ["memory", "add", "new", "--type", "context"]],
+    ids=["reading", "writing"],
+)
+async def test_a_store_path_no_file_can_have_is_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    too_long = tmp_path / ("a" * 300 + ".db")  # past the file system's 255 bytes a name
+    assert await devstream_cli("--db", str(too_long), *command) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"devstream: error: cannot use {too_long} as a database: ")
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "command",
     [
         ["memory", "search", "anything"],
         ["memory", "show", "1"],

@@ -14,7 +14,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from devstream.config import Settings
+from devstream.config import Settings, store_file_exists
 from devstream.db import generation, postgres, sqlite
 from devstream.db.seam import IsolationSeam
 from devstream.errors import ConfigError, ConstraintViolation, PoolTimeout, StorageError
@@ -247,7 +247,7 @@ class ConnectionPool:
 
 def _prepare_sqlite_file(path: Path) -> None:
     """Refuse a path that cannot hold a database before the driver tries (and leaks a thread)."""
-    if path.exists() and not path.is_file():
+    if store_file_exists(path) and not path.is_file():
         raise StorageError(f"cannot use {path} as a database: it is not a file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
