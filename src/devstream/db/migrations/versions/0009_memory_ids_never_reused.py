@@ -57,6 +57,12 @@ _COLUMNS = """
         REFERENCES micro_tasks (id) ON DELETE SET NULL
 """
 _ID = "id INTEGER NOT NULL CONSTRAINT pk_memory_entries PRIMARY KEY"
+# Every column, in the table's order (named: a copy must not lean on the order alone).
+_ALL = (
+    "id, content, content_type, keywords, content_hash, plan_id, phase_id, task_id, "
+    "embedding, embedding_model, embedding_dim, embedding_status, access_count, created_at, "
+    "updated_at, embedding_attempts, embedding_error"
+)
 
 _CHANGED = (
     "content, content_type, keywords, plan_id, phase_id, task_id, embedding, "
@@ -96,18 +102,22 @@ _INDEXES_AND_TRIGGERS = (
         {_LOG.format(row="old")}
     END""",
 )
-# Past every id in use or ever deleted (while the log still holds its deletion).
+# Past every id in use, and every deleted one still named somewhere: in the change log
+# (which keeps the last 100,000 changes), a context injection, or an import's ledger.
 _SEQUENCE_PAST_FREED = """
 INSERT INTO sqlite_sequence(name, seq) SELECT 'memory_entries', max(
     coalesce((SELECT max(id) FROM memory_entries), 0),
-    coalesce((SELECT max(entry_id) FROM memory_changes), 0))
+    coalesce((SELECT max(entry_id) FROM memory_changes), 0),
+    coalesce((SELECT max(named.value) FROM context_injections,
+              json_each(context_injections.memory_ids) AS named), 0),
+    coalesce((SELECT max(target_id) FROM import_ledger WHERE kind = 'memory'), 0))
 """
 
 
 def _remake(growing: bool) -> None:
     declared = f"{_ID} AUTOINCREMENT" if growing else _ID
     op.execute(f"CREATE TABLE memory_entries_remade ({declared}, {_COLUMNS})")
-    op.execute("INSERT INTO memory_entries_remade SELECT * FROM memory_entries")
+    op.execute(f"INSERT INTO memory_entries_remade ({_ALL}) SELECT {_ALL} FROM memory_entries")
     op.execute("DROP TABLE memory_entries")
     op.execute("ALTER TABLE memory_entries_remade RENAME TO memory_entries")
     for statement in _INDEXES_AND_TRIGGERS:
