@@ -128,7 +128,10 @@ class Settings:
         if path is not None and not store_file_exists(path):
             raise NotInitialised(
                 f"no DevStream store at {path}",
-                hint="run `devstream init` to create it, or check --db and DEVSTREAM_DB",
+                hint=(
+                    "run `devstream init` to create it, or check --db, DEVSTREAM_DB and the "
+                    "config file"
+                ),
             )
 
 

@@ -344,7 +344,7 @@ async def test_a_command_that_creates_nothing_refuses_a_store_that_does_not_exis
     err = capsys.readouterr().err
     assert err.strip() == (
         f"devstream: error: no DevStream store at {missing} (run `devstream init` to create "
-        "it, or check --db and DEVSTREAM_DB)"
+        "it, or check --db, DEVSTREAM_DB and the config file)"
     )
     assert await asyncio.to_thread(os.listdir, tmp_path) == []
 
