@@ -16,6 +16,7 @@ from devstream.config import Settings, load_settings
 from devstream.db import revision
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
+from devstream.errors import NotInitialised
 from devstream.memory.embedders import DeferredEmbedder
 from devstream.metrics import MetricsRegistry, resource_usage
 from devstream.stats import store_figures
@@ -78,18 +79,23 @@ class DevStream:
         target: Settings | str | Path | None = None,
         *,
         migrate_schema: bool = True,
+        create_schema: bool = True,
         embedder: Embedder | None = None,
     ) -> AsyncIterator[DevStream]:
         """Open a store from settings, a database path or URL, or the layered defaults.
 
         The schema is brought to head unless `migrate_schema` is false, in which case a
-        database that is not at head is refused with a typed error. `embedder` replaces
-        the one the settings name.
+        database that is not at head is refused with a typed error; without
+        `create_schema`, a database with no DevStream schema at all is refused too, rather
+        than given one. `embedder` replaces the one the settings name.
         """
         settings = _settings_for(target)
         pool = ConnectionPool.create(settings)
         try:
-            if await revision.stamped(pool) != revision.HEAD:
+            stamp = await revision.stamped(pool)
+            if stamp is None and not create_schema:
+                raise NotInitialised(f"{settings.shown_database} holds no DevStream store")
+            if stamp != revision.HEAD:
                 # Missing, behind or unknown: only now is Alembic worth loading.
                 from devstream.db import migrate  # noqa: PLC0415
 

@@ -385,6 +385,42 @@ async def test_the_migration_that_stops_memory_ids_being_reused_keeps_every_row(
         assert await migrate.schema_drift(ds.pool) == []
 
 
+async def test_a_database_without_a_store_is_given_none_when_asked_not_to(
+    integration_pg_server: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A command that puts nothing in a store leaves another application's database as it
+    was: on SQLite a file with tables of its own, on PostgreSQL an empty database."""
+    if integration_pg_server is None:
+        path = tmp_path / "other-application.db"
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute("CREATE TABLE notes (body TEXT)")
+        url = str(path)
+        assert await devstream_cli("--db", url, "memory", "search", "anything") == 1
+        assert "holds no DevStream store" in capsys.readouterr().err
+        with closing(sqlite3.connect(path)) as db:
+            tables = db.execute("SELECT name FROM sqlite_master").fetchall()
+        assert tables == [("notes",)]
+        return
+    name = postgres.unique_name("devstream_empty")
+    admin = await postgres.maintenance(integration_pg_server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        url = postgres.database_url(integration_pg_server, name)
+        with pytest.raises(NotInitialised, match="holds no DevStream store"):
+            async with DevStream.open(url, create_schema=False):
+                pass
+        pool = ConnectionPool.create(Settings(db=url))
+        try:
+            assert await table_row_counts(pool) == {}
+        finally:
+            await pool.close()
+    finally:
+        await postgres.drop(integration_pg_server, name)
+
+
 async def test_migrated_schema_matches_metadata_and_drift_is_detected(
     integration_query_manager: QueryManager, integration_database_schema: MigratedSchema
 ) -> None:

@@ -75,14 +75,15 @@ def with_store(
 ) -> T:
     """Open the configured store, run `work` on it, close it. Only a command that
     `creates` what is worth a new store (init, a first plan or memory, an import) makes a
-    SQLite store that does not exist yet; any other refuses it."""
+    SQLite store that does not exist yet, or gives a database without one DevStream's
+    schema; any other refuses both (a store of an older version is still migrated)."""
     from devstream.app import DevStream  # noqa: PLC0415
 
     if not creates:
         out.settings.check_store_exists()
 
     async def run() -> T:
-        async with DevStream.open(out.settings) as ds:
+        async with DevStream.open(out.settings, create_schema=creates) as ds:
             return await work(ds)
 
     return run_async(run())
