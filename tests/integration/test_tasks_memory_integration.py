@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -618,6 +619,19 @@ async def _until_one_waits_for_a_lock(ds: DevStream, waiter: asyncio.Future[Any]
         await asyncio.sleep(0.02)
 
 
+@asynccontextmanager
+async def _archiving(ds: DevStream, plan_id: int) -> AsyncIterator[None]:
+    """Inside: another client archives the plan, as `set_plan_status` does, and has not
+    committed yet; it commits on the way out."""
+    async with (
+        DevStream.open(Settings(db=ds.settings.db), migrate_schema=False) as other,
+        other.pool.write_transaction() as conn,
+    ):
+        await task_store.lock_plan(conn, plan_id)
+        await other.queries.plans.update_in(conn, plan_id, {"status": "archived"})
+        yield
+
+
 async def _one_task_in_an_active_plan(ds: DevStream, title: str) -> tuple[Plan, MicroTask]:
     plan = await ds.tasks.create_plan(title)
     task = await ds.tasks.add_task((await ds.tasks.add_phase(plan.id, "Only")).id, "started")
@@ -649,14 +663,11 @@ async def test_a_task_starting_while_its_plan_closes_waits_then_finds_it_closed(
     ds = integration_real_database
     plan, task = await _one_task_in_an_active_plan(ds, "Started as it closes")
     await ds.memory.catch_up()  # the vector index, built now: a build waits for every writer
-    async with DevStream.open(Settings(db=ds.settings.db), migrate_schema=False) as other:
-        async with other.pool.write_transaction() as conn:  # a close, not yet committed
-            await task_store.lock_plan(conn, plan.id)
-            await other.queries.plans.update_in(conn, plan.id, {"status": "archived"})
-            starting = asyncio.ensure_future(ds.workflow.start_task(task.id))
-            await _until_one_waits_for_a_lock(ds, starting)
-        with pytest.raises(InvalidInput, match=f"plan {plan.id} is archived"):
-            await starting
+    async with _archiving(ds, plan.id):
+        starting = asyncio.ensure_future(ds.workflow.start_task(task.id))
+        await _until_one_waits_for_a_lock(ds, starting)
+    with pytest.raises(InvalidInput, match=f"plan {plan.id} is archived"):
+        await starting
     assert (await ds.tasks.task(task.id)).status == "pending"
 
 
@@ -674,14 +685,11 @@ async def test_a_change_to_a_plan_closing_meanwhile_waits_then_finds_it_closed(
         "add_dependency": lambda: ds.tasks.add_dependency(other_task.id, task.id),
     }
     before = await ds.tasks.progress(plan.id)
-    async with DevStream.open(Settings(db=ds.settings.db), migrate_schema=False) as other:
-        async with other.pool.write_transaction() as conn:  # a close, not yet committed
-            await task_store.lock_plan(conn, plan.id)
-            await other.queries.plans.update_in(conn, plan.id, {"status": "archived"})
-            changing = asyncio.ensure_future(changes[change]())
-            await _until_one_waits_for_a_lock(ds, changing)
-        with pytest.raises(InvalidInput, match=f"plan {plan.id} is archived"):
-            await changing
+    async with _archiving(ds, plan.id):
+        changing = asyncio.ensure_future(changes[change]())
+        await _until_one_waits_for_a_lock(ds, changing)
+    with pytest.raises(InvalidInput, match=f"plan {plan.id} is archived"):
+        await changing
     after = await ds.tasks.progress(plan.id)
     assert (after.plan.status, replace(after, plan=before.plan)) == ("archived", before)
     assert await ds.tasks.dependencies(other_task.id) == []

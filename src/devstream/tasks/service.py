@@ -439,9 +439,8 @@ async def _check_position_free(
     conn: AsyncConnection, plan_id: int, position: int, moving: int | None
 ) -> None:
     """Refuse a position another phase of the plan holds (a phase moved may keep its own).
-    Under the plan's lock: of two writers placing a phase there at once, the second sees the
-    first's."""
-    await task_store.lock_plan(conn, plan_id)
+    The caller holds the plan's row alone (`_hold_open_plan`): of two writers placing a
+    phase there at once, the second sees the first's."""
     taken = await task_store.phase_at(conn, plan_id, position)
     if taken is not None and taken != moving:
         raise InvalidInput(
