@@ -116,8 +116,14 @@ async def _rows(
         after = store.key_of(kind, rows[-1])
 
 
+# Valid raw in JSON, yet a line break to many line readers (Python's `str.splitlines`
+# among them): escaped, every record stays one line for any reader.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _line(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return (text if text.isascii() else text.translate(_LINE_BREAKS)) + "\n"
 
 
 def _encoded(row: dict[str, Any]) -> dict[str, Any]:

@@ -504,6 +504,24 @@ async def test_a_store_moves_by_export_and_import_and_comes_out_the_same(
     assert hits[0].entry.content == "JSON Lines keep one record per line"
 
 
+async def test_text_that_other_readers_break_lines_at_stays_one_line_and_comes_back(
+    integration_devstream: DevStream, integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    """U+0085, U+2028 and U+2029 are line breaks to `str.splitlines` and JavaScript."""
+    text = "first\x85second\u2028third\u2029fourth, and caf\u00e9"
+    await integration_devstream.memory.store(text, "context")
+    out = io.StringIO()
+    await transfer.export(integration_devstream, out)
+    written = out.getvalue()
+    assert written.splitlines() == written.split("\n")[:-1], "a record spans lines"
+    assert "caf\u00e9" in written, "other text stays as it is"
+    await imported(
+        integration_real_database, export_file(tmp_path, await exported(integration_devstream))
+    )
+    (entry,) = await integration_real_database.memory.entries()
+    assert entry.content == text
+
+
 async def test_a_store_crosses_to_this_backend_and_back_byte_for_byte(
     integration_real_database: DevStream, tmp_path: Path
 ) -> None:
