@@ -316,6 +316,26 @@ async def test_keyword_vector_and_hybrid_search(
     assert not hybrid.degraded
 
 
+@pytest.mark.sqlite_only(
+    "PostgreSQL's ts_rank weighs every word alike: it has no document frequency"
+)
+async def test_a_rare_word_leads_when_the_other_query_word_is_in_most_memories(
+    integration_devstream: DevStream,
+) -> None:
+    """Rows that match only a word in most of the store (weighed at almost nothing) must not
+    bury the one row that holds the query's rare identifier, on either path."""
+    memory = integration_devstream.memory
+    parts = ["parser", "cache", "importer", "scheduler", "migration", "index"]
+    await memory.store_many(
+        [NewMemory(f"the {parts[n % 6]} raised an error in case {n}", "error") for n in range(40)]
+    )
+    rare = await memory.store("the uploader failed with ECONNRESET behind the proxy", "error")
+    for exact in (False, True):
+        hits = (await memory.search("ECONNRESET error", exact=exact)).hits
+        assert hits[0].entry.id == rare.entry.id, [h.entry.content for h in hits[:3]]
+        assert len(hits) == 10, "rows of the common word still come, on their similarity"
+
+
 @pytest.mark.clock
 async def test_search_filters_and_similarity_threshold(
     integration_devstream: DevStream,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devstream.memory.search import RRF_K, fuse
+from devstream.memory.search import RRF_K, TEXT_EVIDENCE, SearchWeights, evident, fuse, fused
 
 _RANKING = st.lists(st.integers(min_value=1, max_value=40), unique=True, max_size=15)
 _WEIGHT = st.floats(min_value=0.0, max_value=10.0, allow_nan=False)
@@ -45,3 +45,16 @@ def test_a_list_of_weight_zero_adds_nothing_not_even_its_ids(
 def test_each_list_adds_weight_over_k_plus_rank() -> None:
     scores = fuse([(1.0, [7, 8]), (0.5, [8])])
     assert scores == pytest.approx({7: 1 / (RRF_K + 1), 8: 1 / (RRF_K + 2) + 0.5 / (RRF_K + 1)})
+
+
+def test_full_text_matches_far_below_the_best_are_no_evidence() -> None:
+    """BM25 weighs a word in more than half of the rows at 1e-6: rows matching only such
+    words leave the fused text ranking, and the row with the rare word keeps its lead."""
+    rare, common = (9, 4.2), [(n, 1.4e-6) for n in range(1, 6)]
+    assert evident([rare, *common]) == [9]
+    assert evident([(9, 4.2), (3, 4.2 * TEXT_EVIDENCE), (4, 4.1e-3)]) == [9, 3]
+    # Among matches all of common words, there is no rarer one to defer to.
+    assert evident(common) == [1, 2, 3, 4, 5]
+    assert evident([]) == []
+    scores, best = fused([rare, *common], [(n, 0.4) for n in range(1, 6)], SearchWeights(), 3)
+    assert best[0] == 9, scores

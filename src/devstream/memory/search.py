@@ -39,6 +39,10 @@ RRF_K = 60
 # How many candidates each side of a hybrid search contributes to the fusion.
 CANDIDATES = 50
 MAX_WEIGHT = 1_000.0  # of either side in the fusion
+# A full-text match scoring under this share of the best one is no evidence: it holds only
+# words in more than half of the store, which BM25 weighs at 1e-6. Ranked anyway, such rows
+# would each earn a full RRF share and bury the row that holds the query's rare word.
+TEXT_EVIDENCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -308,9 +312,22 @@ def fused(
     weights: SearchWeights,
     limit: int,
 ) -> tuple[dict[int, float], list[int]]:
-    """Every candidate's fused score, and the best `limit` ids, best first (ties by id)."""
-    scores = fuse([(weights.text, [i for i, _ in text]), (weights.vector, [i for i, _ in vector])])
-    return scores, sorted(scores, key=lambda i: (-scores[i], i))[:limit]
+    """Every candidate's fused score, and the best `limit` ids, best first. Ties go to the
+    better full-text rank, then to the lower id: an exact match of an identifier, which
+    this memory holds most, outweighs a similarity as high up its own list."""
+    matched = evident(text)
+    scores = fuse([(weights.text, matched), (weights.vector, [i for i, _ in vector])])
+    text_rank = {entry_id: rank for rank, entry_id in enumerate(matched)}
+    unranked = len(matched)
+    best = sorted(scores, key=lambda i: (-scores[i], text_rank.get(i, unranked), i))
+    return scores, best[:limit]
+
+
+def evident(text: Sequence[tuple[int, float]]) -> list[int]:
+    """The ids of the full-text matches, best first, that score at least TEXT_EVIDENCE of the
+    best (`text` is best first)."""
+    floor = text[0][1] * TEXT_EVIDENCE if text else 0.0
+    return [entry_id for entry_id, score in text if score >= floor]
 
 
 def answered(

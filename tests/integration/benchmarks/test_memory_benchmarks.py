@@ -27,7 +27,7 @@ from devstream.db.memory_store import MemoryFilter
 from devstream.db.schema import memory_entries
 from devstream.db.tokenizer import query_phrases
 from devstream.memory.fulltext import match_expression
-from devstream.memory.search import CANDIDATES, fuse
+from devstream.memory.search import CANDIDATES, SearchWeights, fused
 from devstream.memory.service import NewMemory
 from devstream.memory.vectors import Vector, normalise
 from tests.integration.benchmarks.conftest import median_s, record
@@ -172,9 +172,9 @@ async def _naive(ds: DevStream, query: str, query_vector: Vector) -> list[int]:
     )
     sims = matrix @ normalise(query_vector)[0]
     best = np.argsort(-sims)[:CANDIDATES]
-    vector = [int(ids[i]) for i in best if sims[i] > 0]
-    scores = fuse([(1.0, [i for i, _ in lexical]), (1.0, vector)])
-    return sorted(scores, key=lambda i: (-scores[i], i))[:TOP]
+    vector = [(int(ids[i]), float(sims[i])) for i in best if sims[i] > 0]
+    text = [(entry_id, -rank) for entry_id, rank in lexical]  # bm25() is negated
+    return fused(text, vector, SearchWeights(), TOP)[1]
 
 
 def _ms(samples: list[float], q: float) -> float:
@@ -195,9 +195,13 @@ async def _fused_over_full_rankings(ds: DevStream, query: str, query_vector: Vec
     size = index.rows.size
     sims = index.vectors.cosine(normalise(query_vector)[0], size)
     order = np.argsort(-sims, kind="stable")
-    vector = [int(index.rows.ids[row]) for row in order if sims[row] > 0 and index.alive[row]]
-    scores = fuse([(1.0, [i for i, _ in lexical]), (1.0, vector)])
-    return sorted(scores, key=lambda i: (-scores[i], i))[:TOP]
+    vector = [
+        (int(index.rows.ids[row]), float(sims[row]))
+        for row in order
+        if sims[row] > 0 and index.alive[row]
+    ]
+    text = [(entry_id, -rank) for entry_id, rank in lexical]  # bm25() is negated
+    return fused(text, vector, SearchWeights(), TOP)[1]
 
 
 def _recall(found: dict[str, list[int]], reference: dict[str, list[int]]) -> float:
