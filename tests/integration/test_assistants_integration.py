@@ -539,6 +539,29 @@ async def test_post_tool_removes_secret_looking_lines_and_caps_the_size(
     assert largest <= 500
 
 
+@pytest.mark.real_database
+async def test_post_tool_removes_passwords_assigned_bare_as_shells_write_them(
+    integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    ds = integration_real_database
+    failed = json.loads(payload("claude_post_tool_failure_bash.json", tmp_path))
+    failed["tool_response"] = "\n".join(
+        [
+            "export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "PGPASSWORD=S3cr3tPassw0rd psql -h db.internal",
+            "password: hunter2bar",
+            "psql: error: connection to server failed",
+            "retry_count=3",
+        ]
+    )
+    await hook("post-tool", json.dumps(failed), store_of(ds))
+    (kept,) = await ds.memory.entries()
+    for secret in ("wJalrXUtnFEMI", "S3cr3tPassw0rd", "hunter2bar"):
+        assert secret not in kept.content
+    assert kept.content.count(secrets.REDACTED) == 3
+    assert "psql: error: connection to server failed\nretry_count=3" in kept.content
+
+
 # A private key's shape (not a real key): detect-secrets flags its BEGIN line alone.
 KEY_BODY = [
     "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCxtj48V0YJ8LOd",

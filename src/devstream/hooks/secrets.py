@@ -31,6 +31,11 @@ SCANNER = [sys.executable, "-m", __name__]  # reads the text on stdin, writes it
 # (a key may sit in a string literal, or whole on one line with escaped newlines).
 _KEY_BEGINS = re.compile(r"-{4,5} ?BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z ]*?-{4,5}")
 _KEY_ENDS = re.compile(r"-{4,5} ?END [A-Z0-9 ]*PRIVATE KEY[A-Z ]*?-{4,5}")
+# The text is scanned as each of these files. detect-secrets picks its password patterns by
+# a file's type: in plain text it wants the value quoted (`password = "…"`), in a config
+# file it also takes it bare, as shells, env files and tools' output write it
+# (`PGPASSWORD=…`, `password: …`).
+_SCANNED_AS = ("capture.txt", "capture.cfg")
 
 
 class Scan:
@@ -79,11 +84,12 @@ def redacted(text: str) -> str:
     # Its scanner reads files: the text goes to a private folder (mode 0700), gone after.
     folder = Path(tempfile.mkdtemp(prefix="devstream-scan-"))
     try:
-        scanned = folder / "capture.txt"
-        scanned.write_text(text, encoding="utf-8")
-        with default_settings():
-            found = SecretsCollection()
-            found.scan_file(str(scanned))
+        found = SecretsCollection()
+        for name in _SCANNED_AS:
+            scanned = folder / name
+            scanned.write_text(text, encoding="utf-8")
+            with default_settings():
+                found.scan_file(str(scanned))
         flagged = {secret.line_number for _, secret in found}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
