@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,7 +30,7 @@ from devstream.db.memory_store import MemoryFilter
 from devstream.errors import BadExport, ExportTooNew, StorageError, StorageFull
 from devstream.memory.context import assemble
 from devstream.memory.follow import Followed
-from devstream.memory.service import MemoryService
+from devstream.memory.service import MemoryService, NewMemory
 from devstream.memory.vectors import encode
 from devstream.workflow import Artifact
 from tests.support import PROCESS_WAIT_S, devstream_cli
@@ -971,10 +972,29 @@ async def test_export_and_import_on_a_closed_or_full_stream_fail_in_one_line(
 async def test_export_to_dev_stdout_goes_down_the_pipe(
     integration_real_database: DevStream,
 ) -> None:
-    """`-o /dev/stdout` names the pipe's descriptor, a path that resolves to no file."""
+    """`-o /dev/stdout` names the pipe's descriptor, a path that resolves to no file: the
+    export goes down it, and its summary to stderr, as without -o."""
+    await filled(integration_real_database)
     done = await _devstream_in_shell(integration_real_database, "export -o /dev/stdout | cat")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith('{"format":"devstream-export"'), done.stdout[:200]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith('{"format":"devstream-export"'), done.stdout[:200]
+    assert [json.loads(line)["kind"] for line in lines[1:]].count("plan") == 2
+    assert done.stderr.startswith("exported 2 plans"), done.stderr
+
+
+@pytest.mark.subprocess
+async def test_an_export_whose_reader_stops_early_ends_quietly(
+    integration_real_database: DevStream,
+) -> None:
+    """`export | head`: more than a pipe's buffer (64 KiB) is left to write when head exits."""
+    ds = integration_real_database
+    vectors = np.random.default_rng(7).normal(size=(20, ds.memory.embedder.dimension))
+    await ds.memory.store_many(
+        [NewMemory(f"memory {n}", "context", embedding=v) for n, v in enumerate(vectors)]
+    )
+    done = await _devstream_in_shell(ds, "export --with-embeddings | head -c 10")
+    assert (done.stdout, done.stderr) == ('{"format":', "")
 
 
 async def _devstream_in_shell(ds: DevStream, tail: str) -> subprocess.CompletedProcess[str]:

@@ -43,7 +43,7 @@ def export_command(out: Output, target: Path | None, with_embeddings: bool) -> N
 
         return with_store(out, run)
 
-    if target is None:
+    if target is None or _is_stdout(target):
         report = _written_to_stdout(work)
         click.echo(_exported(report), err=True)
         return
@@ -51,12 +51,28 @@ def export_command(out: Output, target: Path | None, with_embeddings: bool) -> N
     out.emit(asdict(report), f"{_exported(report)} to {target}")
 
 
+def _is_stdout(target: Path) -> bool:
+    """Whether `target` is the file stdout writes to (`/dev/stdout`, `/proc/self/fd/1`): the
+    export then goes there as it would without -o, and its summary to stderr."""
+    try:
+        named, ours = target.stat(), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no such file; stdout closed or replaced
+        return False
+    return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 def _written_to_stdout(work: Callable[[IO[str]], ExportReport]) -> ExportReport:
     if sys.stdout is None:  # closed by the caller
         raise OutputFailed("stdout is closed", hint="name a file with -o")
     with _writing_to("stdout"):
-        report = work(sys.stdout)
-        sys.stdout.flush()
+        try:
+            report = work(sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader stopped (`| head`): end quietly, as shell tools do, and let nothing
+            # flush into the closed pipe at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(1) from None
     return report
 
 
