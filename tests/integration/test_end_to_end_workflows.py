@@ -272,6 +272,9 @@ async def test_cli_task_errors_are_one_line(
     binary = tmp_path / "image.bin"
     await asyncio.to_thread(binary.write_bytes, b"\xff\xfe\x00binary")
     cases.append((["task", "complete", "1", "--code", str(binary)], "cannot read"))
+    # A file that never ends is read no further than a memory holds.
+    endless = ["task", "complete", "1", "--code", "/dev/zero"]
+    cases.append((endless, "/dev/zero has more than 100,000 characters"))
     for args, message in cases:
         assert await devstream_cli(*db, *args) != 0
         captured = capsys.readouterr()

@@ -271,7 +271,8 @@ def task_complete(
     """Complete an active task, capturing what it produced as memories."""
     from devstream.workflow import Artifact  # noqa: PLC0415
 
-    artifacts = [Artifact(_read(path), "code") for path in code_files]
+    limit = out.settings.max_memory_chars
+    artifacts = [Artifact(_read(path, limit), "code") for path in code_files]
     artifacts += [Artifact(text, "decision") for text in decisions]
     done: FinishedTask = with_store(
         out, lambda ds: ds.workflow.complete_task(task_id, output, artifacts)
@@ -343,11 +344,21 @@ def task_undepend(out: Output, task_id: int, depends_on_id: int) -> None:
     )
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, limit: int) -> str:
+    """The file's text, read no further than one character past what a memory may hold (a
+    device such as /dev/zero never ends)."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as file:
+            text = file.read(limit + 1)
     except (OSError, UnicodeDecodeError) as exc:
         raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--code") from exc
+    if len(text) > limit:
+        raise click.BadParameter(
+            f"{path} has more than {limit:,} characters, the most a memory holds "
+            "(max_memory_chars)",
+            param_hint="--code",
+        )
+    return text
 
 
 def _emit_finished(out: Output, done: FinishedTask) -> None:
