@@ -198,6 +198,8 @@ async def test_the_cli_runs_a_plan_end_to_end(
     assert (plan["created_at"][10], created.utcoffset()) == ("T", timedelta(0))
     phase = (await json_of("phase", "add", plan_id, "Build"))["phase"]
     phase_id = str(phase["id"])
+    unneeded = str((await json_of("phase", "add", plan_id, "Unneeded"))["phase"]["id"])
+    assert (await json_of("phase", "remove", unneeded))["removed"] == {"phase_id": int(unneeded)}
     first = (await json_of("task", "add", phase_id, "Parse arguments", "--estimate", "4"))["task"]
     second = (await json_of("task", "add", phase_id, "Print help"))["task"]
     a, b = str(first["id"]), str(second["id"])
@@ -248,6 +250,7 @@ async def test_the_cli_runs_a_plan_end_to_end(
         assert await devstream_cli(*db, *args) == 0
     text = capsys.readouterr().out
     assert f"plan #{plan_id} Ship the CLI [completed] 2/2 tasks done (100%)" in text
+    assert f"\n  phase #{phase_id} Build [completed] 2/2 (1 completed, 1 skipped)\n" in text
     assert "nothing is ready" in text
     assert "transitions:" in text
 

@@ -766,9 +766,25 @@ async def test_a_plan_is_completed_only_with_every_phase_done(
     await tasks.set_plan_status(plan.id, "active")
     with pytest.raises(InvalidInput, match="has no phases"):
         await tasks.set_plan_status(plan.id, "completed")
-    await tasks.add_phase(plan.id, "Nothing yet")
-    with pytest.raises(InvalidInput, match="has phases without tasks: Nothing yet"):
+    empty = await tasks.add_phase(plan.id, "Nothing yet")
+    with pytest.raises(InvalidInput, match=f"has phases without tasks: #{empty.id} Nothing yet"):
         await tasks.set_plan_status(plan.id, "completed")
+    # A phase planned and then not needed is removed, and the plan can be completed.
+    work = await tasks.add_phase(plan.id, "The work")
+    only = await tasks.add_task(work.id, "The one task")
+    await tasks.skip(only.id)
+    with pytest.raises(InvalidInput, match="without tasks") as raised:
+        await tasks.set_plan_status(plan.id, "completed")
+    assert "devstream phase remove PHASE_ID" in raised.value.hint
+    with pytest.raises(InvalidInput, match=f"phase {work.id} has tasks"):
+        await tasks.remove_phase(work.id)
+    await tasks.remove_phase(empty.id)
+    assert [p.phase.id for p in (await tasks.progress(plan.id)).phases] == [work.id]
+    assert (await tasks.set_plan_status(plan.id, "completed")).status == "completed"
+    with pytest.raises(InvalidInput, match="completed"):  # a closed plan keeps its phases
+        await tasks.remove_phase(work.id)
+    with pytest.raises(NotFound):
+        await tasks.remove_phase(empty.id)
 
 
 @pytest.mark.clock

@@ -50,7 +50,7 @@ def progress_text(progress: PlanProgress) -> str:
     for phase in progress.phases:
         counts = ", ".join(f"{n} {state}" for state, n in sorted(phase.counts.items()))
         lines.append(
-            f"  {phase.phase.position + 1}. {phase.phase.name} [{phase.phase.status}] "
+            f"  phase #{phase.phase.id} {phase.phase.name} [{phase.phase.status}] "
             f"{phase.done}/{phase.total}" + (f" ({counts})" if counts else "")
         )
     return printable("\n".join(lines))
@@ -121,7 +121,7 @@ def plan_status(out: Output, plan_id: int, status: str) -> None:
 
 @click.group()
 def phase() -> None:
-    """Add phases to a plan."""
+    """Add phases to a plan, or remove one without tasks."""
 
 
 @phase.command("add")
@@ -136,6 +136,15 @@ def phase_add(out: Output, plan_id: int, name: str, position: int | None) -> Non
         {"phase": asdict(added)},
         printable(f"added phase #{added.id} {added.name} at position {added.position}"),
     )
+
+
+@phase.command("remove")
+@click.argument("phase_id", type=int)
+@pass_output
+def phase_remove(out: Output, phase_id: int) -> None:
+    """Remove phase PHASE_ID, which has no tasks, from its open plan."""
+    with_store(out, lambda ds: ds.tasks.remove_phase(phase_id))
+    out.emit({"removed": {"phase_id": phase_id}}, f"removed phase #{phase_id}")
 
 
 # --- tasks ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     case,
     cast,
+    delete,
     exists,
     func,
     insert,
@@ -295,6 +296,13 @@ async def phase_at(conn: AsyncConnection, plan_id: int, position: int) -> int | 
     at = (phases.c.plan_id == plan_id) & (phases.c.position == position)
     found = await conn.scalar(select(phases.c.id).where(at))
     return None if found is None else int(found)
+
+
+async def remove_empty_phase(conn: AsyncConnection, phase_id: int) -> bool:
+    """Delete the phase if no task is in it; whether it was deleted."""
+    holds_tasks = exists().where(micro_tasks.c.phase_id == phase_id)
+    result = await conn.execute(delete(phases).where(phases.c.id == phase_id, ~holds_tasks))
+    return bool(result.rowcount)
 
 
 async def record_injection(

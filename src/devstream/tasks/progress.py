@@ -56,15 +56,23 @@ class PlanProgress:
     def percent(self) -> float:
         return 100.0 * self.done / self.total if self.total else 0.0
 
-    def why_incomplete(self) -> str | None:
-        """What keeps the plan from being completed, or None."""
+    def why_incomplete(self) -> tuple[str, str] | None:
+        """What keeps the plan from being completed and what to do about it, or None."""
+        plan = self.plan.id
         if not self.phases:
-            return f"plan {self.plan.id} has no phases"
-        empty = [p.phase.name for p in self.phases if p.total == 0]
+            return f"plan {plan} has no phases", "add a phase and its tasks, or cancel the plan"
+        empty = [p.phase for p in self.phases if p.total == 0]
         if empty:
-            return f"plan {self.plan.id} has phases without tasks: {', '.join(empty)}"
+            named = ", ".join(f"#{phase.id} {phase.name}" for phase in empty)
+            return (
+                f"plan {plan} has phases without tasks: {named}",
+                "add tasks to them, or remove them (`devstream phase remove PHASE_ID`)",
+            )
         if self.done < self.total:
-            return f"plan {self.plan.id} has {self.total - self.done} unfinished task(s)"
+            return (
+                f"plan {plan} has {self.total - self.done} unfinished task(s)",
+                "complete or skip its tasks first, or cancel the plan",
+            )
         return None
 
 

@@ -72,9 +72,8 @@ class TaskService:
             if status == "completed":
                 problem = (await _progress(conn, plan)).why_incomplete()
                 if problem is not None:
-                    raise InvalidInput(
-                        problem, hint="complete or skip its tasks first, or cancel the plan"
-                    )
+                    message, hint = problem
+                    raise InvalidInput(message, hint=hint)
             return await self._set_plan_status(conn, plan_id, status)
 
     async def update_plan(self, plan_id: int, **values: Any) -> Plan:
@@ -141,6 +140,18 @@ class TaskService:
                 await _check_position_free(conn, plan_id, position, None)
             values = {"plan_id": plan_id, "name": name.strip(), "position": position}
             return await self._queries.phases.insert_in(conn, values)
+
+    async def remove_phase(self, phase_id: int) -> None:
+        """Remove a phase without tasks from an open plan: one planned and then not needed,
+        which would keep the plan from being completed."""
+        checks.identifier(phase_id, "phase_id")
+        async with self._pool.write_transaction() as conn:
+            await self._open_phase(conn, phase_id, shared=False)  # no task is added meanwhile
+            if not await task_store.remove_empty_phase(conn, phase_id):
+                raise InvalidInput(
+                    f"phase {phase_id} has tasks; only a phase without tasks can be removed",
+                    hint="complete or skip its tasks instead",
+                )
 
     async def outline(
         self,
