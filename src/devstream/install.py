@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ Assistant = Literal["claude", "codex"]
 SERVER = "devstream"
 BACKUP_SUFFIX = ".devstream-backup"
 HOOK_TIMEOUT_S = 10
+_COMMAND = "devstream.exe" if sys.platform == "win32" else "devstream"
 _OURS = re.compile(rf"(^|[/\\'\" ])devstream['\"]? hook ({'|'.join(HOOK_EVENTS)})$")
 
 # Per assistant: (hook event, matcher or None, devstream hook EVENT).
@@ -70,11 +72,17 @@ def files_for(assistant: Assistant, *, project: Path | None, home: Path) -> File
 
 
 def executable() -> Path:
-    """The absolute path of the `devstream` command assistants are to run."""
+    """The absolute path of the `devstream` command assistants are to run: the one running
+    now (`.venv/bin/devstream setup …` needs no activated venv), else the one installed
+    beside this Python (`python -m devstream`), else the first on PATH."""
+    running, beside = Path(sys.argv[0]), Path(sys.executable).parent / _COMMAND
+    for candidate in (running if running.stem == "devstream" else None, beside):
+        if candidate is not None and candidate.is_file():
+            return candidate.resolve()
     found = shutil.which("devstream")
     if found is None:
         raise ConfigError(
-            "no devstream command on PATH to point the assistant at",
+            "no devstream command to point the assistant at",
             hint="install DevStream where the assistant runs (pip install .)",
         )
     return Path(found).resolve()
@@ -110,10 +118,12 @@ def check(assistant: Assistant, files: Files, exe: Path) -> tuple[bool, list[str
     installed = installed if isinstance(installed, dict) else {}
     lines, complete = [], True
     for event, _, hook_event in HOOKS[assistant]:
-        commands = [handler.get("command", "") for handler in _handlers(installed, event)]
-        here = f"{command}{hook_event}" in commands
+        handlers = _handlers(installed, event)
+        here = any(h.get("command") == f"{command}{hook_event}" for h in handlers)
         complete &= here
-        lines.append(f"{'ok' if here else 'missing'}: {event} hook in {files.hooks}")
+        elsewhere = any(_hook_event(h) == hook_event for h in handlers)
+        state = "ok" if here else ("points elsewhere" if elsewhere else "missing")
+        lines.append(f"{state}: {event} hook in {files.hooks}")
     server = _server_entry(assistant, files.servers)
     here = server is not None and Path(str(server.get("command", ""))) == exe
     complete &= here
@@ -132,7 +142,12 @@ def _add_hooks(doc: dict[str, Any], assistant: str, command: str) -> None:
         groups = hooks.setdefault(event, [])
         if not isinstance(groups, list):
             raise _Malformed(f"hooks.{event} must be a list of hook groups")
-        if any(h.get("command") == wanted for h in _handlers(hooks, event)):
+        mine = [h for h in _handlers(hooks, event) if _hook_event(h) == hook_event]
+        if mine:
+            # One set up from another install (another path) is pointed at this one, in
+            # place: the event would otherwise run DevStream twice.
+            mine[0]["command"] = wanted
+            _drop_repeats(hooks, event)
             continue
         group: dict[str, Any] = {} if matcher is None else {"matcher": matcher}
         group["hooks"] = [{"type": "command", "command": wanted, "timeout": HOOK_TIMEOUT_S}]
@@ -145,23 +160,44 @@ def _drop_hooks(doc: dict[str, Any]) -> None:
     hooks = doc.get("hooks")
     if not isinstance(hooks, dict):
         return
-    for event, groups in list(hooks.items()):
-        if not any(_ours(h) for h in _handlers(hooks, event)):
-            continue
-        kept = []
-        for group in groups:
-            handlers = _group_handlers(group)
-            theirs = [h for h in handlers if not _ours(h)]
-            if len(theirs) == len(handlers):
-                kept.append(group)
-            elif theirs:
-                kept.append({**group, "hooks": theirs})
-        if kept:
-            hooks[event] = kept
-        else:
-            del hooks[event]
+    for event in list(hooks):
+        if any(_hook_event(h) for h in _handlers(hooks, event)):
+            _without(hooks, event, lambda handler: _hook_event(handler) is not None)
     if not hooks:
         del doc["hooks"]
+
+
+def _drop_repeats(hooks: dict[str, Any], event: str) -> None:
+    """Keep the first of DevStream's handlers for each hook event it runs; drop the rest."""
+    seen: set[str] = set()
+
+    def repeated(handler: object) -> bool:
+        ours = _hook_event(handler)
+        if ours is None:
+            return False
+        if ours in seen:
+            return True
+        seen.add(ours)
+        return False
+
+    _without(hooks, event, repeated)
+
+
+def _without(hooks: dict[str, Any], event: str, doomed: Callable[[Any], bool]) -> None:
+    """Take the handlers `doomed` picks out of the event's groups, and the groups (and the
+    event) left empty; a group holding none of them stays exactly as it is."""
+    kept = []
+    for group in hooks[event]:
+        handlers = _group_handlers(group)
+        theirs = [h for h in handlers if not doomed(h)]
+        if len(theirs) == len(handlers):
+            kept.append(group)
+        elif theirs:
+            kept.append({**group, "hooks": theirs})
+    if kept:
+        hooks[event] = kept
+    else:
+        del hooks[event]
 
 
 def _handlers(hooks: dict[str, Any], event: str) -> list[dict[str, Any]]:
@@ -179,8 +215,12 @@ def _group_handlers(group: object) -> list[Any]:
     return handlers if isinstance(handlers, list) else []
 
 
-def _ours(handler: object) -> bool:
-    return isinstance(handler, dict) and bool(_OURS.search(str(handler.get("command", ""))))
+def _hook_event(handler: object) -> str | None:
+    """The `devstream hook EVENT` a handler of DevStream's runs, or None for another's."""
+    if not isinstance(handler, dict):
+        return None
+    ours = _OURS.search(str(handler.get("command", "")))
+    return None if ours is None else ours.group(2)
 
 
 # --- MCP servers ------------------------------------------------------------------------

@@ -996,20 +996,51 @@ async def test_setup_codex_keeps_the_config_files_comments_and_removes_cleanly(
     assert json.loads(files.hooks.read_text()) == {}
 
 
+async def test_setup_from_another_install_points_its_hooks_there_once(tmp_path: Path) -> None:
+    """Set up from one install, then another: each hook runs the second, once; `--check`
+    says where the first one's point before."""
+    home = tmp_path / "home"
+    first, second = (tmp_path / name / "bin" / "devstream" for name in ("old", "new"))
+    files = install.files_for("claude", project=None, home=home)
+    install.setup("claude", files, first)
+    complete, report = install.check("claude", files, second)
+    assert not complete
+    assert f"points elsewhere: Stop hook in {files.hooks}" in report
+    install.setup("claude", files, second)
+    assert install.check("claude", files, second)[0]
+    hooks = json.loads(files.hooks.read_text())["hooks"]
+    commands = [h["command"] for groups in hooks.values() for g in groups for h in g["hooks"]]
+    assert commands == [
+        f"{second} hook {event}"
+        for event in ("session-start", "post-tool", "post-tool", "stop", "session-end")
+    ]
+    # A file an earlier setup left with one event's hook twice keeps it once.
+    twice = {
+        "hooks": {"Stop": [{"hooks": [{"type": "command", "command": f"{first} hook stop"}]}] * 2}
+    }
+    files.hooks.write_text(json.dumps(twice))
+    install.setup("claude", files, second)
+    stop = json.loads(files.hooks.read_text())["hooks"]["Stop"]
+    assert [h["command"] for g in stop for h in g["hooks"]] == [f"{second} hook stop"]
+
+
 @pytest.mark.subprocess
 async def test_devstream_setup_points_the_assistant_at_this_devstream(tmp_path: Path) -> None:
-    project, home = tmp_path / "project", tmp_path / "home"
-    project.mkdir()
-    home.mkdir()
-    bin_dir = str(Path(sys.executable).parent)
-    env = {"HOME": str(home), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    """`python -m devstream setup` writes the devstream installed beside that Python, even
+    with another `devstream` first on PATH (and none of this one's there)."""
+    project, home, elsewhere = tmp_path / "project", tmp_path / "home", tmp_path / "bin"
+    for folder in (project, home, elsewhere):
+        folder.mkdir()
+    (elsewhere / "devstream").write_text("#!/bin/sh\nexit 0\n")
+    (elsewhere / "devstream").chmod(0o755)
+    this = (Path(sys.executable).parent / "devstream").resolve()
+    env = {"HOME": str(home), "PATH": f"{elsewhere}{os.pathsep}/usr/bin{os.pathsep}/bin"}
     assert (await run_devstream("setup", "claude", "--check", cwd=project, env=env))[0] == 1
     code, out, err = await run_devstream("setup", "claude", cwd=project, env=env)
     assert code == 0, err
     assert "wrote" in out
     server = json.loads((project / ".mcp.json").read_text())["mcpServers"]["devstream"]
-    assert Path(server["command"]).is_absolute()
-    assert Path(server["command"]).name == "devstream"
+    assert server["command"] == str(this)
     assert (await run_devstream("setup", "claude", "--check", cwd=project, env=env))[0] == 0
     assert (await run_devstream("setup", "claude", "--remove", cwd=project, env=env))[0] == 0
     assert json.loads((project / ".mcp.json").read_text()) == {}
