@@ -451,6 +451,33 @@ async def test_links_must_point_at_existing_rows_that_agree(
     assert (await ds.memory.store("linked", "context", **whole)).created
 
 
+async def test_a_memory_linked_to_a_task_or_phase_alone_is_linked_to_what_holds_it(
+    integration_devstream: DevStream,
+) -> None:
+    """Linked to a task alone, a memory is in its phase and plan too: a search of the plan
+    finds it, and the same content linked with the plan named is the same memory."""
+    ds = integration_devstream
+    task = await single_task(ds, "Holds the memory")
+    plan_id = (await ds.queries.phases.get(task.phase_id)).plan_id
+    by_task = await ds.memory.store("kept with its task", "context", task_id=task.id)
+    entry = by_task.entry
+    assert (entry.plan_id, entry.phase_id, entry.task_id) == (plan_id, task.phase_id, task.id)
+    again = await ds.memory.store("kept with its task", "context", plan_id=plan_id, task_id=task.id)
+    assert (again.created, again.entry.id) == (False, entry.id)
+    found = await ds.memory.search("kept with its task", filters=MemoryFilter(plan_id=plan_id))
+    assert [hit.entry.id for hit in found.hits] == [entry.id]
+    by_phase = (
+        await ds.memory.store("kept with its phase", "context", phase_id=task.phase_id)
+    ).entry
+    assert (by_phase.plan_id, by_phase.phase_id, by_phase.task_id) == (plan_id, task.phase_id, None)
+    # One batch mixes both kinds of link; a missing task is still named, and nothing written.
+    with pytest.raises(NotFound, match="task 999999 not found"):
+        await ds.memory.store_many(
+            [NewMemory("a", "context", task_id=task.id), NewMemory("b", "context", task_id=999_999)]
+        )
+    assert len(await ds.memory.entries()) == 2
+
+
 # --- the content pipeline, end to end -----------------------------------------------------
 
 

@@ -10,7 +10,7 @@ finished before it began.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -203,7 +203,7 @@ class MemoryService:
         """
         checks.listed(items, "items", "NewMemory")
         with self.metrics.timed("memory.store"):
-            prepared = self._prepare(items)
+            prepared = await self._linked_whole(self._prepare(items))
             unique = _first_of_each(prepared)
             fresh = unique
             if self._look_first and any(p.vector is None for p in fresh):
@@ -244,6 +244,20 @@ class MemoryService:
                 _Prepared(item, digest, " ".join(keywords), vector, (digest, item.scope))
             )
         return prepared
+
+    async def _linked_whole(self, prepared: list[_Prepared]) -> list[_Prepared]:
+        """Items linked to a task or a phase alone, linked to the phase and plan that hold
+        it too: a search of the plan finds them, and one content linked either way is one
+        memory. (A task stays in its phase, a phase in its plan: read before the write.)"""
+        partial = [p.item.scope for p in prepared if _partial(p.item.scope)]
+        if not partial:
+            return prepared
+        async with self._pool.read_statement() as conn:
+            found = await _checked_places(conn, partial)
+        return [
+            p.linked(_whole(p.item.scope, found)) if _partial(p.item.scope) else p
+            for p in prepared
+        ]
 
     def _check(self, item: object) -> Vector | None:
         """Refuse bad input with a typed error; the item's vector, if it came with one."""
@@ -410,6 +424,13 @@ class _Prepared:
     vector: Vector | None
     key: Key  # what deduplication compares: content hash and scope
 
+    def linked(self, scope: Scope) -> _Prepared:
+        """The same item in this scope."""
+        item = replace(
+            self.item, plan_id=scope.plan_id, phase_id=scope.phase_id, task_id=scope.task_id
+        )
+        return replace(self, item=item, key=(self.hash, scope))
+
     def row(self, vector: Vector | None, embedder: Embedder) -> dict[str, object]:
         embedded = vector is not None
         embedding = None
@@ -439,8 +460,12 @@ async def _check_links(conn: AsyncConnection, given: Iterable[Scope]) -> None:
     the foreign key's anonymous refusal), and links that disagree: a memory of a task in
     another plan than the one it names would be missed by a search of either."""
     scopes = [scope for scope in dict.fromkeys(given) if scope != Scope()]  # in item order
-    if not scopes:
-        return
+    if scopes:
+        await _checked_places(conn, scopes)
+
+
+async def _checked_places(conn: AsyncConnection, scopes: Sequence[Scope]) -> task_store.Places:
+    """Where the scopes' plans, phases and tasks are, each scope checked (see `_check_links`)."""
     found = await task_store.places(
         conn,
         {s.plan_id for s in scopes if s.plan_id is not None},
@@ -449,6 +474,24 @@ async def _check_links(conn: AsyncConnection, given: Iterable[Scope]) -> None:
     )
     for scope in scopes:
         found.check(scope.plan_id, scope.phase_id, scope.task_id)
+    return found
+
+
+def _partial(scope: Scope) -> bool:
+    """Linked to a task without its phase or plan, or to a phase without its plan."""
+    if scope.task_id is not None:
+        return scope.phase_id is None or scope.plan_id is None
+    return scope.phase_id is not None and scope.plan_id is None
+
+
+def _whole(scope: Scope, found: task_store.Places) -> Scope:
+    """The scope with the phase and plan of its task, or the plan of its phase."""
+    if scope.task_id is not None:
+        phase_id, plan_id = found.tasks[scope.task_id]
+        return Scope(plan_id, phase_id, scope.task_id)
+    if scope.phase_id is not None:
+        return Scope(found.phases[scope.phase_id], scope.phase_id)
+    return scope
 
 
 def _first_of_each(prepared: Iterable[_Prepared]) -> list[_Prepared]:
