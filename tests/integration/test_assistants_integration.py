@@ -1103,10 +1103,14 @@ async def test_the_bearer_check_lets_only_the_token_through() -> None:
         assert (await client.get("/mcp")).status_code == 401
         refused = await client.get("/mcp", headers={"authorization": "Bearer t0ke"})
         assert (refused.status_code, refused.headers["www-authenticate"]) == (401, "Bearer")
-        assert (
-            await client.get("/mcp", headers={"authorization": "Bearer t0ken"})
-        ).status_code == 204
-    assert reached == ["http"]
+        for refused_header in ("Basic t0ken", "Bearer", "Bearert0ken", "t0ken"):
+            headers = {"authorization": refused_header}
+            assert (await client.get("/mcp", headers=headers)).status_code == 401, refused_header
+        # The scheme's name is case-insensitive.
+        for header in ("Bearer t0ken", "bearer t0ken", "BEARER  t0ken"):
+            headers = {"authorization": header}
+            assert (await client.get("/mcp", headers=headers)).status_code == 204, header
+    assert reached == ["http"] * 3
 
 
 @pytest.mark.parametrize(

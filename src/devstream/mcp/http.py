@@ -99,12 +99,16 @@ def _host_names(host: str, port: int, *, loopback: bool) -> list[str]:
 
 def bearer(app: Asgi, token: str) -> Asgi:
     """`app` behind a check of `Authorization: Bearer <token>` on every HTTP request."""
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
 
     async def checked(scope: dict[str, Any], receive: Asgi, send: Asgi) -> None:
         if scope["type"] == "http":
             sent = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(sent, expected):
+            scheme, _, credentials = sent.strip().partition(b" ")
+            # An authentication scheme's name is case-insensitive (RFC 9110, 11.1).
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(
+                credentials.strip(), expected
+            ):
                 await _refuse(send)
                 return
         await app(scope, receive, send)

@@ -255,8 +255,7 @@ class MemoryService:
         async with self._pool.read_statement() as conn:
             found = await _checked_places(conn, partial)
         return [
-            p.linked(_whole(p.item.scope, found)) if _partial(p.item.scope) else p
-            for p in prepared
+            p.linked(_whole(p.item.scope, found)) if _partial(p.item.scope) else p for p in prepared
         ]
 
     def _check(self, item: object) -> Vector | None:
