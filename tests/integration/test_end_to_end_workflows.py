@@ -913,7 +913,7 @@ async def test_the_cli_exports_to_a_file_and_imports_it_elsewhere(
     assert done.stdout.startswith("added 2 plans, 2 phases, 3 tasks, 3 dependencies")
     assert "making the search index ready for the new memories" in done.stderr
     memories = sum(line.startswith('{"kind":"memory"') for line in path.read_text().splitlines())
-    hint = f"{memories} memories wait to be embedded: run `devstream memory backfill`"
+    hint = f"{memories} memories waiting to be embedded: run `devstream memory backfill`"
     assert done.stdout.splitlines()[-1] == hint, "the export had no vectors"
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     for db in (target, piped):

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from devstream.cli.output import Output, pass_output, printable, run_async
+from devstream.cli.output import Output, memories, pass_output, printable, run_async
 
 SNIPPET = 70
 
@@ -43,7 +43,7 @@ def demo_text(doc: dict[str, Any]) -> str:
         _section(
             "Context injected",
             [
-                f"task #{i['task_id']:<3} {len(i['memory_ids'])} memories, "
+                f"task #{i['task_id']:<3} {memories(len(i['memory_ids']))}, "
                 f"{i['tokens']}/{i['budget']} tokens"
                 for i in doc["context_injected"]
             ],

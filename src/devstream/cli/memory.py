@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 import click
 
 from devstream import documents
-from devstream.cli.output import Output, pass_output, printable, progress_bar, with_store
+from devstream.cli.output import (
+    Output,
+    memories,
+    pass_output,
+    printable,
+    progress_bar,
+    with_store,
+)
 from devstream.vocabulary import CONTENT_TYPES
 
 if TYPE_CHECKING:
@@ -218,7 +225,7 @@ def context(
         out,
         lambda ds: assemble(ds.memory, query, budget, plan_id=plan_id, per_type_cap=per_type_cap),
     )
-    header = f"{len(assembled.included)} memories, {assembled.tokens_used}/{budget} tokens"
+    header = f"{memories(len(assembled.included))}, {assembled.tokens_used}/{budget} tokens"
     if assembled.degraded:
         header += " (degraded: full-text only)"
     out.emit(

@@ -63,6 +63,11 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+def memories(count: int) -> str:
+    """`1 memory`, `2 memories`."""
+    return f"{count} {'memory' if count == 1 else 'memories'}"
+
+
 def run_async(work: Coroutine[Any, Any, T]) -> T:
     """Run `work` on a fresh event loop (asyncio alone weighs more than the rest of `--help`)."""
     import asyncio  # noqa: PLC0415

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from devstream import documents
-from devstream.cli.output import Output, pass_output, printable, with_store
+from devstream.cli.output import Output, memories, pass_output, printable, with_store
 from devstream.vocabulary import (
     CONTEXT_BUDGET,
     MAX_PRIORITY,
@@ -249,7 +249,7 @@ def task_start(out: Output, task_id: int, budget: int, session: str | None) -> N
     )
     context = started.context
     header = (
-        f"started task #{task_id}; injected {len(context.included)} memories, "
+        f"started task #{task_id}; injected {memories(len(context.included))}, "
         f"{context.tokens_used}/{budget} tokens" + (" (degraded)" if context.degraded else "")
     )
     out.emit(

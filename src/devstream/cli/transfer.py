@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING
 
 import click
 
-from devstream.cli.output import Output, pass_output, progress_bar, with_store
+from devstream.cli.output import Output, memories, pass_output, progress_bar, with_store
 from devstream.errors import OutputFailed, StorageError
 
 if TYPE_CHECKING:
@@ -116,20 +116,21 @@ def _replaced_whole(target: Path, work: Callable[[IO[str]], ExportReport]) -> Ex
     return report
 
 
-# How a count of each kind of row reads.
+# How one, and more than one, of each kind of row reads.
 _NAMES = {
-    "plan": "plans",
-    "phase": "phases",
-    "task": "tasks",
-    "dependency": "dependencies",
-    "task_event": "task events",
-    "memory": "memories",
-    "context_injection": "context injections",
+    "plan": ("plan", "plans"),
+    "phase": ("phase", "phases"),
+    "task": ("task", "tasks"),
+    "dependency": ("dependency", "dependencies"),
+    "task_event": ("task event", "task events"),
+    "memory": ("memory", "memories"),
+    "context_injection": ("context injection", "context injections"),
 }
 
 
 def _counted(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{n} {_NAMES[kind]}" for kind, n in counts.items() if n) or "nothing"
+    named = (f"{n} {_NAMES[kind][n != 1]}" for kind, n in counts.items() if n)
+    return ", ".join(named) or "nothing"
 
 
 def _exported(report: ExportReport) -> str:
@@ -158,12 +159,12 @@ def import_command(out: Output, source: IO[str], dry_run: bool) -> None:
         report, waiting = with_store(out, run, creates=not dry_run)
     verb = "would add" if dry_run else "added"
     text = (
-        f"{verb} {_counted(report.added)}; {report.matched} memories already here; "
+        f"{verb} {_counted(report.added)}; {memories(report.matched)} already here; "
         f"{report.resumed} rows imported by an earlier run (export {report.export_id})"
     )
     if waiting:
         # An export without --with-embeddings brings memories that search by full text alone.
-        text += f"\n{waiting} memories wait to be embedded: run `devstream memory backfill`"
+        text += f"\n{memories(waiting)} waiting to be embedded: run `devstream memory backfill`"
     document = {**asdict(report), "added": dict(report.added), "waiting_to_embed": waiting}
     out.emit(document, text)
 
