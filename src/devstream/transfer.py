@@ -3,7 +3,9 @@
 An export is one header line (`format`, `version`, the schema revision, an `export_id`,
 whether vectors are included), then one line per row: plans, phases, tasks, dependencies,
 task events, memories and context injections, each kind in id order, every line
-`{"kind": ..., <its columns>}`. It is read from one snapshot, so it is consistent.
+`{"kind": ..., <its columns>}`, then an end line, `{"kind": "end", "rows": {kind: count}}`,
+so that a file cut short is refused (format version 1 had no end line, and is still read).
+It is read from one snapshot, so it is consistent.
 Timestamps are ISO 8601 in UTC; vectors (with `--with-embeddings`) are base64 of their
 little-endian float32 bytes. Without vectors, imported memories wait to be embedded.
 
@@ -44,7 +46,9 @@ from devstream.tasks.graph import find_cycle
 from devstream.transfer_fields import check_fields
 
 FORMAT = "devstream-export"
-VERSION = 1
+VERSION = 2
+END = "end"  # the kind of an export's last line, which counts the rows of each kind
+_ENDED_FROM = 2  # the first format version with an end line
 BATCH = 1_000  # lines per import transaction
 _PAGE = 2_000  # rows per read while exporting
 # Where each kind's links point: column -> kind.
@@ -103,6 +107,7 @@ async def export(ds: DevStream, out: IO[str], *, embeddings: bool = False) -> Ex
                     row["memory_ids"] = [i for i in named if i in memories]
                 out.write(_line({"kind": kind, **_encoded(row)}))
                 rows[kind] += 1
+    out.write(_line({"kind": END, "rows": {kind: rows[kind] for kind in TABLES}}))
     return ExportReport(export_id, dict(rows))
 
 
@@ -207,18 +212,26 @@ async def _imported(
 
 
 def _checked(source: IO[str], spool: IO[str] | None) -> tuple[dict[str, Any], int]:
-    """Read every line, check it (and copy it to `spool`): the header and the line count."""
+    """Read every line, check it (and copy it to `spool`): the header and the row count."""
     seen: dict[str, set[int]] = {kind: set() for kind in TABLES}
+    counted: Counter[str] = Counter()
     constraints = _Constraints()
     edges: list[tuple[int, int]] = []
     header: dict[str, Any] | None = None
+    ended = False
     number = 0
     for number, text in enumerate(_decoded(source), start=1):
         record = _parsed(number, text)
+        if ended:
+            raise BadExport(number, "a line after the end line")
         if header is None:
             header = _checked_header(number, record)
+        elif record.get("kind") == END and header["version"] >= _ENDED_FROM:
+            _check_end(number, record, counted)
+            ended = True
         else:
             _check_record(number, record, seen)
+            counted[record["kind"]] += 1
             constraints.check(number, record)
             if record["kind"] == "dependency":
                 edges.append((record["task_id"], record["depends_on_id"]))
@@ -226,10 +239,12 @@ def _checked(source: IO[str], spool: IO[str] | None) -> tuple[dict[str, Any], in
             spool.write(text if text.endswith("\n") else text + "\n")
     if header is None:
         raise BadExport(1, "the file is empty: an export starts with its header line")
+    if header["version"] >= _ENDED_FROM and not ended:
+        raise BadExport(number + 1, "the export stops before its end line: it was cut short")
     cycle = find_cycle(edges)
     if cycle:
         raise BadExport(number, f"the dependencies among tasks {cycle} form a cycle")
-    return header, number - 1
+    return header, counted.total()
 
 
 def _decoded(source: IO[str]) -> Iterator[str]:
@@ -318,6 +333,18 @@ def _checked_header(number: int, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _check_end(number: int, record: dict[str, Any], counted: Counter[str]) -> None:
+    """The end line counts as many rows of each kind as the lines before it hold."""
+    rows = record.get("rows")
+    counts = rows if isinstance(rows, dict) and set(record) == {"kind", "rows"} else {}
+    if set(counts) != set(TABLES) or not all(type(n) is int for n in counts.values()):
+        raise BadExport(number, 'the end line must be {"kind": "end", "rows": {kind: count}}')
+    for kind, count in counts.items():
+        if count != counted[kind]:
+            problem = f"the end line counts {count} {kind} lines; the export holds {counted[kind]}"
+            raise BadExport(number, problem)
+
+
 def _check_record(number: int, record: dict[str, Any], seen: dict[str, set[int]]) -> None:
     kind = record.get("kind")
     if kind not in TABLES:
@@ -344,8 +371,12 @@ def _check_record(number: int, record: dict[str, Any], seen: dict[str, set[int]]
 
 
 def _records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The rows of lines checked whole, up to the end line."""
     for text in lines:
-        yield json.loads(text)
+        record = json.loads(text)
+        if record.get("kind") == END:
+            return
+        yield record
 
 
 def _chunks(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

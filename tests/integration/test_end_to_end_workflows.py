@@ -449,6 +449,22 @@ async def exported(ds: DevStream, *, embeddings: bool = True) -> list[dict[str, 
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
+def rows_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An export's rows: its lines between the header and the end line."""
+    assert records[-1]["kind"] == transfer.END, "an export ends with its end line"
+    return records[1:-1]
+
+
+def ended(header: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An export of these rows, its end line counting them."""
+    counts = Counter(row["kind"] for row in rows)
+    return [
+        header,
+        *rows,
+        {"kind": transfer.END, "rows": {k: counts[k] for k in db_transfer.TABLES}},
+    ]
+
+
 def normalised(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records past the header with every id replaced by its rank among its kind's ids,
     so that two stores holding the same rows under other ids compare equal."""
@@ -489,7 +505,7 @@ async def test_a_store_moves_by_export_and_import_and_comes_out_the_same(
     source, target = integration_devstream, integration_real_database
     await filled(source)
     first = await exported(source)
-    kinds = Counter(record["kind"] for record in first[1:])
+    kinds = Counter(record["kind"] for record in rows_of(first))
     assert kinds == {
         "plan": 2,
         "phase": 2,
@@ -628,8 +644,8 @@ async def test_a_dry_run_says_what_it_would_add_and_writes_nothing(
     path = export_file(tmp_path, records)
     report = await imported(integration_real_database, path, dry_run=True)
     assert report.dry_run
-    assert report.added == Counter(record["kind"] for record in records[1:])
-    assert len(await exported(integration_real_database)) == 1, "the store holds no row"
+    assert report.added == Counter(record["kind"] for record in rows_of(records))
+    assert rows_of(await exported(integration_real_database)) == [], "a refusal wrote"
 
 
 async def test_memories_already_in_the_store_are_matched_not_copied(
@@ -652,14 +668,14 @@ async def test_repeated_memories_in_one_transaction_are_written_once(
     """A file (edited by hand: a store never holds such a pair) with the same memory twice,
     and an injection of the repeat: one row is written, both lines map onto it."""
     await filled(integration_devstream)
-    records = await exported(integration_devstream)
-    rows = records[1:]  # past the header
+    header, *rows, _ = await exported(integration_devstream)
     memory = next(r for r in rows if r["kind"] == "memory")
     repeat = {**memory, "id": max(r["id"] for r in rows if r["kind"] == "memory") + 1}
     injection = next(r for r in rows if r["kind"] == "context_injection")
-    at = records.index(memory) + 1
-    records[at:at] = [repeat]
+    at = rows.index(memory) + 1
+    rows[at:at] = [repeat]
     injection["memory_ids"] = [repeat["id"]]
+    records = ended(header, rows)
     report = await imported(integration_real_database, export_file(tmp_path, records))
     assert (report.added["memory"], report.matched) == (5, 1)
     target = integration_real_database
@@ -677,7 +693,7 @@ async def test_repeated_memories_in_one_transaction_are_written_once(
 
 def _bad(records: list[dict[str, Any]], case: str) -> list[dict[str, Any]]:
     """The export spoilt one way."""
-    header, rows = records[0], [dict(r) for r in records[1:]]
+    header, rows = records[0], [dict(r) for r in rows_of(records)]
     first_task = next(i for i, r in enumerate(rows) if r["kind"] == "task")
     first_memory = next(r for r in rows if r["kind"] == "memory")
     if case == "unknown kind":
@@ -712,7 +728,7 @@ def _bad(records: list[dict[str, Any]], case: str) -> list[dict[str, Any]]:
         last[field] = value
     else:
         first_memory.update(_spoilt_vector(first_memory, case))
-    return [header, *rows]
+    return ended(header, rows)
 
 
 _TWICE = {
@@ -816,7 +832,54 @@ async def test_a_spoilt_export_is_refused_naming_the_line_and_nothing_is_written
     with pytest.raises(BadExport, match=says) as refused:
         await imported(integration_real_database, path, batch=2)
     assert "nothing was imported" in str(refused.value)
-    assert len(await exported(integration_real_database)) == 1, "the store holds no row"
+    assert rows_of(await exported(integration_real_database)) == [], "a refusal wrote"
+
+
+@pytest.mark.parametrize(
+    ("cut", "says"),
+    [
+        ("last line", "line 26 of the export: the export stops before its end line"),
+        ("half the file", "line 14 of the export: the export stops before its end line"),
+        ("a row too few", "line 25 of the export: the end line counts 3 context_injection"),
+        ("a line after the end", "line 27 of the export: a line after the end line"),
+        ("end of another shape", 'line 26 of the export: the end line must be {"kind": "end"'),
+    ],
+)
+async def test_an_export_cut_short_or_past_its_end_is_refused(
+    integration_devstream: DevStream,
+    integration_real_database: DevStream,
+    tmp_path: Path,
+    cut: str,
+    says: str,
+) -> None:
+    """The end line counts each kind's rows: a file that lost its last lines (a copy cut
+    short, a disk that filled) is refused, not imported in part."""
+    await filled(integration_devstream)
+    records = await exported(integration_devstream)
+    assert len(records) == 26  # the header, 24 rows and the end line
+    if cut == "last line":
+        records = records[:-1]
+    elif cut == "half the file":
+        records = records[:13]
+    elif cut == "a row too few":
+        records = [*records[:-2], records[-1]]
+    elif cut == "a line after the end":
+        records.append(records[1])
+    else:
+        records[-1] = {"kind": "end", "rows": {"plan": 2}}
+    with pytest.raises(BadExport, match=re.escape(says)):
+        await imported(integration_real_database, export_file(tmp_path, records))
+    assert rows_of(await exported(integration_real_database)) == []
+
+
+async def test_an_export_of_format_version_1_has_no_end_line_and_imports(
+    integration_devstream: DevStream, integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    await filled(integration_devstream)
+    header, *rows, _ = await exported(integration_devstream)
+    older = [{**header, "version": 1}, *rows]
+    report = await imported(integration_real_database, export_file(tmp_path, older))
+    assert report.added == Counter(row["kind"] for row in rows)
 
 
 @pytest.mark.parametrize(
@@ -826,9 +889,9 @@ async def test_a_spoilt_export_is_refused_naming_the_line_and_nothing_is_written
         ("{not json\n", BadExport, "line 1 of the export: not JSON"),
         ("[1, 2]\n", BadExport, "a line must be a JSON object"),
         (
-            '{"format": "devstream-export", "version": 2, "export_id": "x"}\n',
+            '{"format": "devstream-export", "version": 3, "export_id": "x"}\n',
             ExportTooNew,
-            "format version 2; this DevStream reads up to 1",
+            "format version 3; this DevStream reads up to 2",
         ),
     ],
     ids=["empty", "not-json", "not-an-object", "newer-format"],
@@ -840,7 +903,7 @@ async def test_what_is_no_export_of_this_version_is_refused(
     path.write_text(text, encoding="utf-8")
     with pytest.raises(error, match=says):
         await imported(integration_real_database, path)
-    assert len(await exported(integration_real_database)) == 1
+    assert rows_of(await exported(integration_real_database)) == []
 
 
 async def test_an_export_that_is_not_utf8_is_refused_naming_the_line(
@@ -855,7 +918,7 @@ async def test_an_export_that_is_not_utf8_is_refused_naming_the_line(
     # Decoded strictly, the error comes a buffer ahead of the line that holds it.
     with pytest.raises(BadExport, match=r"line 1 of the export: not UTF-8 text .* or in a line"):
         await imported(integration_real_database, path)
-    assert len(await exported(integration_real_database)) == 1
+    assert rows_of(await exported(integration_real_database)) == []
 
 
 async def test_an_import_stands_when_search_cannot_be_made_ready(
