@@ -22,7 +22,7 @@ import that was killed resumes where it stopped when run again and adds nothing 
 from __future__ import annotations
 
 import base64
-import functools
+import contextlib
 import json
 import tempfile
 import uuid
@@ -150,6 +150,34 @@ def _timestamp(moment: datetime) -> str:
 # --- import ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CheckedExport:
+    """An export whose every line passed the checks, ready to import."""
+
+    header: dict[str, Any]
+    rows: int
+    lines: IO[str]  # from the line after the header
+
+
+@contextlib.contextmanager
+def checked(source: IO[str]) -> Iterator[CheckedExport]:
+    """Read and check every line of `source` (BadExport or ExportTooNew, naming the line,
+    before any store is touched); a file is read again to import it, anything else (stdin)
+    from a private copy made while checking."""
+    if source.seekable():
+        start = source.tell()
+        header, rows = _checked(source, None)
+        source.seek(start)
+        source.readline()  # the header
+        yield CheckedExport(header, rows, source)
+        return
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+        header, rows = _checked(source, spool)
+        spool.seek(0)
+        spool.readline()
+        yield CheckedExport(header, rows, spool)
+
+
 async def import_(
     ds: DevStream,
     source: IO[str],
@@ -159,32 +187,21 @@ async def import_(
     progress: Progress | None = None,
 ) -> ImportReport:
     """Import an export read from `source`; with `dry_run`, only say what it would add."""
-    finish = functools.partial(_imported, ds, dry_run=dry_run, batch=batch, progress=progress)
-    if source.seekable():  # read twice: once to check every line, then to import them
-        start = source.tell()
-        header, total = _checked(source, None)
-        source.seek(start)
-        source.readline()  # the header
-        return await finish(header, source, total)
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:  # stdin: checked into a copy
-        header, total = _checked(source, spool)
-        spool.seek(0)
-        spool.readline()
-        return await finish(header, spool, total)
+    with checked(source) as export:
+        return await import_checked(ds, export, dry_run=dry_run, batch=batch, progress=progress)
 
 
-async def _imported(
+async def import_checked(
     ds: DevStream,
-    header: dict[str, Any],
-    lines: IO[str],
-    total: int,
+    export: CheckedExport,
     *,
-    dry_run: bool,
-    batch: int,
-    progress: Progress | None,
+    dry_run: bool = False,
+    batch: int = BATCH,
+    progress: Progress | None = None,
 ) -> ImportReport:
-    """The import proper, from the line after the header of a file checked whole."""
-    report = ImportReport(str(header["export_id"]), dry_run)
+    """Import an export `checked` has passed; with `dry_run`, only say what it would add."""
+    lines, total = export.lines, export.rows
+    report = ImportReport(str(export.header["export_id"]), dry_run)
     async with ds.pool.read_transaction() as conn:
         run = _Import(report, await store.imported(conn, report.export_id))
         if dry_run:

@@ -1048,6 +1048,27 @@ async def test_cli_doctor_checks_the_embedding_server_and_its_model(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["memory", "add", "  ", "--type", "context"], "memory content is empty"),
+        (["plan", "create", "x" * 201], "plan title has 201 characters"),
+        (["import", "{bad}"], "line 1 of the export: not JSON"),
+    ],
+    ids=["blank-memory", "long-title", "bad-export"],
+)
+async def test_a_command_refused_where_no_store_is_leaves_none_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    """Commands that make a store when it is missing check their input first."""
+    bad = tmp_path / "bad.jsonl"
+    await asyncio.to_thread(bad.write_text, "{not json\n", encoding="utf-8")
+    new = tmp_path / "mistyped.db"
+    code = await devstream_cli("--db", str(new), *(a.replace("{bad}", str(bad)) for a in args))
+    assert (code, message in capsys.readouterr().err) == (1, True)
+    assert await asyncio.to_thread(os.listdir, tmp_path) == ["bad.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
         (["task", "start", str(2**63)], "task_id must be a whole number from 1 to 2^63-1"),
         (["memory", "show", "--", "-5"], "entry_id must be a whole number from 1 to 2^63-1"),
         (["plan", "show", "0"], "plan_id must be a whole number from 1 to 2^63-1"),

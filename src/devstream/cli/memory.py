@@ -47,13 +47,11 @@ def add(
     task_id: int | None,
 ) -> None:
     """Store TEXT as a memory (stored once per scope; pending if embedding fails)."""
-    result = with_store(
-        out,
-        lambda ds: ds.memory.store(
-            text, content_type, plan_id=plan_id, phase_id=phase_id, task_id=task_id
-        ),
-        creates=True,
-    )
+    from devstream.memory.service import NewMemory, check_new  # noqa: PLC0415
+
+    item = NewMemory(text, content_type, plan_id=plan_id, phase_id=phase_id, task_id=task_id)
+    check_new(item, out.settings.max_memory_chars)  # a refusal makes no store
+    (result,) = with_store(out, lambda ds: ds.memory.store_many([item]), creates=True)
     entry = result.entry
     if not result.created:
         line = f"already stored as memory #{entry.id}"

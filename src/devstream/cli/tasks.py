@@ -71,6 +71,9 @@ def plan() -> None:
 @pass_output
 def plan_create(out: Output, title: str, description: str, priority: int) -> None:
     """Create a plan (status draft)."""
+    from devstream.tasks.service import check_new_plan  # noqa: PLC0415
+
+    check_new_plan(title, description, priority)  # a refusal makes no store
     created: Plan = with_store(
         out, lambda ds: ds.tasks.create_plan(title, description, priority=priority), creates=True
     )

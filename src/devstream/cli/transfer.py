@@ -146,10 +146,14 @@ def import_command(out: Output, source: IO[str], dry_run: bool) -> None:
     """Import an export (a file, or - for stdin); a rerun after a kill adds nothing twice."""
     from devstream import transfer  # noqa: PLC0415
 
-    with progress_bar(out, "import") as progress:
+    if dry_run:  # a store it would never make: a missing one is the first thing to say
+        out.settings.check_store_exists()
+    # The whole file is checked before the store is opened: a refused file leaves no new
+    # store behind, and migrates no old one.
+    with transfer.checked(source) as export, progress_bar(out, "import") as progress:
 
         async def run(ds: DevStream) -> tuple[ImportReport, int | None]:
-            report = await transfer.import_(ds, source, dry_run=dry_run, progress=progress)
+            report = await transfer.import_checked(ds, export, dry_run=dry_run, progress=progress)
             if dry_run:
                 return report, None
             if report.added["memory"]:

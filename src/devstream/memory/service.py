@@ -67,6 +67,23 @@ class StoreResult:
     warning: str | None = None
 
 
+def check_new(item: object, max_chars: int) -> None:
+    """Refuse a new memory's bad input with a typed error, all but its vector (which is the
+    embedder's to judge): callable before any store is opened."""
+    if not isinstance(item, NewMemory):
+        raise InvalidInput(f"each item must be a NewMemory, got {checks.shown(item)}")
+    _check_content(item.content, max_chars)
+    checks.one_of(item.content_type, "content type", CONTENT_TYPES)
+    if item.keywords is not None:
+        checks.words(item.keywords, "keywords")
+    for name in ("plan_id", "phase_id", "task_id"):
+        checks.optional_identifier(getattr(item, name), name)
+
+
+def _check_content(content: object, max_chars: int) -> None:
+    checks.text(content, "memory content", required=True, max_chars=max_chars)
+
+
 class MemoryService:
     """Storing is here; searching and embedding later are the searcher's and the
     backfiller's, built on first use, so that a process that only stores (a capture hook)
@@ -260,18 +277,9 @@ class MemoryService:
 
     def _check(self, item: object) -> Vector | None:
         """Refuse bad input with a typed error; the item's vector, if it came with one."""
-        if not isinstance(item, NewMemory):
-            raise InvalidInput(f"each item must be a NewMemory, got {checks.shown(item)}")
-        self._check_content(item.content)
-        checks.one_of(item.content_type, "content type", CONTENT_TYPES)
-        if item.keywords is not None:
-            checks.words(item.keywords, "keywords")
-        for name in ("plan_id", "phase_id", "task_id"):
-            checks.optional_identifier(getattr(item, name), name)
+        check_new(item, self._max_chars)
+        assert isinstance(item, NewMemory)  # checked: for the type checker
         return None if item.embedding is None else self._check_vector(item.embedding)
-
-    def _check_content(self, content: object) -> None:
-        checks.text(content, "memory content", required=True, max_chars=self._max_chars)
 
     def _check_vector(self, values: npt.ArrayLike) -> Vector:
         # Only a caller giving vectors needs numpy.
@@ -358,7 +366,7 @@ class MemoryService:
         """Change an entry; new content gets new keywords (unless given) and a new vector."""
         checks.identifier(entry_id, "entry_id")
         if content is not None:
-            self._check_content(content)
+            _check_content(content, self._max_chars)
         if content_type is not None:
             checks.one_of(content_type, "content type", CONTENT_TYPES)
         if keywords is not None:

@@ -33,6 +33,13 @@ from devstream.vocabulary import OPEN_PLANS
 Guard = Callable[[AsyncConnection], Awaitable[object]]  # raises when an edit is not allowed
 
 
+def check_new_plan(title: object, description: object, priority: object) -> None:
+    """Refuse a new plan's bad input with a typed error: callable before any store is opened."""
+    checks.title_of("plan")(title)
+    checks.description(description)
+    checks.priority(priority)
+
+
 class TaskService:
     def __init__(self, queries: QueryManager, metrics: MetricsRegistry) -> None:
         self._queries = queries
@@ -42,9 +49,7 @@ class TaskService:
     # --- plans and phases ------------------------------------------------------------
 
     async def create_plan(self, title: str, description: str = "", *, priority: int = 5) -> Plan:
-        checks.title_of("plan")(title)
-        checks.description(description)
-        checks.priority(priority)
+        check_new_plan(title, description, priority)
         async with self._pool.write_transaction() as conn:
             values = {"title": title.strip(), "description": description, "priority": priority}
             return await self._queries.plans.insert_in(conn, values)
