@@ -388,15 +388,19 @@ async def test_the_migration_that_stops_memory_ids_being_reused_keeps_every_row(
 async def test_a_database_without_a_store_is_given_none_when_asked_not_to(
     integration_pg_server: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A command that puts nothing in a store leaves another application's database as it
-    was: on SQLite a file with tables of its own, on PostgreSQL an empty database."""
+    """A command leaves another application's database as it was: a file with tables of
+    its own is no store for any command, even one that makes a store (its tables would go
+    beside the other's); an empty PostgreSQL database is given none by a command that puts
+    nothing in a store."""
     if integration_pg_server is None:
         path = tmp_path / "other-application.db"
         with closing(sqlite3.connect(path)) as db, db:
             db.execute("CREATE TABLE notes (body TEXT)")
         url = str(path)
-        assert await devstream_cli("--db", url, "memory", "search", "anything") == 1
-        assert "holds no DevStream store" in capsys.readouterr().err
+        for command in (["memory", "search", "anything"], ["init"], ["plan", "create", "P"]):
+            assert await devstream_cli("--db", url, *command) == 1
+            (said,) = capsys.readouterr().err.splitlines()
+            assert "holds another application's tables (notes) and no DevStream store" in said
         with closing(sqlite3.connect(path)) as db:
             tables = db.execute("SELECT name FROM sqlite_master").fetchall()
         assert tables == [("notes",)]

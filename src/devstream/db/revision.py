@@ -29,3 +29,11 @@ async def stamped(pool: ConnectionPool) -> str | None:
 
     async with pool.read_transaction() as conn:
         return await conn.run_sync(read)
+
+
+async def foreign_tables(pool: ConnectionPool) -> list[str]:
+    """The tables of a database with no DevStream schema: another application's (Alembic's
+    own bookkeeping table aside, which an unstamped store may hold)."""
+    async with pool.read_transaction() as conn:
+        names = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+    return sorted(name for name in names if name != _VERSION.name)
