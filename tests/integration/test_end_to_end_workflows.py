@@ -286,6 +286,26 @@ async def test_cli_task_errors_are_one_line(
         assert "Traceback" not in captured.err
 
 
+async def test_listings_keep_one_line_per_row_whatever_a_title_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = ["--db", str(tmp_path / "lines.db")]
+    assert await devstream_cli(*db, "plan", "create", "Two\nlines") == 0
+    assert await devstream_cli(*db, "phase", "add", "1", "A\r\nphase") == 0
+    assert await devstream_cli(*db, "task", "add", "1", "Task\n\nwith  breaks") == 0
+    capsys.readouterr()
+    for args, row in (
+        (["plan", "list"], "Two lines"),
+        (["task", "list"], "Task with breaks"),
+        (["task", "ready"], "Task with breaks"),
+    ):
+        assert await devstream_cli(*db, *args) == 0
+        (line,) = capsys.readouterr().out.splitlines()
+        assert line.endswith(row), line
+    assert await devstream_cli(*db, "plan", "show", "1") == 0
+    assert "  phase #1 A phase [pending] 0/1 (1 pending)\n" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [

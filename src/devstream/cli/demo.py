@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from devstream.cli.output import Output, memories, pass_output, printable, run_async
+from devstream.cli.output import Output, memories, one_line, pass_output, printable, run_async
 
 SNIPPET = 70
 
@@ -27,7 +27,7 @@ def demo_text(doc: dict[str, Any]) -> str:
         _section(
             "Plan",
             [
-                f"#{plan['id']} {plan['title']} [{plan['status']}] "
+                f"#{plan['id']} {one_line(plan['title'])} [{plan['status']}] "
                 f"{plan['done']}/{plan['total']} tasks done"
             ]
             + [f"  {p['name']}: {p['status']}, {p['done']}/{p['total']}" for p in plan["phases"]],
@@ -35,7 +35,7 @@ def demo_text(doc: dict[str, Any]) -> str:
         _section(
             "Tasks run",
             [
-                f"#{r['task_id']:<3} {r['status']:<9} {r['title']}"
+                f"#{r['task_id']:<3} {r['status']:<9} {one_line(r['title'])}"
                 + (f" (retry {r['retry_count']})" if r["retry_count"] else "")
                 for r in doc["tasks_run"]
             ],

@@ -11,6 +11,7 @@ from devstream import documents
 from devstream.cli.output import (
     Output,
     memories,
+    one_line,
     pass_output,
     printable,
     progress_bar,
@@ -109,7 +110,7 @@ def search_text(result: SearchResult) -> str:
         lines.append("no matches")
     for hit in result.hits:
         similarity = "    -" if hit.similarity is None else f"{hit.similarity:5.2f}"
-        snippet = " ".join(hit.entry.content.split())[:SNIPPET]
+        snippet = one_line(hit.entry.content)[:SNIPPET]
         lines.append(
             f"#{hit.entry.id:<5} {hit.score:.4f} sim {similarity}  "
             f"{hit.entry.content_type:<13} {snippet}"

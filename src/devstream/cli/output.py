@@ -63,6 +63,12 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+def one_line(text: str) -> str:
+    """Text on one line of a listing: a title or memory that holds line breaks (or runs of
+    blanks) would break the listing's lines apart."""
+    return " ".join(text.split())
+
+
 def memories(count: int) -> str:
     """`1 memory`, `2 memories`."""
     return f"{count} {'memory' if count == 1 else 'memories'}"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from devstream import documents
-from devstream.cli.output import Output, memories, pass_output, printable, with_store
+from devstream.cli.output import Output, memories, one_line, pass_output, printable, with_store
 from devstream.vocabulary import (
     CONTEXT_BUDGET,
     MAX_PRIORITY,
@@ -37,20 +37,20 @@ def task_line(task: MicroTask, blocked: bool = False) -> str:
     status = "blocked" if blocked else task.status
     return printable(
         f"#{task.id:<5} {status:<9} p{task.priority:<3} {task.estimated_minutes:>2} min  "
-        f"{task.title}"
+        f"{one_line(task.title)}"
     )
 
 
 def progress_text(progress: PlanProgress) -> str:
     plan = progress.plan
     lines = [
-        f"plan #{plan.id} {plan.title} [{plan.status}] "
+        f"plan #{plan.id} {one_line(plan.title)} [{plan.status}] "
         f"{progress.done}/{progress.total} tasks done ({progress.percent:.0f}%)"
     ]
     for phase in progress.phases:
         counts = ", ".join(f"{n} {state}" for state, n in sorted(phase.counts.items()))
         lines.append(
-            f"  phase #{phase.phase.id} {phase.phase.name} [{phase.phase.status}] "
+            f"  phase #{phase.phase.id} {one_line(phase.phase.name)} [{phase.phase.status}] "
             f"{phase.done}/{phase.total}" + (f" ({counts})" if counts else "")
         )
     return printable("\n".join(lines))
@@ -77,7 +77,10 @@ def plan_create(out: Output, title: str, description: str, priority: int) -> Non
     created: Plan = with_store(
         out, lambda ds: ds.tasks.create_plan(title, description, priority=priority), creates=True
     )
-    out.emit({"plan": asdict(created)}, printable(f"created plan #{created.id} {created.title}"))
+    out.emit(
+        {"plan": asdict(created)},
+        printable(f"created plan #{created.id} {one_line(created.title)}"),
+    )
 
 
 @plan.command("list")
@@ -86,7 +89,7 @@ def plan_create(out: Output, title: str, description: str, priority: int) -> Non
 def plan_list(out: Output, status: str | None) -> None:
     """List plans, oldest first."""
     plans: list[Plan] = with_store(out, lambda ds: ds.tasks.plans(status=status))
-    lines = [f"#{p.id:<5} {p.status:<9} p{p.priority:<3} {p.title}" for p in plans]
+    lines = [f"#{p.id:<5} {p.status:<9} p{p.priority:<3} {one_line(p.title)}" for p in plans]
     out.emit({"plans": [asdict(p) for p in plans]}, printable("\n".join(lines) or "no plans"))
 
 
@@ -100,7 +103,7 @@ def plan_show(out: Output, plan_id: int) -> None:
     tasks, blocked = progress.tasks, progress.blocked
     lines = [progress_text(progress)]
     for phase in progress.phases:
-        lines.append(f"\n{phase.phase.name}")
+        lines.append(f"\n{one_line(phase.phase.name)}")
         lines += [
             "  " + task_line(t, t.id in blocked) for t in tasks if t.phase_id == phase.phase.id
         ]
@@ -137,7 +140,7 @@ def phase_add(out: Output, plan_id: int, name: str, position: int | None) -> Non
     added = with_store(out, lambda ds: ds.tasks.add_phase(plan_id, name, position=position))
     out.emit(
         {"phase": asdict(added)},
-        printable(f"added phase #{added.id} {added.name} at position {added.position}"),
+        printable(f"added phase #{added.id} {one_line(added.name)} at position {added.position}"),
     )
 
 
