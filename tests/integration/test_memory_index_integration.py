@@ -3,6 +3,12 @@ cache beside the store, and the fast path held to FTS5 itself."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shlex
+import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -246,6 +252,44 @@ async def test_no_cache_where_it_cannot_be_written(integration_real_database: De
     await ds.memory.store_many([NewMemory(note, "learning") for note in NOTES])
     assert len(await _ids(ds, "writer", weights=TEXT_ONLY)) == 2
     assert (await ds.memory.catch_up()) == Followed()
+
+
+@pytest.mark.subprocess
+@pytest.mark.sqlite_only("a store in a folder of the file system")
+async def test_a_store_on_a_read_only_mount_is_searched_and_refuses_writes(
+    tmp_path: Path,
+) -> None:
+    """A read-only mount (the one folder even root cannot write): SQLite could not make the
+    -shm file a WAL reader needs, so the store is read as it stands; a write is refused."""
+    if shutil.which("unshare") is None or not await _command_works("unshare", "-m", "true"):
+        pytest.skip("needs a mount namespace (unshare -m) to mount a folder read-only")
+    folder = tmp_path / "store"
+    async with DevStream.open(folder / "notes.db") as ds:
+        await ds.memory.store_many([NewMemory(note, "learning") for note in NOTES])
+    devstream = f"{shlex.quote(sys.executable)} -m devstream --db {folder / 'notes.db'}"
+    script = (
+        f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && "
+        f"{devstream} memory search --json 'writer lock' && "
+        f"{{ {devstream} memory add 'a new note' --type context; echo exit $?; }}"
+    )
+    done = await asyncio.to_thread(
+        subprocess.run,
+        ["unshare", "-m", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    found, refused = done.stdout.rsplit("}", 1)
+    assert json.loads(found + "}")["hits"][0]["content"] == NOTES[0]
+    assert refused.strip() == "exit 1"
+    assert "attempt to write a readonly database" in done.stderr
+
+
+async def _command_works(*command: str) -> bool:
+    done = await asyncio.to_thread(subprocess.run, command, capture_output=True, check=False)
+    return done.returncode == 0
 
 
 # --- the fast path is FTS5 ---------------------------------------------------------------

@@ -20,7 +20,9 @@ thread like any other statement, which waits as configured.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -196,7 +198,27 @@ def storage_error(error: object) -> StorageError:
         return StorageFull(message)
     if _LOCKED in str(error):
         return StorageBusy(message)
+    if "readonly database" in str(error):
+        return StorageError(message, hint="the store's folder cannot be written: read it only")
     return StorageError(message)
+
+
+def read_only_folder(path: Path) -> bool:
+    """Whether the store exists in a folder that cannot be written (a read-only mount), with
+    no write-ahead log beside it that a reader would have to apply."""
+    wal = path.with_name(path.name + "-wal")
+    return (
+        path.is_file()
+        and not os.access(path.parent, os.W_OK)
+        and not (wal.exists() and wal.stat().st_size > 0)
+    )
+
+
+def _immutable(path: Path) -> str:
+    """The store as a read-only, immutable URI. A reader in WAL mode needs its -shm file
+    beside the store, which such a folder cannot hold; nothing can change the store there
+    meanwhile, so SQLite may read it as it stands, without locks."""
+    return f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
 
 
 def _fetch_all(sql: str, values: tuple[Any, ...], connection: sqlite3.Connection) -> list[Row]:
@@ -209,7 +231,10 @@ def _fetch_all(sql: str, values: tuple[Any, ...], connection: sqlite3.Connection
 
 async def connect(path: Path) -> OneTripConnection:
     # Not bound to the driver's thread: `read_without_waiting` reads on the loop's.
-    connector = partial(sqlite3.connect, str(path), check_same_thread=False)
+    if read_only_folder(path):
+        connector = partial(sqlite3.connect, _immutable(path), uri=True, check_same_thread=False)
+    else:
+        connector = partial(sqlite3.connect, str(path), check_same_thread=False)
     connection = OneTripConnection(connector, _ITER_CHUNK_SIZE)
     connection._thread.daemon = True  # as SQLAlchemy does: never hold up interpreter exit
     await connection
