@@ -753,6 +753,14 @@ async def test_a_project_store_is_found_from_below_and_briefs_its_sessions(
     assert code == 1
     assert err.startswith("devstream: error: cannot create the project store in "), err
     (project / ".devstream").unlink()
+    # A store named as well would be used instead of the project's, every time.
+    other = str(tmp_path / "other.db")
+    code, _, err = await run_devstream("--db", other, "init", "--project", cwd=project)
+    assert (code, "which --db (or DEVSTREAM_DB) would override" in err) == (2, True), err
+    env = {"DEVSTREAM_DB": other}
+    assert (await run_devstream("init", "--project", cwd=project, env=env))[0] == 2
+    assert await asyncio.to_thread(os.listdir, tmp_path) == ["project"]
+    assert await asyncio.to_thread(os.listdir, project) == ["src"], "no .devstream made"
     code, _, err = await run_devstream("init", "--project", cwd=project)
     assert code == 0, err
     assert (project / ".devstream" / ".gitignore").read_text().splitlines()[-1] == "*"

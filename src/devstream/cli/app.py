@@ -24,7 +24,7 @@ from devstream.cli.output import Output, pass_output, run_async, with_store
 from devstream.cli.stats import stats
 from devstream.cli.tasks import phase, plan, task
 from devstream.cli.transfer import export_command, import_command
-from devstream.config import PROJECT_DB, PROJECT_DIR, load_settings
+from devstream.config import ENV_PREFIX, PROJECT_DB, PROJECT_DIR, load_settings
 from devstream.errors import DevStreamError, StorageError
 
 
@@ -59,6 +59,14 @@ def cli(
 def init(out: Output, project: bool) -> None:
     """Create the database, or migrate it to this version's schema."""
     if project:
+        named = click.get_current_context().find_root().params.get("db") or os.environ.get(
+            f"{ENV_PREFIX}DB"
+        )
+        if named:  # it would be made here, and then every command would use the named one
+            raise click.UsageError(
+                f"--project makes the store in ./{PROJECT_DIR}/, which --db (or "
+                f"{ENV_PREFIX}DB) would override: leave them out"
+            )
         out = replace(out, settings=replace(out.settings, db=str(_project_store())))
     state = with_store(out, lambda ds: ds.schema_status(), creates=True)
     url = out.settings.shown_database
