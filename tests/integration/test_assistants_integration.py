@@ -271,7 +271,9 @@ async def test_the_served_tools_are_chosen_by_name(
 
 @pytest.mark.parametrize("choice", [",", "everything", "search_memory,drop_tables"])
 async def test_an_unknown_tool_choice_is_a_config_error(choice: str) -> None:
-    with pytest.raises(ConfigError, match="DEVSTREAM_MCP_TOOLS must be core, all or tool names"):
+    with pytest.raises(
+        ConfigError, match=r"--tools \(or DEVSTREAM_MCP_TOOLS\) must be core, all or tool names"
+    ):
         selected(choice)
 
 

@@ -42,7 +42,8 @@ def selected(choice: str | None) -> tuple[Spec, ...]:
     unknown = [name for name in names if name not in everything]
     if unknown or not names:
         raise ConfigError(
-            f"{TOOLS_ENV} must be core, all or tool names; unknown: {', '.join(unknown) or '-'}",
+            f"--tools (or {TOOLS_ENV}) must be core, all or tool names; "
+            f"unknown: {', '.join(unknown) or '-'}",
             hint=f"known tools: {', '.join(everything)}",
         )
     return tuple(everything[name] for name in dict.fromkeys(names))
