@@ -56,6 +56,10 @@ MUTATION_THRESHOLD = 80.0  # killed, in % of the mutants that ran; a timeout is 
 OLDEST = PYTHONS[0]  # typecheck: matches `python_version` in [tool.mypy]
 NEWEST = PYTHONS[-1]  # lint, unit
 REPORT_PYTHON = "3.12"  # coverage, benchmark; the default run's PostgreSQL cells
+# The parallel cells that collect coverage: the oldest Python (the imports only it takes)
+# and the report Python (every backend and loop). The others run the same suite without
+# the tracer, which about halves their time; the unit session collects coverage too.
+COVERED_PYTHONS = (OLDEST, REPORT_PYTHON)
 
 # Options ------------------------------------------------------------------------------------
 
@@ -175,7 +179,8 @@ def integration(session: nox.Session, category: str, backend: str, loop: str) ->
 def parallel(session: nox.Session, backend: str, loop: str) -> None:
     """All integration tests on one backend, spread over CPUs by pytest-xdist."""
     args = ("tests/integration/", "-n", "auto", "--dist", "loadgroup")
-    run_pytest(session, *args, loop=loop, backend=backend)
+    covered = session.python in COVERED_PYTHONS
+    run_pytest(session, *args, loop=loop, backend=backend, coverage=covered)
 
 
 @nox.session(python=NEWEST)
