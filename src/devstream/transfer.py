@@ -27,7 +27,7 @@ import json
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -107,8 +107,13 @@ async def export(ds: DevStream, out: IO[str], *, embeddings: bool = False) -> Ex
                     row["memory_ids"] = [i for i in named if i in memories]
                 out.write(_line({"kind": kind, **_encoded(row)}))
                 rows[kind] += 1
-    out.write(_line({"kind": END, "rows": {kind: rows[kind] for kind in TABLES}}))
+    out.write(_line(end_line(rows)))
     return ExportReport(export_id, dict(rows))
+
+
+def end_line(rows: Mapping[str, int]) -> dict[str, Any]:
+    """An export's last line: how many rows of each kind it holds."""
+    return {"kind": END, "rows": {kind: rows.get(kind, 0) for kind in TABLES}}
 
 
 async def _rows(

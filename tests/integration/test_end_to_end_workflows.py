@@ -477,12 +477,7 @@ def rows_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def ended(header: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """An export of these rows, its end line counting them."""
-    counts = Counter(row["kind"] for row in rows)
-    return [
-        header,
-        *rows,
-        {"kind": transfer.END, "rows": {k: counts[k] for k in db_transfer.TABLES}},
-    ]
+    return [header, *rows, transfer.end_line(Counter(row["kind"] for row in rows))]
 
 
 def normalised(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

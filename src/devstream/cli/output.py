@@ -69,9 +69,13 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def memories(count: int) -> str:
+def counted(count: int, one: str, many: str) -> str:
     """`1 memory`, `2 memories`."""
-    return f"{count} {'memory' if count == 1 else 'memories'}"
+    return f"{count} {one if count == 1 else many}"
+
+
+def memories(count: int) -> str:
+    return counted(count, "memory", "memories")
 
 
 def run_async(work: Coroutine[Any, Any, T]) -> T:

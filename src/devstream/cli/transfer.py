@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING
 
 import click
 
-from devstream.cli.output import Output, memories, pass_output, progress_bar, with_store
+from devstream.cli.output import Output, counted, memories, pass_output, progress_bar, with_store
 from devstream.errors import OutputFailed, StorageError
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def _is_stdout(target: Path) -> bool:
         named, ours = target.stat(), os.fstat(sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):  # no such file; stdout closed or replaced
         return False
-    return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
+    return os.path.samestat(named, ours)
 
 
 def _written_to_stdout(work: Callable[[IO[str]], ExportReport]) -> ExportReport:
@@ -129,8 +129,7 @@ _NAMES = {
 
 
 def _counted(counts: Mapping[str, int]) -> str:
-    named = (f"{n} {_NAMES[kind][n != 1]}" for kind, n in counts.items() if n)
-    return ", ".join(named) or "nothing"
+    return ", ".join(counted(n, *_NAMES[kind]) for kind, n in counts.items() if n) or "nothing"
 
 
 def _exported(report: ExportReport) -> str:

@@ -203,7 +203,7 @@ def storage_error(error: object) -> StorageError:
     return StorageError(message)
 
 
-def read_only_folder(path: Path) -> bool:
+def _read_only_folder(path: Path) -> bool:
     """Whether the store exists in a folder that cannot be written (a read-only mount), with
     no write-ahead log beside it that a reader would have to apply."""
     wal = path.with_name(path.name + "-wal")
@@ -231,7 +231,7 @@ def _fetch_all(sql: str, values: tuple[Any, ...], connection: sqlite3.Connection
 
 async def connect(path: Path) -> OneTripConnection:
     # Not bound to the driver's thread: `read_without_waiting` reads on the loop's.
-    if read_only_folder(path):
+    if _read_only_folder(path):
         connector = partial(sqlite3.connect, _immutable(path), uri=True, check_same_thread=False)
     else:
         connector = partial(sqlite3.connect, str(path), check_same_thread=False)

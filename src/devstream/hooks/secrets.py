@@ -85,10 +85,10 @@ def redacted(text: str) -> str:
     folder = Path(tempfile.mkdtemp(prefix="devstream-scan-"))
     try:
         found = SecretsCollection()
-        for name in _SCANNED_AS:
-            scanned = folder / name
-            scanned.write_text(text, encoding="utf-8")
-            with default_settings():
+        with default_settings():
+            for name in _SCANNED_AS:
+                scanned = folder / name
+                scanned.write_text(text, encoding="utf-8")
                 found.scan_file(str(scanned))
         flagged = {secret.line_number for _, secret in found}
     finally:

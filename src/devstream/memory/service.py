@@ -67,8 +67,8 @@ class StoreResult:
     warning: str | None = None
 
 
-def check_new(item: object, max_chars: int) -> None:
-    """Refuse a new memory's bad input with a typed error, all but its vector (which is the
+def check_new(item: object, max_chars: int) -> NewMemory:
+    """The item, its bad input refused with a typed error, all but its vector (which is the
     embedder's to judge): callable before any store is opened."""
     if not isinstance(item, NewMemory):
         raise InvalidInput(f"each item must be a NewMemory, got {checks.shown(item)}")
@@ -78,6 +78,7 @@ def check_new(item: object, max_chars: int) -> None:
         checks.words(item.keywords, "keywords")
     for name in ("plan_id", "phase_id", "task_id"):
         checks.optional_identifier(getattr(item, name), name)
+    return item
 
 
 def _check_content(content: object, max_chars: int) -> None:
@@ -277,9 +278,8 @@ class MemoryService:
 
     def _check(self, item: object) -> Vector | None:
         """Refuse bad input with a typed error; the item's vector, if it came with one."""
-        check_new(item, self._max_chars)
-        assert isinstance(item, NewMemory)  # checked: for the type checker
-        return None if item.embedding is None else self._check_vector(item.embedding)
+        new = check_new(item, self._max_chars)
+        return None if new.embedding is None else self._check_vector(new.embedding)
 
     def _check_vector(self, values: npt.ArrayLike) -> Vector:
         # Only a caller giving vectors needs numpy.
