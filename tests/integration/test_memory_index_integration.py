@@ -185,6 +185,10 @@ async def test_a_fresh_process_starts_from_the_cache_and_catches_up(
 
     followed = await other.memory.catch_up()
     assert followed == Followed(changes=1, from_cache=True)
+    # The offline embedder's vectors are sparse: their codes come by column as well.
+    loaded = in_process(other).index.vectors
+    assert loaded.base_columns is not None
+    assert (loaded.base_columns == loaded.base_codes.T).all()
     for query in ("writer readers", "cache misses", "WAL checkpoint"):
         mine, theirs = await ds.memory.search(query), await other.memory.search(query)
         assert [(h.entry.id, h.score, h.text_score) for h in theirs.hits] == [

@@ -38,6 +38,62 @@ def test_the_scan_is_the_integer_dot_product_of_the_codes(rows: int) -> None:
     assert scores.tolist() == expected.astype(np.float32).tolist()
 
 
+def _sparse(rows: int, dimension: int, used: int, seed: int = 0) -> vectors.Vector:
+    """Unit vectors with `used` non-zero coordinates each, as feature hashing makes them."""
+    rng = np.random.default_rng(seed)
+    matrix = np.zeros((rows, dimension), np.float32)
+    for row in matrix:
+        row[rng.choice(dimension, used, replace=False)] = rng.standard_normal(used)
+    return normalise(matrix)
+
+
+def test_sparse_codes_are_kept_by_column_and_dense_ones_are_not() -> None:
+    sparse = quantize(_sparse(40, 64, 8))
+    columns = vectors.columns_if_sparse(sparse)
+    assert columns is not None
+    assert columns.flags.c_contiguous
+    assert (columns == sparse.T).all()
+    assert vectors.columns_if_sparse(quantize(_unit(40, 64))) is None
+    assert vectors.columns_if_sparse(quantize(_unit(0, 64))) is None
+
+
+@pytest.mark.parametrize("used", [2, 8, 40], ids=["sparse", "at the bound", "dense"])
+def test_a_store_kept_by_column_scans_to_the_same_integer_dot_products(used: int) -> None:
+    """A query using few coordinates is scored on those columns alone; one using more of
+    them is scanned by row. Both give the codes' integer dot products, appended rows too."""
+    dimension = 64
+    base = _sparse(300, dimension, 6)
+    codes = quantize(base)
+    index = VectorIndex("m", dimension, base, codes, vectors.columns_if_sparse(codes))
+    added = _sparse(4, dimension, 6, seed=1)
+    index.put(range(300, 304), [encode(vector) for vector in added])
+    query = _sparse(1, dimension, used, seed=2)[0]
+
+    scores = index.approximate(query, 304)
+
+    code = quantize(query[np.newaxis])[0].astype(np.int64)
+    expected = np.concatenate([codes, quantize(added)]).astype(np.int64) @ code
+    assert scores.tolist() == expected.astype(np.float32).tolist()
+
+
+def test_rows_made_the_base_keep_their_vectors_codes_and_columns() -> None:
+    index = VectorIndex("m", 16)
+    matrix = _sparse(10, 16, 2)
+    index.put(range(10), [encode(vector) for vector in matrix])
+
+    held, codes = index.matrix(10), index.codes(10)
+
+    based = index.based(10)
+
+    assert (based.base == held).all()
+    assert (based.base_codes == codes).all()
+    assert based.base_columns is not None
+    assert (based.base_columns == codes.T).all()
+    assert based.columns(10) is based.base_columns
+    based.put(range(10, 12), [encode(vector) for vector in _sparse(2, 16, 2, seed=1)])
+    assert (based.columns(12) == based.codes(12).T).all()  # type: ignore[operator]
+
+
 def test_exact_scores_are_the_float32_cosine_of_base_and_appended_rows() -> None:
     base, added = _unit(20, 16), _unit(5, 16, seed=1)
     index = VectorIndex("m", 16, base=base)

@@ -1,15 +1,14 @@
 """The index cache: a rebuildable copy of the in-process indexes in one file beside the store.
 
-`<database>-index` holds the rows, their unit vectors and int8 codes and FTS5's postings as
-flat arrays,
-with the committed store state they match, the embedding model and dimension, and a format
-version. A fresh process maps the big arrays instead of rebuilding, then catches up with
-what changed since. The database stays the only source of truth: a cache that is missing,
-of another format, model or dimension, cut short or failing its checksums is ignored (and
-rewritten after the next rebuild); one whose state the store no longer continues from is
-never applied. It is written to a temporary file and renamed into place, so a reader sees
-an old cache or a new one, never half of one; where the folder is read-only none is written.
-Deleting it is always safe.
+`<database>-index` holds the rows, their unit vectors and int8 codes (by column too when
+sparse) and FTS5's postings as flat arrays, with the committed store state they match, the
+embedding model and dimension, and a format version. A fresh process maps the big arrays
+instead of rebuilding, then catches up with what changed since. The database stays the only
+source of truth: a cache that is missing, of another format, model or dimension, cut short
+or failing its checksums is ignored (and rewritten after the next rebuild); one whose state
+the store no longer continues from is never applied. It is written to a temporary file and
+renamed into place, so a reader sees an old cache or a new one, never half of one; where
+the folder is read-only none is written. Deleting it is always safe.
 """
 
 from __future__ import annotations
@@ -29,11 +28,11 @@ from devstream.memory.index import IndexState, MemoryIndex, with_base
 from devstream.memory.lexical import BasePostings
 from devstream.memory.rows import COLUMNS, Rows
 
-FORMAT = 2
+FORMAT = 3
 MAGIC = b"DSINDEX\x00"
 _ALIGN = 64
 _POSTINGS = ("terms", "term_bounds", "starts", "rows", "counts")
-_NAMES = {*COLUMNS, "vectors", "codes", *_POSTINGS}
+_NAMES = {*COLUMNS, "vectors", "codes", "columns", *_POSTINGS}
 _CHUNK = 1 << 22
 
 
@@ -108,6 +107,7 @@ def load(path: Path, model: str, dimension: int) -> MemoryIndex | None:
         rows=rows,
         vectors=arrays["vectors"],
         codes=arrays["codes"],
+        columns=arrays["columns"] if arrays["columns"].size else None,
         postings=postings,
         state=state,
     )
@@ -145,6 +145,8 @@ def _arrays(index: MemoryIndex) -> dict[str, npt.NDArray[Any]]:
     }
     found["vectors"] = index.vectors.matrix(size)
     found["codes"] = index.vectors.codes(size)
+    columns = index.vectors.columns(size)
+    found["columns"] = np.zeros((0, 0), np.int8) if columns is None else columns
     found.update({name: getattr(base, name) for name in _POSTINGS})
     return found
 

@@ -69,13 +69,15 @@ class MemoryIndex:
         self.vectors.put(rows, batch.embeddings)
 
     def set_postings(self, postings: Postings) -> None:
-        """FTS5's postings for the rows built (entry ids mapped to rows, in id order)."""
+        """FTS5's postings for the rows built (entry ids mapped to rows, in id order), which
+        ends the build: the rows built become the base."""
         instances = np.fromstring(postings.docs, dtype=np.int64, sep=",")
         rows = _rows_by_id(self.rows.ids[: self.rows.size])[instances]
         base, lengths = base_postings(postings.terms, rows, postings.offsets, self.rows.size)
         self.text.base = base
         self.rows.lengths[: self.rows.size] = lengths
         self.rows.total_length = float(lengths.sum())
+        self.vectors = self.vectors.based(self.rows.size)
 
     # --- following -----------------------------------------------------------------
 
@@ -151,13 +153,14 @@ def with_base(
     rows: Rows,
     vectors: Vector,
     codes: Codes,
+    columns: Codes | None,
     postings: BasePostings,
     state: IndexState,
 ) -> MemoryIndex:
     """An index over rows loaded whole (from the cache): they and their vectors are the base."""
     index = MemoryIndex(model, dimension)
     index.rows = rows
-    index.vectors = VectorIndex(model, dimension, base=vectors, codes=codes)
+    index.vectors = VectorIndex(model, dimension, base=vectors, codes=codes, columns=columns)
     index.text = LexicalIndex(rows, postings)
     index.state = state
     return index
