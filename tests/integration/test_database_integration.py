@@ -1055,13 +1055,16 @@ async def test_cli_doctor_checks_the_embedding_server_and_its_model(
         (["memory", "add", "  ", "--type", "context"], "memory content is empty"),
         (["plan", "create", "x" * 201], "plan title has 201 characters"),
         (["import", "{bad}"], "line 1 of the export: not JSON"),
+        (["memory", "add", "note", "--type", "context", "--plan", "3"], "no DevStream store"),
+        (["memory", "add", "note", "--type", "context", "--task", "3"], "no DevStream store"),
     ],
-    ids=["blank-memory", "long-title", "bad-export"],
+    ids=["blank-memory", "long-title", "bad-export", "link-to-a-plan", "link-to-a-task"],
 )
 async def test_a_command_refused_where_no_store_is_leaves_none_behind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    """Commands that make a store when it is missing check their input first."""
+    """Commands that make a store when it is missing check their input first; a memory
+    linked to a plan, phase or task needs a store that holds it."""
     bad = tmp_path / "bad.jsonl"
     await asyncio.to_thread(bad.write_text, "{not json\n", encoding="utf-8")
     new = tmp_path / "mistyped.db"

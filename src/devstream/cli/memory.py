@@ -52,7 +52,9 @@ def add(
 
     item = NewMemory(text, content_type, plan_id=plan_id, phase_id=phase_id, task_id=task_id)
     check_new(item, out.settings.max_memory_chars)  # a refusal makes no store
-    (result,) = with_store(out, lambda ds: ds.memory.store_many([item]), creates=True)
+    # What it links to must be in a store already.
+    linked = plan_id is not None or phase_id is not None or task_id is not None
+    (result,) = with_store(out, lambda ds: ds.memory.store_many([item]), creates=not linked)
     entry = result.entry
     if not result.created:
         line = f"already stored as memory #{entry.id}"
