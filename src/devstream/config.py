@@ -192,14 +192,24 @@ def load_settings(
     return Settings(**merged)
 
 
-def _config_path(environ: Mapping[str, str]) -> Path:
+def _config_path(environ: Mapping[str, str]) -> Path | None:
+    """The config file named by the environment; None: the default one."""
     explicit = environ.get(CONFIG_ENV)
-    return Path(explicit).expanduser() if explicit else default_config_path()
+    return Path(explicit).expanduser() if explicit else None
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+def _read_config_file(named: Path | None) -> dict[str, Any]:
+    """The settings of the config file: the default one may be missing, a file named
+    explicitly must exist (a mistyped name would otherwise go unnoticed); os.devnull
+    names none."""
+    path = named or default_config_path()
+    if named is None and not path.is_file():
         return {}
+    if not path.exists():
+        raise ConfigError(
+            f"config file {path} does not exist; point {CONFIG_ENV} at a file, "
+            f"or at {os.devnull} for none"
+        )
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -43,7 +43,7 @@ def run_cli(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str
     report = tmp_path / "modules.json"
     report.unlink(missing_ok=True)
     env = {name: value for name, value in os.environ.items() if not name.startswith("DEVSTREAM_")}
-    env["DEVSTREAM_CONFIG"] = str(tmp_path / "absent.toml")
+    env["DEVSTREAM_CONFIG"] = os.devnull
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(report), *args],
         capture_output=True,
@@ -184,7 +184,7 @@ def test_the_process_entry_point_exits_as_main_does_and_leaves_nothing_to_collec
         "    print(json.dumps([exc.code, gc.get_freeze_count() > 0]), file=sys.stderr)\n"
     )
     env = {name: value for name, value in os.environ.items() if not name.startswith("DEVSTREAM_")}
-    env["DEVSTREAM_CONFIG"] = str(tmp_path / "absent.toml")
+    env["DEVSTREAM_CONFIG"] = os.devnull
 
     def ended(*command: str) -> tuple[str, str]:
         done = subprocess.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ def config_file(tmp_path: Path) -> Path:
 
 
 def test_defaults_use_the_user_data_dir(tmp_path: Path) -> None:
-    settings = load_settings(environ={}, config_file=tmp_path / "absent.toml")
+    settings = load_settings(environ={}, config_file=Path(os.devnull))
     assert settings == Settings()
     assert settings.database_url == f"sqlite+aiosqlite:///{default_db_path().resolve()}"
     assert settings.ollama_url is None
@@ -38,10 +39,20 @@ def test_config_file_found_through_the_environment(config_file: Path) -> None:
     assert settings.pool_size == 3
 
 
+def test_a_config_file_named_but_missing_is_an_error_and_devnull_names_none(
+    tmp_path: Path,
+) -> None:
+    """A mistyped DEVSTREAM_CONFIG would otherwise leave every setting at its default."""
+    missing = tmp_path / "confg.toml"
+    with pytest.raises(ConfigError, match=f"config file {missing} does not exist"):
+        load_settings(environ={"DEVSTREAM_CONFIG": str(missing)})
+    with pytest.raises(ConfigError, match=f"config file {missing} does not exist"):
+        load_settings(environ={}, config_file=missing)
+    assert load_settings(environ={"DEVSTREAM_CONFIG": os.devnull}) == Settings()
+
+
 def test_empty_ollama_url_means_offline(tmp_path: Path) -> None:
-    settings = load_settings(
-        environ={"DEVSTREAM_OLLAMA_URL": ""}, config_file=tmp_path / "absent.toml"
-    )
+    settings = load_settings(environ={"DEVSTREAM_OLLAMA_URL": ""}, config_file=Path(os.devnull))
     assert settings.ollama_url is None
 
 
@@ -104,4 +115,4 @@ def test_an_empty_db_flag_names_no_store_rather_than_the_default(tmp_path: Path)
     """As `--db "$UNSET"` passes it: it must not fall back to the user's default store."""
     for flags, environ in [({"db": ""}, {}), ({}, {"DEVSTREAM_DB": ""})]:
         with pytest.raises(ConfigError, match=r"--db \(or DEVSTREAM_DB\) names no store"):
-            load_settings(flags, environ=environ, config_file=tmp_path / "none.toml")
+            load_settings(flags, environ=environ, config_file=Path(os.devnull))

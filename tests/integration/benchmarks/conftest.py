@@ -113,16 +113,16 @@ def calibration_rounds() -> None:
 
 
 @pytest.fixture(scope="session")
-def child_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """The environment fresh `devstream` processes run in: this one without DEVSTREAM_* or
-    coverage variables, and pointed at a config file that does not exist (so a user's
-    config cannot name an Ollama server)."""
+    coverage variables, and with no config file (so a user's cannot name an Ollama
+    server)."""
     env = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("DEVSTREAM_", "COV_CORE_", "COVERAGE_"))
     }
-    env["DEVSTREAM_CONFIG"] = str(tmp_path_factory.mktemp("no-config") / "absent.toml")
+    env["DEVSTREAM_CONFIG"] = os.devnull
     return env
 
 
