@@ -91,7 +91,9 @@ def test_rows_made_the_base_keep_their_vectors_codes_and_columns() -> None:
     assert (based.base_columns == codes.T).all()
     assert based.columns(10) is based.base_columns
     based.put(range(10, 12), [encode(vector) for vector in _sparse(2, 16, 2, seed=1)])
-    assert (based.columns(12) == based.codes(12).T).all()  # type: ignore[operator]
+    grown = based.columns(12)
+    assert grown is not None
+    assert (grown == based.codes(12).T).all()
 
 
 def test_exact_scores_are_the_float32_cosine_of_base_and_appended_rows() -> None:
