@@ -672,6 +672,27 @@ async def test_a_task_starting_while_its_plan_closes_waits_then_finds_it_closed(
 
 
 @ON_POSTGRESQL
+async def test_a_session_ending_while_its_task_completes_waits_then_leaves_it_completed(
+    integration_real_database: DevStream,
+) -> None:
+    """A release reads the session's tasks once any change to them in flight has committed:
+    it must not turn a task completed meanwhile back to pending."""
+    ds = integration_real_database
+    _, task = await _one_task_in_an_active_plan(ds, "Completed as its session ends")
+    await ds.workflow.start_task(task.id, session="ending")
+    async with (
+        DevStream.open(Settings(db=ds.settings.db), migrate_schema=False) as other,
+        other.pool.write_transaction() as conn,  # a completion, not yet committed
+    ):
+        claimed = await other.tasks.claim(conn, task.id, "completed")
+        await other.tasks.move(conn, claimed, "completed", completed_at=utcnow())
+        releasing = asyncio.ensure_future(ds.tasks.release("ending"))
+        await _until_one_waits_for_a_lock(ds, releasing)
+    assert await releasing == []
+    assert (await ds.tasks.task(task.id)).status == "completed"
+
+
+@ON_POSTGRESQL
 @pytest.mark.parametrize("change", ["add_phase", "add_task", "add_dependency"])
 async def test_a_change_to_a_plan_closing_meanwhile_waits_then_finds_it_closed(
     integration_real_database: DevStream, change: str

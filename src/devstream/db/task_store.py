@@ -271,6 +271,19 @@ async def tasks(
     return [MicroTask(*row) for row in await conn.execute(query)]
 
 
+async def held_by(conn: AsyncConnection, session: str) -> list[MicroTask]:
+    """The active tasks a session holds, locked until the transaction ends (PostgreSQL): one
+    that another transaction is finishing is waited for, then found no longer active."""
+    query = (
+        select(micro_tasks)
+        .where(micro_tasks.c.status == "active", micro_tasks.c.session_id == session)
+        .order_by(micro_tasks.c.id)
+    )
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update(key_share=True)
+    return [MicroTask(*row) for row in await conn.execute(query)]
+
+
 async def blocked_ids(conn: AsyncConnection, task_ids: Sequence[int]) -> set[int]:
     """Which of these tasks are pending and wait on a dependency that is not completed."""
     query = (

@@ -363,7 +363,7 @@ class TaskService:
         checks.session(session)
         released = []
         async with self._pool.write_transaction() as conn:
-            for task in await task_store.tasks(conn, status="active", session_id=session):
+            for task in await task_store.held_by(conn, session):
                 released.append(
                     await task_store.change_status(conn, task, "pending", started_at=None)
                 )
