@@ -24,6 +24,9 @@ from devstream.vocabulary import (
 )
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer
+# The largest a plain integer column holds on every backend (PostgreSQL's `integer`): an
+# export must import into either.
+MAX_INT = 2**31 - 1
 _SHOWN = 60  # characters of a refused value quoted in the error
 
 Check = Callable[[Any], None]
@@ -163,7 +166,7 @@ def estimate(minutes: object) -> None:
 
 
 def position(value: object) -> None:
-    whole(value, "phase position", 0)
+    whole(value, "phase position", 0, MAX_INT)
 
 
 def limit(value: object) -> None:

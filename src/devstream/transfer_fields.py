@@ -56,7 +56,7 @@ def _check_vector(vector: Any, model: Any, dimension: Any) -> None:
         return
     if vector is None or model is None:
         raise InvalidInput("embedding comes without its vector or its model")
-    checks.whole(dimension, "embedding_dim", 1)
+    checks.whole(dimension, "embedding_dim", 1, checks.MAX_INT)
     try:
         raw = base64.b64decode(vector, validate=True)
     except (TypeError, ValueError) as exc:  # binascii.Error is a ValueError
@@ -87,7 +87,8 @@ def _moment(value: object, name: str) -> None:
 
 def _by_type(column: Column[Any]) -> Rule | None:
     """The rule a column's type makes (links and ids: identifiers; other whole numbers:
-    counts from 0); vectors are checked as a whole (`_check_vector`)."""
+    counts from 0 that any backend's integer holds); vectors are checked as a whole
+    (`_check_vector`)."""
     name = column.name
     kind = column.type
     if isinstance(kind, UTCDateTime):
@@ -95,7 +96,7 @@ def _by_type(column: Column[Any]) -> Rule | None:
     if isinstance(kind, Integer):
         if column.primary_key or column.foreign_keys:
             return functools.partial(checks.identifier, name=name)
-        return functools.partial(checks.whole, name=name, low=0)
+        return functools.partial(checks.whole, name=name, low=0, high=checks.MAX_INT)
     if isinstance(kind, Float):
         return functools.partial(checks.number, name=name, low=0.0, high=math.inf)
     if isinstance(kind, String):  # Text too

@@ -91,6 +91,9 @@ async def test_plans_phases_and_tasks_are_created_in_order(
     assert (work.design.position, work.build.position) == (0, 1)
     first = await tasks.add_phase(work.plan.id, "Research", position=5)
     assert (first.position, (await tasks.add_phase(work.plan.id, "Ship")).position) == (5, 6)
+    last = await tasks.add_phase(work.plan.id, "Last", position=2**31 - 1)
+    with pytest.raises(InvalidInput, match=f"phase at the last position, {last.position}"):
+        await tasks.add_phase(work.plan.id, "After the last")
     assert work.plan.status == "draft"
     listed = await tasks.tasks(plan_id=work.plan.id)
     assert [t.id for t in listed] == [work.a.id, work.b.id, work.c.id, work.d.id]
@@ -195,6 +198,8 @@ async def test_bad_task_input_is_refused_with_a_typed_error(
         await tasks.create_plan("Plan", 123)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="phase position must be a whole number from 0"):
         await tasks.add_phase(work.plan.id, "Negative", position=-1)
+    with pytest.raises(InvalidInput, match="from 0 to 2147483647, got 2147483648"):
+        await tasks.add_phase(work.plan.id, "Past PostgreSQL's integer", position=2**31)
     with pytest.raises(InvalidInput, match="limit must be a whole number from 1"):
         await tasks.ready(limit=0)
     with pytest.raises(NotFound):

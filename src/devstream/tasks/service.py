@@ -140,7 +140,7 @@ class TaskService:
         async with self._pool.write_transaction() as conn:
             await _hold_open_plan(conn, plan_id, shared=False)  # two adds take turns for "last"
             if position is None:
-                position = await task_store.next_position(conn, plan_id)
+                position = await _next_position(conn, plan_id)
             else:
                 await _check_position_free(conn, plan_id, position, None)
             values = {"plan_id": plan_id, "name": name.strip(), "position": position}
@@ -449,6 +449,17 @@ async def _hold_open_plan(conn: AsyncConnection, plan_id: int, *, shared: bool) 
     meanwhile (`shared`: beside other holders that do not change the plan row)."""
     status = await task_store.held_plan_status(conn, plan_id, shared=shared)
     checks.plan_open(plan_id, status)
+
+
+async def _next_position(conn: AsyncConnection, plan_id: int) -> int:
+    """The position after the plan's last phase."""
+    position = await task_store.next_position(conn, plan_id)
+    if position > checks.MAX_INT:
+        raise InvalidInput(
+            f"plan {plan_id} has a phase at the last position, {checks.MAX_INT}",
+            hint="give the new phase a free --position, or move that phase down",
+        )
+    return position
 
 
 async def _check_position_free(
