@@ -7,8 +7,10 @@ import struct
 import numpy as np
 import pytest
 
+from devstream.config import Settings
 from devstream.db import postgres
-from devstream.errors import StorageBusy, StorageError, StorageFull
+from devstream.db.pool import ConnectionPool
+from devstream.errors import ConfigError, StorageBusy, StorageError, StorageFull
 
 
 def test_vectors_cross_the_codec_unchanged_in_pgvectors_binary_format() -> None:
@@ -79,3 +81,27 @@ def test_a_failure_to_connect_says_what_to_do(sqlstate: str, says: str) -> None:
     error = postgres.storage_error(_Failure(sqlstate))
     assert str(error).startswith(f"database error: failed with {sqlstate} (")
     assert says in str(error)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql+asyncpg://me:secret@[::1/db", "has a malformed host or port"),
+        ("postgresql+asyncpg://me:secret@host:port/db", "has a malformed host or port"),
+        ("postgresql+asyncpg://me:secret@host:99999/db", "has port 99999: ports go to 65535"),
+        ("postgresql+asyncpg://me:secret@/db?host=/run&foo=1", "does not take: foo"),
+        ("postgresql+asyncpg://me:secret@/db?sslmode=require&ssl=prefer", "both ssl and sslmode"),
+    ],
+)
+def test_a_database_url_the_driver_cannot_take_is_a_config_error(url: str, says: str) -> None:
+    """Refused before any connection, with the password masked, instead of a traceback."""
+    with pytest.raises(ConfigError, match=says) as refused:
+        ConnectionPool.create(Settings(db=url))
+    assert "secret" not in str(refused.value)
+    assert "me:***@" in str(refused.value)
+
+
+def test_libpqs_sslmode_is_the_drivers_ssl() -> None:
+    url = "postgresql+asyncpg://me@/db?host=/run/postgresql&sslmode=verify-full"
+    engine = postgres.create_engine(Settings(db=url))
+    assert dict(engine.url.query) == {"host": "/run/postgresql", "ssl": "verify-full"}

@@ -17,11 +17,18 @@ import sys
 from array import array
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import URL, event, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from devstream.config import Settings
-from devstream.errors import ServerUnsupported, StorageBusy, StorageError, StorageFull
+from devstream.errors import (
+    ConfigError,
+    ServerUnsupported,
+    StorageBusy,
+    StorageError,
+    StorageFull,
+)
 
 DRIVER = "postgresql+asyncpg"
 MIN_SERVER = 15
@@ -50,7 +57,7 @@ _HINTS = {
 
 def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(
-        settings.database_url,
+        _checked_url(settings),
         pool_size=settings.pool_size,
         max_overflow=0,
         pool_timeout=settings.pool_timeout_s,
@@ -62,6 +69,58 @@ def create_engine(settings: Settings) -> AsyncEngine:
         dbapi_connection.run_async(_register_vector)
 
     return engine
+
+
+def _checked_url(settings: Settings) -> URL:
+    """The URL, or a ConfigError for one the driver would fail on with a traceback: a
+    malformed host or port, or a query option it does not take. libpq's `sslmode`, as
+    hosted services hand it out, is asyncpg's `ssl` (the same modes)."""
+    shown = settings.shown_database
+    try:
+        url = make_url(settings.database_url)
+        port = url.port
+    except ArgumentError as exc:
+        raise ConfigError(f"cannot read the database URL {shown}: {exc}") from exc
+    except ValueError as exc:  # the port, or an IPv6 host cut short, is no number
+        raise ConfigError(f"the database URL {shown} has a malformed host or port") from exc
+    if port is not None and not 0 < port < 2**16:
+        raise ConfigError(f"the database URL {shown} has port {port}: ports go to 65535")
+    query = dict(url.query)
+    if "sslmode" in query:
+        if "ssl" in query:
+            raise ConfigError(f"the database URL {shown} gives both ssl and sslmode")
+        query["ssl"] = query.pop("sslmode")
+    unknown = sorted(set(query) - _URL_OPTIONS)
+    if unknown:
+        raise ConfigError(
+            f"the database URL {shown} has options the driver does not take: {', '.join(unknown)}",
+            hint=f"it takes {', '.join(sorted(_URL_OPTIONS))}",
+        )
+    return url.set(query=query)
+
+
+# What a URL's query may set: asyncpg.connect's own options (those of a connection's
+# identity and behaviour; DevStream sets the server settings) and SQLAlchemy's one for it.
+_URL_OPTIONS = {
+    "host",
+    "port",
+    "user",
+    "password",
+    "passfile",
+    "service",
+    "servicefile",
+    "timeout",
+    "command_timeout",
+    "statement_cache_size",
+    "max_cached_statement_lifetime",
+    "max_cacheable_statement_size",
+    "ssl",
+    "direct_tls",
+    "target_session_attrs",
+    "krbsrvname",
+    "gsslib",
+    "prepared_statement_cache_size",
+}
 
 
 def _server_settings(settings: Settings) -> dict[str, str]:
