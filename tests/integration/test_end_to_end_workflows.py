@@ -27,7 +27,7 @@ from devstream import DevStream, Settings, transfer
 from devstream.db import task_store
 from devstream.db import transfer as db_transfer
 from devstream.db.memory_store import MemoryFilter
-from devstream.errors import BadExport, ExportTooNew, StorageError, StorageFull
+from devstream.errors import BadExport, ExportTooNew, StorageBusy, StorageError, StorageFull
 from devstream.memory.context import assemble
 from devstream.memory.follow import Followed
 from devstream.memory.service import MemoryService, NewMemory
@@ -649,6 +649,31 @@ async def test_an_import_failing_after_some_batches_says_they_stand_and_a_rerun_
     assert (await imported(target, path, batch=2)).resumed == 4
     moved = await exported(target, embeddings=False)
     assert normalised(moved) == normalised(await exported(source, embeddings=False))
+
+
+async def test_an_import_beside_another_of_the_same_export_is_refused_writing_nothing(
+    integration_devstream: DevStream,
+    integration_real_database: DevStream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two imports of one export at once: the one that read the ledger before the other
+    wrote is refused when it comes to the same rows, and a rerun adds nothing."""
+    source, target = integration_devstream, integration_real_database
+    await filled(source)
+    path = export_file(tmp_path, await exported(source, embeddings=False))
+    await imported(target, path)
+    after_the_first = await exported(target, embeddings=False)
+
+    async def read_before_the_first_wrote(*_: object) -> dict[str, dict[int, int]]:
+        return {}
+
+    monkeypatch.setattr(db_transfer, "imported", read_before_the_first_wrote)
+    with pytest.raises(StorageBusy, match="another import of this export wrote the same rows"):
+        await imported(target, path, batch=2)
+    monkeypatch.undo()
+    assert rows_of(await exported(target, embeddings=False)) == rows_of(after_the_first)
+    assert sum((await imported(target, path)).added.values()) == 0
 
 
 async def test_a_dry_run_says_what_it_would_add_and_writes_nothing(

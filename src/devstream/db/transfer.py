@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table, func, insert, literal, select, text, tuple_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstream.db import memory_store
@@ -25,6 +26,7 @@ from devstream.db.schema import (
     task_dependencies,
     task_events,
 )
+from devstream.errors import StorageBusy
 
 # The kinds of record an export holds, in the order it holds them: each kind's links point
 # only to kinds before it (a context injection names memories, so it comes last).
@@ -143,8 +145,12 @@ async def imported(conn: AsyncConnection, export_id: str) -> dict[str, dict[int,
 async def remember(
     conn: AsyncConnection, export_id: str, kind: str, mapped: dict[int, int]
 ) -> None:
-    """Ledger entries for rows just imported (or matched) in this transaction."""
-    if mapped:
+    """Ledger entries for rows just imported (or matched) in this transaction. Entries there
+    already mean that another import of the same export wrote these rows since this one
+    read the ledger: StorageBusy, and the transaction's rows are rolled back."""
+    if not mapped:
+        return
+    try:
         await conn.execute(
             insert(import_ledger),
             [
@@ -152,3 +158,8 @@ async def remember(
                 for a, b in mapped.items()
             ],
         )
+    except IntegrityError as exc:
+        raise StorageBusy(
+            "another import of this export wrote the same rows meanwhile",
+            hint="run the import again once the other has ended: it resumes, adding nothing twice",
+        ) from exc
