@@ -16,7 +16,7 @@ from devstream.config import Settings, load_settings
 from devstream.db import revision
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
-from devstream.errors import NotInitialised, StorageError
+from devstream.errors import NotInitialised
 from devstream.memory.embedders import DeferredEmbedder
 from devstream.metrics import MetricsRegistry, resource_usage
 from devstream.stats import store_figures
@@ -93,14 +93,8 @@ class DevStream:
         pool = ConnectionPool.create(settings)
         try:
             stamp = await revision.stamped(pool)
-            if stamp is None and (others := await revision.foreign_tables(pool)):
-                raise StorageError(
-                    f"{settings.shown_database} holds another application's tables "
-                    f"({', '.join(others[:3])}{', …' if len(others) > 3 else ''}) "
-                    "and no DevStream store",
-                    hint="give DevStream a database of its own: a new file, or an empty "
-                    "PostgreSQL database",
-                )
+            if stamp is None and (refusal := await revision.foreign_refusal(pool)):
+                raise refusal
             if stamp is None and not create_schema:
                 raise NotInitialised(f"{settings.shown_database} holds no DevStream store")
             if stamp != revision.HEAD:

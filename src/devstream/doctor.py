@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import text
 
 from devstream.config import Settings
-from devstream.db import migrate, postgres, sqlite
+from devstream.db import migrate, postgres, revision, sqlite
 from devstream.db.pool import ConnectionPool
 from devstream.errors import DevStreamError
 from devstream.memory.ollama import describe, ollama_name
@@ -68,6 +68,9 @@ async def _schema(pool: ConnectionPool) -> Check:
     if state.at_head:
         return Check("schema", True, f"at head ({state.head})")
     if state.current is None:
+        refusal = await revision.foreign_refusal(pool)
+        if refusal is not None:  # `init` would refuse it
+            return Check("schema", False, str(refusal))
         return Check("schema", False, "not initialised; run `devstream init`")
     if not state.known:
         return Check("schema", False, f"{state.current} is newer than this DevStream")

@@ -401,6 +401,11 @@ async def test_a_database_without_a_store_is_given_none_when_asked_not_to(
             assert await devstream_cli("--db", url, *command) == 1
             (said,) = capsys.readouterr().err.splitlines()
             assert "holds another application's tables (notes) and no DevStream store" in said
+        # `doctor` says what `init` would, not to run it.
+        assert await devstream_cli("--db", url, "doctor") == 1
+        schema = next(line for line in capsys.readouterr().out.splitlines() if "schema" in line)
+        assert "another application's tables (notes)" in schema
+        assert "run `devstream init`" not in schema
         with closing(sqlite3.connect(path)) as db:
             tables = db.execute("SELECT name FROM sqlite_master").fetchall()
         assert tables == [("notes",)]

@@ -10,6 +10,7 @@ from sqlalchemy import String, column, inspect, select, table
 from sqlalchemy.engine import Connection
 
 from devstream.db.pool import ConnectionPool
+from devstream.errors import StorageError
 
 # The newest migration in db/migrations/versions; a unit test keeps the two equal.
 HEAD = "0009"
@@ -37,3 +38,16 @@ async def foreign_tables(pool: ConnectionPool) -> list[str]:
     async with pool.read_transaction() as conn:
         names = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
     return sorted(name for name in names if name != _VERSION.name)
+
+
+async def foreign_refusal(pool: ConnectionPool) -> StorageError | None:
+    """Why a database with no DevStream schema cannot be given one: it holds another
+    application's tables (None: it holds none)."""
+    others = await foreign_tables(pool)
+    if not others:
+        return None
+    return StorageError(
+        f"{pool.settings.shown_database} holds another application's tables "
+        f"({', '.join(others[:3])}{', …' if len(others) > 3 else ''}) and no DevStream store",
+        hint="give DevStream a database of its own: a new file, or an empty PostgreSQL database",
+    )
