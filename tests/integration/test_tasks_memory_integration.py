@@ -239,6 +239,11 @@ async def test_dependencies_across_plans_are_refused(
         await tasks.add_dependency(stranger.id, work.a.id)
     with pytest.raises(NotFound):
         await tasks.add_dependency(stranger.id, 999_999)
+    # A new task's are refused before it has an id to name, and it is not made.
+    says = f"the new task .plan {other.id}. cannot depend on task {work.a.id} of another plan"
+    with pytest.raises(InvalidInput, match=says):
+        await tasks.add_task(phase.id, "Linked across", depends_on=[work.a.id])
+    assert [t.title for t in await tasks.tasks(phase_id=phase.id)] == ["Unrelated"]
 
 
 async def test_adding_a_dependency_that_is_there_changes_nothing(

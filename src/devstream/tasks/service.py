@@ -215,10 +215,13 @@ class TaskService:
         prerequisites = checks.identifiers(depends_on, "depends_on")
         async with self._pool.write_transaction() as conn:
             # Held alone, or with the lock a dependency change takes (not one, then the other).
-            await self._open_phase(conn, phase_id, shared=not prerequisites)
+            plan_id = await self._open_phase(conn, phase_id, shared=not prerequisites)
+            unique = list(dict.fromkeys(prerequisites))  # each once, in the order given
+            for prerequisite in unique:  # refused before the task has an id to name
+                _check_same_plan("the new task", plan_id, await self.locate(conn, prerequisite))
             values = _task_values(phase_id, title, description, priority, estimated_minutes)
             task = await self._queries.tasks.insert_in(conn, values)
-            for prerequisite in dict.fromkeys(prerequisites):  # each once, in the order given
+            for prerequisite in unique:
                 await self._depend(conn, task.id, prerequisite)
             await task_store.sync_phase(conn, phase_id)  # a done phase has work again
         return task
@@ -310,11 +313,7 @@ class TaskService:
             await self.locate(conn, depends_on_id),
         )
         _check_dependencies_changeable(task)
-        if task.plan_id != prerequisite.plan_id:
-            raise InvalidInput(
-                f"task {task_id} (plan {task.plan_id}) cannot depend on task {depends_on_id} "
-                f"of another plan ({prerequisite.plan_id})"
-            )
+        _check_same_plan(f"task {task_id}", task.plan_id, prerequisite)
         # One dependency change per plan at a time (a removal too): two that each close half
         # a cycle must not both pass the check, and the edges read stay as read.
         await _hold_open_plan(conn, task.plan_id, shared=False)
@@ -432,6 +431,15 @@ class TaskService:
         plan = await self._queries.plans.update_in(conn, plan_id, {"status": status})
         assert plan is not None  # the caller has just read it in this transaction
         return plan
+
+
+def _check_same_plan(what: str, plan_id: int, prerequisite: task_store.Located) -> None:
+    """Refuse a dependency on a task of another plan."""
+    if prerequisite.plan_id != plan_id:
+        raise InvalidInput(
+            f"{what} (plan {plan_id}) cannot depend on task {prerequisite.task.id} "
+            f"of another plan ({prerequisite.plan_id})"
+        )
 
 
 async def _check_none_active(conn: AsyncConnection, plan_id: int, status: str) -> None:
