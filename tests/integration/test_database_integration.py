@@ -1141,6 +1141,8 @@ async def test_cli_reports_bad_settings_and_its_version(
 ) -> None:
     assert await devstream_cli("--version") == 0
     assert capsys.readouterr().out.startswith("devstream 0.")
+    assert await devstream_cli("--json", "--version") == 0
+    assert json.loads(capsys.readouterr().out)["version"].startswith("0.")
     assert await devstream_cli() == 0
     assert "Usage: devstream" in capsys.readouterr().out
 

@@ -28,12 +28,32 @@ from devstream.config import ENV_PREFIX, PROJECT_DB, PROJECT_DIR, load_settings
 from devstream.errors import DevStreamError, StorageError
 
 
+def _version(ctx: click.Context, _param: click.Parameter, asked: bool) -> None:
+    """`--version`: the installed version, as a JSON document after `--json` (eager too, so
+    read first when it comes first)."""
+    if not asked or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version  # noqa: PLC0415 - only --version reads it
+
+    number = version("devstream")
+    as_json = ctx.params.get("as_json", False)
+    click.echo(json.dumps({"version": number}) if as_json else f"devstream {number}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", metavar="PATH|URL", help="Database file or URL  [env: DEVSTREAM_DB]")
 @click.option("--ollama-url", metavar="URL", help="Ollama server  [env: DEVSTREAM_OLLAMA_URL]")
 @click.option("--embed-model", metavar="NAME", help="Embedding model  [env: DEVSTREAM_EMBED_MODEL]")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.version_option(package_name="devstream", message="%(prog)s %(version)s")
+@click.option("--json", "as_json", is_flag=True, is_eager=True, help="Print one JSON document.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_version,
+    help="Show the version and exit.",
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
