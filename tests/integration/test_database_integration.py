@@ -1105,6 +1105,23 @@ async def test_cli_hostile_arguments_are_one_typed_line(
     assert message in captured.err
 
 
+async def test_json_never_holds_a_lone_surrogate_an_argument_brought(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An undecodable byte in an argument is echoed as U+FFFD: strict JSON parsers refuse
+    the escape of a lone surrogate."""
+    db = ["--db", str(tmp_path / "echo.db")]
+    assert await devstream_cli(*db, "init") == 0
+    capsys.readouterr()
+    assert await devstream_cli("--json", *db, "memory", "search", "\udcffabc") == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)["query"] == "\ufffdabc"
+    assert await devstream_cli("--json", *db, "plan", "create", "bad \udcff title") == 1
+    err = capsys.readouterr().err
+    assert "\\udcff" not in out + err
+    assert "not valid Unicode text" in json.loads(err)["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

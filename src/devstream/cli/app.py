@@ -20,7 +20,7 @@ import click
 from devstream.cli.assistants import hook, mcp, prime, setup
 from devstream.cli.demo import demo
 from devstream.cli.memory import context, memory
-from devstream.cli.output import Output, pass_output, run_async, with_store
+from devstream.cli.output import Output, json_document, pass_output, run_async, with_store
 from devstream.cli.stats import stats
 from devstream.cli.tasks import phase, plan, task
 from devstream.cli.transfer import export_command, import_command
@@ -169,7 +169,7 @@ class _Failure:
     def __call__(self, kind: str, message: str, hint: str, code: int) -> None:
         if self.as_json:
             error = {"kind": kind, "message": message, "hint": hint or None, "exit": code}
-            click.echo(json.dumps({"error": error}), err=True)
+            click.echo(json_document({"error": error}), err=True)
         else:
             click.echo(f"devstream: error: {message}{f' ({hint})' if hint else ''}", err=True)
         sys.exit(code)

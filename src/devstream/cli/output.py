@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -28,13 +29,32 @@ class Output:
     as_json: bool
 
     def emit(self, document: dict[str, Any], text: str) -> None:
-        # JSON escapes anything the terminal could not encode (lone surrogates included).
-        click.echo(json.dumps(document, indent=2, default=_plain) if self.as_json else text)
+        # JSON escapes anything the terminal could not encode.
+        click.echo(json_document(document, indent=2) if self.as_json else text)
 
     def note(self, text: str) -> None:
         """A line on stderr about work under way (none with `--json`)."""
         if not self.as_json:
             click.echo(text, err=True)
+
+
+def json_document(document: dict[str, Any], indent: int | None = None) -> str:
+    """The document as JSON, with every lone surrogate (an argument's undecodable byte,
+    echoed back) as U+FFFD: strict parsers refuse its escape."""
+    return json.dumps(_without_surrogates(document), indent=indent, default=_plain)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_surrogates(item) for item in value]
+    return value
 
 
 def _plain(value: object) -> str:
