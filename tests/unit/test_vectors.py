@@ -90,6 +90,9 @@ def test_rows_made_the_base_keep_their_vectors_codes_and_columns() -> None:
     assert based.base_columns is not None
     assert (based.base_columns == codes.T).all()
     assert based.columns(10) is based.base_columns
+    # Read whole (as the cache is written) without a copy of the matrix.
+    assert np.shares_memory(based.matrix(10), based.base)
+    assert np.shares_memory(based.codes(10), based.base_codes)
     based.put(range(10, 12), [encode(vector) for vector in _sparse(2, 16, 2, seed=1)])
     grown = based.columns(12)
     assert grown is not None

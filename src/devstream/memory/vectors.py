@@ -248,5 +248,8 @@ def _grown(array: npt.NDArray[Item], rows: int) -> npt.NDArray[Item]:
 
 
 def _joined(base: npt.NDArray[Item], added: npt.NDArray[Item], size: int) -> npt.NDArray[Item]:
+    """Rows [0, size): a view when they are all in one part (as after a rebuild), else a copy."""
     part = added[: size - len(base)]
+    if len(part) == 0:
+        return base
     return part if len(base) == 0 else np.concatenate([base, part])
