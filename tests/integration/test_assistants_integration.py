@@ -564,6 +564,27 @@ async def test_post_tool_removes_passwords_assigned_bare_as_shells_write_them(
     assert "psql: error: connection to server failed\nretry_count=3" in kept.content
 
 
+@pytest.mark.real_database
+async def test_a_secret_after_progress_output_is_removed_and_the_rest_kept_as_it_was(
+    integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    """Progress bars end their lines with a lone carriage return: the lines are numbered as
+    the scanner numbers them, and the text keeps its carriage returns."""
+    ds = integration_real_database
+    failed = json.loads(payload("claude_post_tool_failure_bash.json", tmp_path))
+    failed["tool_response"] = (
+        "Uploading 10%\rUploading 100%\r\n"
+        "export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
+        "Deploy failed: ECONNRESET"
+    )
+    await hook("post-tool", json.dumps(failed), store_of(ds))
+    (kept,) = await ds.memory.entries()
+    assert "wJalrXUtnFEMI" not in kept.content
+    assert kept.content.endswith(
+        f"Uploading 10%\rUploading 100%\r\n{secrets.REDACTED}\nDeploy failed: ECONNRESET"
+    )
+
+
 # A private key's shape (not a real key): detect-secrets flags its BEGIN line alone.
 KEY_BODY = [
     "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCxtj48V0YJ8LOd",

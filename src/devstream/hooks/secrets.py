@@ -36,6 +36,8 @@ _KEY_ENDS = re.compile(r"-{4,5} ?END [A-Z0-9 ]*PRIVATE KEY[A-Z ]*?-{4,5}")
 # file it also takes it bare, as shells, env files and tools' output write it
 # (`PGPASSWORD=…`, `password: …`).
 _SCANNED_AS = ("capture.txt", "capture.cfg")
+# Where a line ends for a file read with universal newlines (a lone "\r" too).
+_LINE_ENDS = re.compile("(\r\n|\r|\n)")
 
 
 class Scan:
@@ -44,25 +46,24 @@ class Scan:
 
     def __init__(self, text: str) -> None:
         self._text = text
+        # Bytes both ways: a text pipe would turn each "\r" (progress output) into "\n".
         self._child = subprocess.Popen(
-            SCANNER,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            encoding="utf-8",
+            SCANNER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
 
     def result(self) -> str:
         """The text with every flagged line replaced (waits for the child)."""
         try:
-            out, err = self._child.communicate(self._text, timeout=SCAN_TIMEOUT_S)
+            out, err = self._child.communicate(self._text.encode(), timeout=SCAN_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
             self._end()
             raise ScanFailed(f"the secret scan took over {SCAN_TIMEOUT_S:g} s") from exc
         if self._child.returncode != 0:
-            last = err.strip().splitlines()[-1:] or [f"exit code {self._child.returncode}"]
-            raise ScanFailed(f"the secret scan failed: {last[0]}")
-        return out
+            said = err.decode(errors="replace").strip().splitlines()[-1:]
+            raise ScanFailed(
+                f"the secret scan failed: {said[0] if said else self._child.returncode}"
+            )
+        return out.decode()
 
     def __enter__(self) -> Scan:
         return self
@@ -88,16 +89,19 @@ def redacted(text: str) -> str:
         with default_settings():
             for name in _SCANNED_AS:
                 scanned = folder / name
-                scanned.write_text(text, encoding="utf-8")
+                scanned.write_text(text, encoding="utf-8", newline="")
                 found.scan_file(str(scanned))
         flagged = {secret.line_number for _, secret in found}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    lines = text.split("\n")
+    # Lines as detect-secrets numbers them: it reads the file with universal newlines.
+    parts = _LINE_ENDS.split(text)
+    lines, ends = parts[0::2], [*parts[1::2], ""]
     removed = flagged | _key_lines(lines)
     if not removed:
         return text
-    return "\n".join(REDACTED if n in removed else line for n, line in enumerate(lines, start=1))
+    kept = (REDACTED if n in removed else line for n, line in enumerate(lines, start=1))
+    return "".join(line + end for line, end in zip(kept, ends, strict=True))
 
 
 def _key_lines(lines: list[str]) -> set[int]:
@@ -119,7 +123,7 @@ def _scan_stdin() -> None:
     """The child's side: load the detectors while the text is on its way, then scan it."""
     import detect_secrets.core.secrets_collection  # noqa: F401, PLC0415
 
-    sys.stdout.write(redacted(sys.stdin.read()))
+    sys.stdout.buffer.write(redacted(sys.stdin.buffer.read().decode()).encode())
 
 
 if __name__ == "__main__":
