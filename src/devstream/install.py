@@ -347,13 +347,17 @@ def _object(doc: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _write(path: Path, text: str) -> str:
-    """Write `text` to `path` atomically, a copy of the old file kept beside it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `text` to `path` atomically, a copy of the old file kept beside it. A link is
+    followed (its target is written, the link stays, as dotfile setups keep them) and the
+    file keeps its mode (`~/.claude.json` holds account state its owner alone may read)."""
+    target = path.resolve() if path.is_symlink() else path
+    target.parent.mkdir(parents=True, exist_ok=True)
     backup = path.with_name(path.name + BACKUP_SUFFIX)
-    existed = path.exists()
-    if existed:
-        shutil.copy2(path, backup)
-    staged = path.with_name(path.name + ".devstream-new")
+    existed = target.exists()
+    staged = target.with_name(target.name + ".devstream-new")
     staged.write_text(text, encoding="utf-8")
-    os.replace(staged, path)
+    if existed:
+        shutil.copy2(target, backup)
+        shutil.copymode(target, staged)
+    os.replace(staged, target)
     return f"wrote {path}" + (f" (backup: {backup})" if existed else "")

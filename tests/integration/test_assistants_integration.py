@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -958,6 +959,31 @@ async def test_setup_claude_merges_once_backs_up_and_removes_exactly_its_entries
     assert json.loads(settings.read_text()) == THEIR_SETTINGS
     assert json.loads(claude_json.read_text()) == THEIR_CLAUDE_JSON
     assert not install.check("claude", files, exe)[0]
+
+
+async def test_setup_writes_through_a_link_and_keeps_the_files_mode(tmp_path: Path) -> None:
+    """A dotfiles setup links ~/.claude.json, which only its owner may read: both stay."""
+    home, exe = tmp_path / "home", tmp_path / "venv" / "bin" / "devstream"
+    files = install.files_for("claude", project=None, home=home)
+    kept = tmp_path / "dotfiles" / "claude.json"
+    kept.parent.mkdir()
+    kept.write_text(json.dumps(THEIR_CLAUDE_JSON))
+    kept.chmod(0o600)
+    home.mkdir()
+    files.servers.symlink_to(kept)
+
+    install.setup("claude", files, exe)
+
+    assert files.servers.is_symlink()
+    assert "devstream" in json.loads(kept.read_text())["mcpServers"]
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    backup = files.servers.with_name(files.servers.name + install.BACKUP_SUFFIX)
+    assert json.loads(backup.read_text()) == THEIR_CLAUDE_JSON
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    install.remove("claude", files)
+    assert files.servers.is_symlink()
+    assert json.loads(kept.read_text()) == THEIR_CLAUDE_JSON
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
 
 
 async def test_setup_keeps_what_is_not_its_own_and_refuses_a_file_of_another_shape(
