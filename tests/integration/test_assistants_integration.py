@@ -523,6 +523,19 @@ async def test_post_tool_keeps_written_code_and_failures_once_and_pending(
 
 
 @pytest.mark.real_database
+async def test_a_codex_patch_is_kept_as_code(
+    integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    """Codex hands a hook an apply_patch call's patch as `command`."""
+    ds = integration_real_database
+    await hook("post-tool", payload("codex_post_tool_apply_patch.json", tmp_path), store_of(ds))
+    (kept,) = await ds.memory.entries()
+    assert kept.content_type == "code"
+    assert kept.content.startswith("(patch)\n*** Begin Patch\n*** Add File: importer/retry.py")
+    assert "def retry_with_backoff" in kept.content
+
+
+@pytest.mark.real_database
 async def test_post_tool_removes_secret_looking_lines_and_caps_the_size(
     integration_real_database: DevStream, tmp_path: Path
 ) -> None:

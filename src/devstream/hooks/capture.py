@@ -17,13 +17,14 @@ from typing import Any
 from devstream.hooks.payload import Payload
 from devstream.hooks.secrets import Scan
 
-# Edit tools (Claude Code's and Codex's): the input field holding the text written.
+# Edit tools (Claude Code's and Codex's): the input field holding the text written. Codex
+# hands hooks an apply_patch call's whole patch as `command`, its files named inside it.
 EDIT_TOOLS = {
     "Write": "content",
     "Edit": "new_string",
     "MultiEdit": "edits",
     "NotebookEdit": "new_source",
-    "apply_patch": "input",
+    "apply_patch": "command",
 }
 COMMAND_TOOLS = frozenset({"Bash", "shell", "exec_command", "local_shell"})
 KINDS = ("code", "errors", "output")  # what DEVSTREAM_CAPTURE may name; "none" for nothing
