@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -416,6 +417,18 @@ async def test_devstream_mcp_http_refuses_an_address_it_should_not_serve(
     code = await devstream_cli("--db", str(integration_db_path), "mcp", "--http", bind)
     assert code == 1
     assert message in capsys.readouterr().err
+
+
+async def test_devstream_mcp_http_on_a_port_taken_is_one_line(
+    integration_db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        bind = f"127.0.0.1:{taken.getsockname()[1]}"
+        code = await devstream_cli("--db", str(integration_db_path), "mcp", "--http", bind)
+    said = capsys.readouterr().err
+    assert code == 1
+    assert said.startswith(f"devstream: error: cannot serve on {bind}: Address already in use")
+    assert said.count("\n") == 1
 
 
 # --- hooks ------------------------------------------------------------------------------

@@ -71,7 +71,13 @@ async def serve_http(
     import uvicorn  # noqa: PLC0415 - only HTTP serving needs it
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.create_server((host, port), family=family)
+    try:
+        listener = socket.create_server((host, port), family=family)
+    except OSError as exc:  # the port taken, or an address this machine does not have
+        raise ConfigError(
+            f"cannot serve on {bind}: {exc.strerror or exc}",
+            hint="pick another port, or port 0 for a free one",
+        ) from exc
     port = listener.getsockname()[1]
     names = _host_names(host, port, loopback=loopback)
     security = TransportSecuritySettings(
