@@ -89,26 +89,28 @@ def executable() -> Path:
 
 
 def setup(assistant: Assistant, files: Files, exe: Path) -> list[str]:
-    """Add DevStream's hooks and MCP server; what changed, one line per file."""
+    """Add DevStream's hooks and MCP server; what changed, one line per file. Both files
+    are read and changed in memory first: one that cannot be changed leaves both as
+    they were."""
     command = shlex.quote(str(exe))
-    hooks_done = _edit_json(files.hooks, lambda doc: _add_hooks(doc, assistant, command))
-    servers_done = (
+    edits = [
+        _edit_json(files.hooks, lambda doc: _add_hooks(doc, assistant, command)),
         _edit_json(files.servers, lambda doc: _add_claude_server(doc, str(exe)))
         if assistant == "claude"
-        else _edit_toml(files.servers, lambda doc: _add_codex_server(doc, str(exe)))
-    )
-    return [hooks_done, servers_done]
+        else _edit_toml(files.servers, lambda doc: _add_codex_server(doc, str(exe))),
+    ]
+    return [_save(path, text) for path, text in edits]
 
 
 def remove(assistant: Assistant, files: Files) -> list[str]:
     """Take DevStream's hooks and MCP server out again; what changed, one line per file."""
-    hooks_done = _edit_json(files.hooks, _drop_hooks)
-    servers_done = (
+    edits = [
+        _edit_json(files.hooks, _drop_hooks),
         _edit_json(files.servers, _drop_claude_server)
         if assistant == "claude"
-        else _edit_toml(files.servers, _drop_codex_server)
-    )
-    return [hooks_done, servers_done]
+        else _edit_toml(files.servers, _drop_codex_server),
+    ]
+    return [_save(path, text) for path, text in edits]
 
 
 def check(assistant: Assistant, files: Files, exe: Path) -> tuple[bool, list[str]]:
@@ -247,7 +249,9 @@ def _add_codex_server(doc: tomlkit.TOMLDocument, exe: str) -> None:
         raise _Malformed("mcp_servers must be a table")
     if _is_users(servers.get(SERVER)):
         return
-    entry = tomlkit.table()
+    # Written as the file writes its servers: an inline table holds only inline tables.
+    inline = isinstance(servers, tomlkit.items.InlineTable)
+    entry = tomlkit.inline_table() if inline else tomlkit.table()
     entry["command"] = exe
     entry["args"] = ["mcp"]
     servers[SERVER] = entry
@@ -290,23 +294,27 @@ class _Malformed(ValueError):
     """A file holds something of another shape where DevStream's entries go."""
 
 
-def _edit_json(path: Path, change: Callable[[dict[str, Any]], None]) -> str:
+# A file and its new text (None: unchanged).
+_Edit = tuple[Path, str | None]
+
+
+def _edit_json(path: Path, change: Callable[[dict[str, Any]], None]) -> _Edit:
     before = _read_json(path)
     after = json.loads(json.dumps(before))
     _changed(path, change, after)
-    if after == before:
-        return f"unchanged: {path}"
-    return _write(path, json.dumps(after, indent=2) + "\n")
+    return path, None if after == before else json.dumps(after, indent=2) + "\n"
 
 
-def _edit_toml(path: Path, change: Callable[[tomlkit.TOMLDocument], None]) -> str:
+def _edit_toml(path: Path, change: Callable[[tomlkit.TOMLDocument], None]) -> _Edit:
     before = path.read_text(encoding="utf-8") if path.exists() else ""
     doc = _parse_toml(path, before)
     _changed(path, change, doc)
     after = tomlkit.dumps(doc)
-    if after == before:
-        return f"unchanged: {path}"
-    return _write(path, after)
+    return path, None if after == before else after
+
+
+def _save(path: Path, text: str | None) -> str:
+    return f"unchanged: {path}" if text is None else _write(path, text)
 
 
 def _changed(path: Path, change: Callable[[Any], None], doc: Any) -> None:

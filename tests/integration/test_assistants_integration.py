@@ -1053,6 +1053,15 @@ async def test_setup_keeps_what_is_not_its_own_and_refuses_a_file_of_another_sha
     codex.servers.write_text('mcp_servers = "x"\n')
     with pytest.raises(ConfigError, match="mcp_servers must be a table"):
         install.setup("codex", codex, exe)
+    assert not codex.hooks.exists(), "a refusal leaves the other file as it was"
+    # Servers written inline: DevStream's entry is written inline too.
+    codex.servers.write_text('mcp_servers = { other = { command = "o" } }\n')
+    install.setup("codex", codex, exe)
+    assert tomlkit.parse(codex.servers.read_text())["mcp_servers"] == {
+        "other": {"command": "o"},
+        "devstream": {"command": str(exe), "args": ["mcp"]},
+    }
+    assert install.check("codex", codex, exe)[0]
 
 
 async def test_setup_codex_keeps_the_config_files_comments_and_removes_cleanly(
