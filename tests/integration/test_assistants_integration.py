@@ -712,6 +712,26 @@ async def test_a_capture_cut_at_its_limit_keeps_no_part_of_a_secret(
     assert len(kept.content) <= 500
 
 
+@pytest.mark.real_database
+async def test_a_long_failure_keeps_its_first_line_and_its_end(
+    integration_real_database: DevStream, tmp_path: Path
+) -> None:
+    """A build or test run says what failed at its end: that is kept, from a whole line on
+    (the cut never keeps the end of a secret's line)."""
+    ds = integration_real_database
+    failed = json.loads(payload("codex_post_tool_shell_failed.json", tmp_path))
+    token_line = "GITHUB_TOKEN = 'ghp_abcdefghijklmnopqrstuvwxyz0123456789'"
+    end = "FAILED tests/test_header.py::test_bom - AssertionError"
+    log = [f"collected item {n}" for n in range(2_000)] + [token_line, "E   assert 1 == 2", end]
+    failed["tool_response"]["stderr"] = "\n".join(log)
+    head = "$ bash -lc python -m importer data.csv\nexit code 2"
+    tail = f"E   assert 1 == 2\n{end}"
+    limit = len(head) + len(capture.SKIPPED) + len(f"0123456789'\n{tail}")  # in the token
+    await hook("post-tool", json.dumps(failed), store_of(ds), capture_max_chars=str(limit))
+    (stored,) = await ds.memory.entries()
+    assert stored.content == f"{head}{capture.SKIPPED}{tail}"
+
+
 @pytest.mark.subprocess
 @pytest.mark.real_database
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ EDIT_TOOLS = {
 COMMAND_TOOLS = frozenset({"Bash", "shell", "exec_command", "local_shell"})
 KINDS = ("code", "errors", "output")  # what DEVSTREAM_CAPTURE may name; "none" for nothing
 TRUNCATED = "\n[... cut: the capture limit was reached]"
+SKIPPED = "\n[... cut: the middle of the output, past the capture limit]\n"
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ def from_tool(payload: Payload, kinds: frozenset[str], max_chars: int) -> Captur
         if failure:
             command = payload.tool_input.get("command")
             shown = " ".join(command) if isinstance(command, list) else str(command or "")
-            return as_memory(f"$ {shown}\n{failure}", "error", max_chars)
+            head = f"$ {shown}\n"
+            return as_memory(head + _ends(failure, max_chars - len(head)), "error", max_chars)
     return None
 
 
@@ -88,6 +90,21 @@ def _cut(text: str, room: int) -> str:
     if at < room // 2:
         at = max(kept.rfind(" "), kept.rfind("\t"), at)
     return kept[: max(at, 0)]
+
+
+def _ends(failure: str, room: int) -> str:
+    """At most `room` characters of a command's failure: its first line and its end, where a
+    build or a test run says what failed; the end starts at a whole line or word (as `_cut`
+    ends at one). All of it when it fits, or when the first line alone does not."""
+    first, _, rest = failure.partition("\n")
+    left = room - len(first) - len(SKIPPED)
+    if len(failure) <= room or left <= 0:
+        return failure
+    kept = rest[-(left + 1) :]  # the character before: is the cut at a line's or word's start?
+    at = kept.find("\n")
+    if at < 0 or at > left // 2:
+        at = min((i for i in (kept.find(" "), kept.find("\t"), at) if i >= 0), default=-1)
+    return first + SKIPPED + (kept[at + 1 :] if at >= 0 else "")
 
 
 def _written(tool_input: dict[str, Any], field: str) -> str:
