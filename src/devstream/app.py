@@ -12,11 +12,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from devstream import checks
 from devstream.config import Settings, load_settings
 from devstream.db import revision
 from devstream.db.pool import ConnectionPool
 from devstream.db.queries import QueryManager
-from devstream.errors import NotInitialised
+from devstream.errors import InvalidInput, NotInitialised
 from devstream.memory.embedders import DeferredEmbedder
 from devstream.metrics import MetricsRegistry, resource_usage
 from devstream.stats import store_figures
@@ -158,4 +159,8 @@ def deferred_embedder_for(settings: Settings) -> Embedder:
 def _settings_for(target: Settings | str | Path | None) -> Settings:
     if isinstance(target, Settings):
         return target
+    if target is not None and not isinstance(target, (str, Path)):
+        raise InvalidInput(
+            f"a store is opened from Settings, a path or a URL, not {checks.shown(target)}"
+        )
     return load_settings({"db": None if target is None else str(target)})

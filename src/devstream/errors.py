@@ -51,6 +51,12 @@ class StorageError(DevStreamError):
     """The database could not be opened, read or written."""
 
 
+class StoreClosed(StorageError):
+    """A store used after it was closed (after its `async with DevStream.open(...)` block)."""
+
+    hint = "open it again with DevStream.open, and use it inside that block"
+
+
 class StorageFull(StorageError):
     """The disk (or the database's size limit) is full: the write was rolled back."""
 

@@ -44,6 +44,7 @@ from devstream.errors import (
     PoolTimeout,
     SchemaTooNew,
     StorageError,
+    StoreClosed,
 )
 from devstream.testing import FakeOllama
 from tests import postgres
@@ -383,6 +384,26 @@ async def test_the_migration_that_stops_memory_ids_being_reused_keeps_every_row(
         await migrate.upgrade(ds.pool)
         assert [entry.id for entry in await ds.memory.entries()] == [1, 2, 3, 6]
         assert await migrate.schema_drift(ds.pool) == []
+
+
+async def test_a_closed_store_refuses_to_be_used_and_a_store_is_opened_from_a_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After its block a DevStream opens no new connections (no one would close them); and
+    what it is opened from is Settings, a path or a URL, not any value turned into a name."""
+    path = tmp_path / "closed.db"
+    async with DevStream.open(Settings(db=str(path))) as ds:
+        await ds.tasks.create_plan("Kept")
+    with pytest.raises(StoreClosed, match=f"the store .*{path.name} is closed"):
+        await ds.tasks.create_plan("Too late")
+    with pytest.raises(StoreClosed):
+        await ds.memory.search("kept")
+    assert ds.pool.open_connections() == 0
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInput, match="opened from Settings, a path or a URL, not 5"):
+        async with DevStream.open(5):  # type: ignore[arg-type]
+            pass
+    assert "5" not in await asyncio.to_thread(os.listdir, tmp_path)
 
 
 async def test_a_database_without_a_store_is_given_none_when_asked_not_to(

@@ -17,7 +17,13 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 from devstream.config import Settings, store_file_exists
 from devstream.db import generation, postgres, sqlite
 from devstream.db.seam import IsolationSeam
-from devstream.errors import ConfigError, ConstraintViolation, PoolTimeout, StorageError
+from devstream.errors import (
+    ConfigError,
+    ConstraintViolation,
+    PoolTimeout,
+    StorageError,
+    StoreClosed,
+)
 
 
 @dataclass
@@ -69,6 +75,7 @@ class ConnectionPool:
         self._writer = asyncio.Lock()
         self._seam: IsolationSeam | None = None
         self._demand = 0
+        self._closed = False
 
     @classmethod
     def create(cls, settings: Settings) -> ConnectionPool:
@@ -108,6 +115,8 @@ class ConnectionPool:
         return int(pool.checkedin() + pool.checkedout())  # type: ignore[attr-defined]
 
     async def close(self) -> None:
+        """Close every connection; the pool refuses to give out any more."""
+        self._closed = True
         await self.engine.dispose()
 
     async def reconnect(self) -> None:
@@ -214,6 +223,8 @@ class ConnectionPool:
 
     @asynccontextmanager
     async def _checkout(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+        if self._closed:  # the engine would open new connections, which no one closes
+            raise StoreClosed(f"the store {self.settings.shown_database} is closed")
         # Demand counts callers holding or queueing for a connection; past the pool's size,
         # a caller has to wait.
         if self._demand >= self.stats.size:
