@@ -776,6 +776,11 @@ async def test_stop_links_the_last_answer_to_the_task_in_progress_and_leaves_its
     ]
     assert {(e.content_type, e.task_id) for e in kept} == {("output", task_id)}
     assert (await ds.tasks.task(task_id)).status == "active"
+    # An answer that is all secret leaves nothing to remember: no memory of the marker.
+    secret = json.loads(payload("codex_stop.json", tmp_path))
+    secret["last_assistant_message"] = "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEX"
+    await hook("stop", json.dumps(secret), store_of(ds))
+    assert len(await ds.memory.entries()) == 2
 
 
 @pytest.mark.real_database

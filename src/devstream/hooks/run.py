@@ -23,6 +23,7 @@ from devstream.config import Settings, load_settings
 from devstream.errors import ConfigError
 from devstream.hooks.capture import KINDS, Captured, as_memory, from_tool, last_answer
 from devstream.hooks.payload import Payload, parse
+from devstream.hooks.secrets import REDACTED
 from devstream.vocabulary import BRIEF_MAX_CHARS, BRIEF_MIN_CHARS, HOOK_EVENTS
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ async def _keep(ds: DevStream, captured: Captured, session: str | None) -> None:
     if len(active) != 1 and captured.content_type == "output":
         return
     content = await asyncio.to_thread(captured.scan.result)
+    if not content.replace(REDACTED, "").strip():
+        return  # every line of it looked like a secret: nothing is left to remember
     if len(active) == 1:
         await ds.workflow.note(active[0].id, content, captured.content_type)
     else:
