@@ -579,16 +579,28 @@ async def test_post_tool_removes_passwords_assigned_bare_as_shells_write_them(
             "export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
             "PGPASSWORD=S3cr3tPassw0rd psql -h db.internal",
             "password: hunter2bar",
+            # On command lines, where detect-secrets looks for none of these:
+            "+ curl -u admin:SuperS3cretA https://api.example.com",
+            "+ mysql -u root -pMyS3cretPassB db",
+            "+ pg_dump --password s3cretC",
+            "//registry.npmjs.org/:_authToken=npm_abcdefghijklmnopqrstuvwxyz0123456789",
             "psql: error: connection to server failed",
             "retry_count=3",
+            "+ docker run -u 1000:1000 importer",
+            "+ mysql -p db",
+            "+ psql --password -h db.internal",
         ]
     )
     await hook("post-tool", json.dumps(failed), store_of(ds))
     (kept,) = await ds.memory.entries()
-    for secret in ("wJalrXUtnFEMI", "S3cr3tPassw0rd", "hunter2bar"):
+    for secret in ("wJalrXUtnFEMI", "S3cr3tPassw0rd", "hunter2bar", "S3cretA", "S3cretPassB"):
         assert secret not in kept.content
-    assert kept.content.count(secrets.REDACTED) == 3
+    assert "s3cretC" not in kept.content
+    assert "npm_abcdefgh" not in kept.content
+    assert kept.content.count(secrets.REDACTED) == 7
     assert "psql: error: connection to server failed\nretry_count=3" in kept.content
+    for harmless in ("-u 1000:1000", "mysql -p db", "psql --password -h"):
+        assert harmless in kept.content
 
 
 @pytest.mark.real_database

@@ -36,6 +36,14 @@ _KEY_ENDS = re.compile(r"-{4,5} ?END [A-Z0-9 ]*PRIVATE KEY[A-Z ]*?-{4,5}")
 # file it also takes it bare, as shells, env files and tools' output write it
 # (`PGPASSWORD=…`, `password: …`).
 _SCANNED_AS = ("capture.txt", "capture.cfg")
+# Credentials on a command line that detect-secrets does not flag: curl's `-u user:pass`,
+# a `--password` flag's value, MySQL's `-pPASS`, an npm token.
+_COMMAND_SECRETS = re.compile(
+    r"\bcurl\b.*\s(?:-u|--user)[= ]?\S+:\S"
+    r"|--password(?:=|\s+(?!-))\S"
+    r"|\b(?:mysql|mysqldump|mariadb|mysqladmin)\b.*\s-p\S"
+    r"|\bnpm_[A-Za-z0-9]{36}\b"
+)
 # Where a line ends for a file read with universal newlines (a lone "\r" too).
 _LINE_ENDS = re.compile("(\r\n|\r|\n)")
 
@@ -98,6 +106,7 @@ def redacted(text: str) -> str:
     parts = _LINE_ENDS.split(text)
     lines, ends = parts[0::2], [*parts[1::2], ""]
     removed = flagged | _key_lines(lines)
+    removed |= {n for n, line in enumerate(lines, start=1) if _COMMAND_SECRETS.search(line)}
     if not removed:
         return text
     kept = (REDACTED if n in removed else line for n, line in enumerate(lines, start=1))
