@@ -103,14 +103,18 @@ def setup(assistant: Assistant, files: Files, exe: Path) -> list[str]:
 
 
 def remove(assistant: Assistant, files: Files) -> list[str]:
-    """Take DevStream's hooks and MCP server out again; what changed, one line per file."""
+    """Take DevStream's hooks and MCP server out again; what changed, one line per file. A
+    file left with nothing in it (as setup made it) is removed, a copy kept beside it."""
     edits = [
         _edit_json(files.hooks, _drop_hooks),
         _edit_json(files.servers, _drop_claude_server)
         if assistant == "claude"
         else _edit_toml(files.servers, _drop_codex_server),
     ]
-    return [_save(path, text) for path, text in edits]
+    return [
+        _delete(path) if text is not None and text.strip() in _EMPTY else _save(path, text)
+        for path, text in edits
+    ]
 
 
 def check(assistant: Assistant, files: Files, exe: Path) -> tuple[bool, list[str]]:
@@ -313,8 +317,19 @@ def _edit_toml(path: Path, change: Callable[[tomlkit.TOMLDocument], None]) -> _E
     return path, None if after == before else after
 
 
+# What a settings file holds once nothing is left in it: a JSON object, a TOML document.
+_EMPTY = ("{}", "")
+
+
 def _save(path: Path, text: str | None) -> str:
     return f"unchanged: {path}" if text is None else _write(path, text)
+
+
+def _delete(path: Path) -> str:
+    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    shutil.copy2(path, backup)
+    path.unlink()
+    return f"removed {path} (backup: {backup})"
 
 
 def _changed(path: Path, change: Callable[[Any], None], doc: Any) -> None:

@@ -1119,10 +1119,12 @@ async def test_setup_codex_keeps_the_config_files_comments_and_removes_cleanly(
     hooks = json.loads(files.hooks.read_text())["hooks"]
     assert set(hooks) == {"SessionStart", "PostToolUse", "Stop"}
     assert install.check("codex", files, exe)[0]
-    install.remove("codex", files)
+    assert install.remove("codex", files)[0] == (
+        f"removed {files.hooks} (backup: {files.hooks}{install.BACKUP_SUFFIX})"
+    )
     assert tomlkit.parse(config.read_text()).unwrap() == tomlkit.parse(THEIR_CODEX_CONFIG).unwrap()
     assert "# keep me" in config.read_text()
-    assert json.loads(files.hooks.read_text()) == {}
+    assert not files.hooks.exists(), "left with nothing in it"
 
 
 async def test_setup_from_another_install_points_its_hooks_there_once(tmp_path: Path) -> None:
@@ -1172,7 +1174,8 @@ async def test_devstream_setup_points_the_assistant_at_this_devstream(tmp_path: 
     assert server["command"] == str(this)
     assert (await run_devstream("setup", "claude", "--check", cwd=project, env=env))[0] == 0
     assert (await run_devstream("setup", "claude", "--remove", cwd=project, env=env))[0] == 0
-    assert json.loads((project / ".mcp.json").read_text()) == {}
+    assert not (project / ".mcp.json").exists(), "a file setup made, left empty, goes"
+    assert not (project / ".claude" / "settings.json").exists()
     assert not (home / ".claude").exists(), "--project touches no user file"
 
 
