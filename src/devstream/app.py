@@ -6,10 +6,10 @@ search indexes, which a command about tasks alone does not need to load.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devstream import checks
@@ -77,7 +77,7 @@ class DevStream:
     @asynccontextmanager
     async def open(
         cls,
-        target: Settings | str | Path | None = None,
+        target: Settings | str | os.PathLike[str] | None = None,
         *,
         migrate_schema: bool = True,
         create_schema: bool = True,
@@ -156,11 +156,11 @@ def deferred_embedder_for(settings: Settings) -> Embedder:
     return DeferredEmbedder(model, settings.embed_dimension)
 
 
-def _settings_for(target: Settings | str | Path | None) -> Settings:
+def _settings_for(target: Settings | str | os.PathLike[str] | None) -> Settings:
     if isinstance(target, Settings):
         return target
-    if target is not None and not isinstance(target, (str, Path)):
+    if target is not None and not isinstance(target, (str, os.PathLike)):
         raise InvalidInput(
             f"a store is opened from Settings, a path or a URL, not {checks.shown(target)}"
         )
-    return load_settings({"db": None if target is None else str(target)})
+    return load_settings({"db": None if target is None else os.fspath(target)})

@@ -111,10 +111,7 @@ def remove(assistant: Assistant, files: Files) -> list[str]:
         if assistant == "claude"
         else _edit_toml(files.servers, _drop_codex_server),
     ]
-    return [
-        _delete(path) if text is not None and text.strip() in _EMPTY else _save(path, text)
-        for path, text in edits
-    ]
+    return [_delete(path) if _emptied(path, text) else _save(path, text) for path, text in edits]
 
 
 def check(assistant: Assistant, files: Files, exe: Path) -> tuple[bool, list[str]]:
@@ -325,6 +322,12 @@ def _save(path: Path, text: str | None) -> str:
     return f"unchanged: {path}" if text is None else _write(path, text)
 
 
+def _emptied(path: Path, text: str | None) -> bool:
+    """Whether the edit leaves a file of its own with nothing in it (a link stays: it is
+    written through, as a dotfiles setup keeps it)."""
+    return text is not None and text.strip() in _EMPTY and not path.is_symlink()
+
+
 def _delete(path: Path) -> str:
     backup = path.with_name(path.name + BACKUP_SUFFIX)
     shutil.copy2(path, backup)
@@ -378,9 +381,11 @@ def _write(path: Path, text: str) -> str:
     backup = path.with_name(path.name + BACKUP_SUFFIX)
     existed = target.exists()
     staged = target.with_name(target.name + ".devstream-new")
-    staged.write_text(text, encoding="utf-8")
-    if existed:
-        shutil.copy2(target, backup)
+    if existed:  # the file's mode before any of its contents is written
+        staged.unlink(missing_ok=True)
+        staged.touch(mode=0o600)
         shutil.copymode(target, staged)
+        shutil.copy2(target, backup)
+    staged.write_text(text, encoding="utf-8")
     os.replace(staged, target)
     return f"wrote {path}" + (f" (backup: {backup})" if existed else "")

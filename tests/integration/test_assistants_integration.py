@@ -584,9 +584,12 @@ async def test_post_tool_removes_passwords_assigned_bare_as_shells_write_them(
             "+ mysql -u root -pMyS3cretPassB db",
             "+ pg_dump --password s3cretC",
             "//registry.npmjs.org/:_authToken=npm_abcdefghijklmnopqrstuvwxyz0123456789",
+            "+ docker login -u bob -p s3cretD registry.example.com",
+            "+ curl -H 'Authorization: Bearer s3cretE' https://api.example.com",
+            "+ deploy --db-password=s3cretF",
             "psql: error: connection to server failed",
             "retry_count=3",
-            "+ docker run -u 1000:1000 importer",
+            "+ docker run -u 1000:1000 -p 8080:80 importer",
             "+ mysql -p db",
             "+ psql --password -h db.internal",
         ]
@@ -595,11 +598,11 @@ async def test_post_tool_removes_passwords_assigned_bare_as_shells_write_them(
     (kept,) = await ds.memory.entries()
     for secret in ("wJalrXUtnFEMI", "S3cr3tPassw0rd", "hunter2bar", "S3cretA", "S3cretPassB"):
         assert secret not in kept.content
-    assert "s3cretC" not in kept.content
-    assert "npm_abcdefgh" not in kept.content
-    assert kept.content.count(secrets.REDACTED) == 7
+    for secret in ("s3cretC", "npm_abcdefgh", "s3cretD", "s3cretE", "s3cretF"):
+        assert secret not in kept.content
+    assert kept.content.count(secrets.REDACTED) == 10
     assert "psql: error: connection to server failed\nretry_count=3" in kept.content
-    for harmless in ("-u 1000:1000", "mysql -p db", "psql --password -h"):
+    for harmless in ("-u 1000:1000", "mysql -p db", "psql --password -h", "-p 8080:80"):
         assert harmless in kept.content
 
 
@@ -742,6 +745,12 @@ async def test_a_long_failure_keeps_its_first_line_and_its_end(
     await hook("post-tool", json.dumps(failed), store_of(ds), capture_max_chars=str(limit))
     (stored,) = await ds.memory.entries()
     assert stored.content == f"{head}{capture.SKIPPED}{tail}"
+    # Within one long line, the end of that line goes too: without its start (`mysql`) its
+    # secret would not look like one.
+    failed["tool_response"]["stderr"] = "mysql -u root -pS3cr3tPassw0rd " + "x " * 3_000
+    await hook("post-tool", json.dumps(failed), store_of(ds), capture_max_chars="500")
+    latest = max(await ds.memory.entries(), key=lambda entry: entry.id)
+    assert latest.content == f"{head}{capture.SKIPPED}"
 
 
 @pytest.mark.subprocess
@@ -1047,6 +1056,12 @@ async def test_setup_writes_through_a_link_and_keeps_the_files_mode(tmp_path: Pa
     assert files.servers.is_symlink()
     assert json.loads(kept.read_text()) == THEIR_CLAUDE_JSON
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    # A link to a file that setup alone filled stays a link, its file emptied, not removed.
+    kept.write_text("{}")
+    install.setup("claude", files, exe)
+    install.remove("claude", files)
+    assert files.servers.is_symlink()
+    assert json.loads(kept.read_text()) == {}
 
 
 async def test_setup_keeps_what_is_not_its_own_and_refuses_a_file_of_another_shape(

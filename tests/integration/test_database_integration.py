@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Callable
 from contextlib import closing
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 import pytest
@@ -399,6 +399,8 @@ async def test_a_closed_store_refuses_to_be_used_and_a_store_is_opened_from_a_pa
     with pytest.raises(StoreClosed):
         await ds.memory.search("kept")
     assert ds.pool.open_connections() == 0
+    async with DevStream.open(PurePosixPath(path)) as again:  # any os.PathLike
+        assert [plan.title for plan in await again.tasks.plans()] == ["Kept"]
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidInput, match="opened from Settings, a path or a URL, not 5"):
         async with DevStream.open(5):  # type: ignore[arg-type]

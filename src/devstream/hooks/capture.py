@@ -94,17 +94,17 @@ def _cut(text: str, room: int) -> str:
 
 def _ends(failure: str, room: int) -> str:
     """At most `room` characters of a command's failure: its first line and its end, where a
-    build or a test run says what failed; the end starts at a whole line or word (as `_cut`
-    ends at one). All of it when it fits, or when the first line alone does not."""
+    build or a test run says what failed. The end starts where a line starts: a line's end
+    without its start (`mysql -u root`, `password:`) would no longer look like a secret to
+    the scan. All of it when it fits, or when the first line alone does not."""
     first, _, rest = failure.partition("\n")
     left = room - len(first) - len(SKIPPED)
     if len(failure) <= room or left <= 0:
         return failure
-    kept = rest[-(left + 1) :]  # the character before: is the cut at a line's or word's start?
-    at = kept.find("\n")
-    if at < 0 or at > left // 2:
-        at = min((i for i in (kept.find(" "), kept.find("\t"), at) if i >= 0), default=-1)
-    return first + SKIPPED + (kept[at + 1 :] if at >= 0 else "")
+    kept = rest[-(left + 1) :]  # the character before: is the cut at a line's start?
+    starts = [i for i in (kept.find("\n"), kept.find("\r")) if i >= 0]
+    at = min(starts) if starts else len(kept) - 1  # no line starts in it: none of it
+    return first + SKIPPED + kept[at + 1 :]
 
 
 def _written(tool_input: dict[str, Any], field: str) -> str:

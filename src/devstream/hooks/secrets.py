@@ -37,11 +37,15 @@ _KEY_ENDS = re.compile(r"-{4,5} ?END [A-Z0-9 ]*PRIVATE KEY[A-Z ]*?-{4,5}")
 # (`PGPASSWORD=…`, `password: …`).
 _SCANNED_AS = ("capture.txt", "capture.cfg")
 # Credentials on a command line that detect-secrets does not flag: curl's `-u user:pass`,
-# a `--password` flag's value, MySQL's `-pPASS`, an npm token.
+# the value of a `--password` flag (`--db-password` too), MySQL's `-pPASS`, a registry
+# login's `-p`, sshpass's and redis-cli's, an Authorization header, an npm token.
 _COMMAND_SECRETS = re.compile(
-    r"\bcurl\b.*\s(?:-u|--user)[= ]?\S+:\S"
-    r"|--password(?:=|\s+(?!-))\S"
+    r"\bcurl\b.*\s(?:-u|--user)(?:=|\s*)\S+:\S"
+    r"|--[\w-]*pass(?:word|wd|phrase)?(?:=|\s+(?!-))\S"
     r"|\b(?:mysql|mysqldump|mariadb|mysqladmin)\b.*\s-p\S"
+    r"|\b(?:docker|podman|helm|buildah|skopeo)\b.*\blogin\b.*\s-p\s*\S"
+    r"|\bsshpass\s+-p\s*\S|\bredis-cli\b.*\s-a\s+\S"
+    r"|\bAuthorization:\s*(?:Bearer|Basic|Token)\s+\S"
     r"|\bnpm_[A-Za-z0-9]{36}\b"
 )
 # Where a line ends for a file read with universal newlines (a lone "\r" too).
