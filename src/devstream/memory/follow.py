@@ -124,7 +124,7 @@ async def _rebuild(
     finally:
         if postings is not None:
             postings.cancel()
-    fresh.set_postings(found or await source.postings(conn))
+    fresh.finish_build(found or await source.postings(conn))
     fresh.state = _state(now)
     index.replace_with(fresh)
 

@@ -64,13 +64,13 @@ class MemoryIndex:
         self.vectors.reserve(rows)
 
     def append_built(self, batch: IndexRows) -> None:
-        """Rows read in id order for a rebuild; their terms come with `set_postings`."""
+        """Rows read in id order for a rebuild; their terms come with `finish_build`."""
         rows = self.rows.append(batch, np.zeros(len(batch.ids)))
         self.vectors.put(rows, batch.embeddings)
 
-    def set_postings(self, postings: Postings) -> None:
-        """FTS5's postings for the rows built (entry ids mapped to rows, in id order), which
-        ends the build: the rows built become the base."""
+    def finish_build(self, postings: Postings) -> None:
+        """End a rebuild: FTS5's postings for the rows built (entry ids mapped to rows, in id
+        order), and the rows built made the base."""
         instances = np.fromstring(postings.docs, dtype=np.int64, sep=",")
         rows = _rows_by_id(self.rows.ids[: self.rows.size])[instances]
         base, lengths = base_postings(postings.terms, rows, postings.offsets, self.rows.size)

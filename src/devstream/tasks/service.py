@@ -215,14 +215,12 @@ class TaskService:
         prerequisites = checks.identifiers(depends_on, "depends_on")
         async with self._pool.write_transaction() as conn:
             # Held alone, or with the lock a dependency change takes (not one, then the other).
-            plan_id = await self._open_phase(conn, phase_id, shared=not prerequisites)
-            unique = list(dict.fromkeys(prerequisites))  # each once, in the order given
-            for prerequisite in unique:  # refused before the task has an id to name
-                _check_same_plan("the new task", plan_id, await self.locate(conn, prerequisite))
+            await self._open_phase(conn, phase_id, shared=not prerequisites)
             values = _task_values(phase_id, title, description, priority, estimated_minutes)
             task = await self._queries.tasks.insert_in(conn, values)
-            for prerequisite in unique:
-                await self._depend(conn, task.id, prerequisite)
+            for prerequisite in dict.fromkeys(prerequisites):  # each once, in the order given
+                # A refusal rolls the task back: it is "the new task", not an id it never had.
+                await self._depend(conn, task.id, prerequisite, named="the new task")
             await task_store.sync_phase(conn, phase_id)  # a done phase has work again
         return task
 
@@ -307,13 +305,15 @@ class TaskService:
         checks.identifier(task_id, "task_id")
         return await self._queries.dependencies.list(task_id=task_id)
 
-    async def _depend(self, conn: AsyncConnection, task_id: int, depends_on_id: int) -> Dependency:
+    async def _depend(
+        self, conn: AsyncConnection, task_id: int, depends_on_id: int, *, named: str = ""
+    ) -> Dependency:
         task, prerequisite = (
             await self.locate(conn, task_id),
             await self.locate(conn, depends_on_id),
         )
         _check_dependencies_changeable(task)
-        _check_same_plan(f"task {task_id}", task.plan_id, prerequisite)
+        _check_same_plan(named or f"task {task_id}", task.plan_id, prerequisite)
         # One dependency change per plan at a time (a removal too): two that each close half
         # a cycle must not both pass the check, and the edges read stay as read.
         await _hold_open_plan(conn, task.plan_id, shared=False)
