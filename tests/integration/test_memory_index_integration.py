@@ -21,7 +21,7 @@ from sqlalchemy import text
 from devstream import DevStream, Settings
 from devstream.db import index_source
 from devstream.db.memory_store import MemoryFilter
-from devstream.memory import cache
+from devstream.memory import cache, lexical
 from devstream.memory import index as index_module
 from devstream.memory.follow import CachePolicy, Followed, catch_up
 from devstream.memory.index import MemoryIndex
@@ -316,12 +316,16 @@ async def test_an_identifier_is_a_phrase_on_both_paths(integration_devstream: De
     assert [h.entry.id for h in hits] == [stored[0].entry.id]
 
 
+@pytest.mark.parametrize("lookup_from", [lexical.FLAT_LOOKUP_FROM, 0], ids=["summed", "looked-up"])
 async def test_common_words_rank_as_fts5_when_the_rest_of_the_query_fills_the_list(
-    integration_devstream: DevStream,
+    integration_devstream: DevStream, monkeypatch: pytest.MonkeyPatch, lookup_from: int
 ) -> None:
     """ "the" is in every entry (FTS5's floor idf); "alpha" ranks more rows than a search
     takes, and they differ only in how often they say "the" (every one is eight words long,
-    without keywords), so the common word's tiny scores alone decide which rows make it."""
+    without keywords), so the common word's tiny scores alone decide which rows make it:
+    whether its postings are summed over every row, or looked up for the best rows alone
+    (as on a large store)."""
+    monkeypatch.setattr(lexical, "FLAT_LOOKUP_FROM", lookup_from)
     memory = integration_devstream.memory
     entries = [
         " ".join(["alpha", *["the"] * (1 + n % 6), *[f"word{n}"] * (6 - n % 6)]) for n in range(60)

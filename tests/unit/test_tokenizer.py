@@ -102,7 +102,9 @@ PIECES = st.one_of(
     st.sampled_from(['"', '""', "NEAR(", ")", "*", "-", "OR", "AND", "NOT", ":", "^", "+", "'"]),
     st.text(max_size=6),
 )
-SEPARATORS = st.sampled_from(["", " ", "  ", "\t", "\n", "\u00a0", "\u3000", "\x00", ",", "_"])
+# Every whitespace character Python splits at, as a text's chunks are tokenized one by one.
+WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+SEPARATORS = st.one_of(st.sampled_from(["", "  ", "\x00", ",", "_"]), st.sampled_from(WHITESPACE))
 
 
 @st.composite
@@ -230,25 +232,37 @@ def test_concurrent_callers_get_their_own_results() -> None:
     assert results == [[[f"thread{n}", "run"], [f"alone{n}"]] for n in range(400)]
 
 
-def test_a_lone_text_asked_again_is_answered_once_without_sqlite(
+def test_chunks_seen_before_are_answered_without_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A text's terms are its whitespace-separated chunks' terms; a chunk already tokenized is
+    not asked of SQLite again, and a caller changing an answer changes no later one."""
+    first = words("Writers keep running")
+    first.append("changed by its caller")
+    assert index_terms(["writers running"]) == [["writer", "run"]]  # its own table's answer
+
+    monkeypatch.setattr(tokenizer_module._tokenizer, "_connect", _no_sqlite)
+    assert words("running\tWriters  keep") == ["running", "writers", "keep"]
+    assert word_lists(["keep", "keep running"]) == [["keep"], ["keep", "running"]]
+    assert index_terms(["running writers"]) == [["run", "writer"]]
+    with pytest.raises(AssertionError, match="went to SQLite"):
+        words("keep another")
+
+
+def test_the_chunks_kept_are_bounded_the_least_recently_used_dropped_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A store asks for its content's words twice (keywords, then its vector); the answer is
-    not kept past that."""
-    text = "Writers keep running"
-    first = words(text)
-    first.append("changed by its caller")
-    assert index_terms([text]) == [["writer", "keep", "run"]]  # another table, its own answer
+    tokenizer_module._tokenizer.reset()
+    monkeypatch.setattr(tokenizer_module, "KNOWN_CHUNKS", 3)
+    words("one two three")
+    words("one")  # now the most recently used
+    assert words("four") == ["four"]  # drops "two"
+    monkeypatch.setattr(tokenizer_module._tokenizer, "_connect", _no_sqlite)
+    assert words("one three four") == ["one", "three", "four"]
+    with pytest.raises(AssertionError, match="went to SQLite"):
+        words("two")
 
-    def no_sqlite() -> sqlite3.Connection:
-        raise AssertionError("the tokenizer went to SQLite again")
 
-    monkeypatch.setattr(tokenizer_module._tokenizer, "_connect", no_sqlite)
-    assert words(text) == ["writers", "keep", "running"]
-    assert index_terms([text]) == [["writer", "keep", "run"]]
-    for asked in (lambda: words(text), lambda: words("another"), lambda: word_lists([text] * 2)):
-        with pytest.raises(AssertionError, match="went to SQLite"):
-            asked()
+def _no_sqlite() -> sqlite3.Connection:
+    raise AssertionError("the tokenizer went to SQLite again")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

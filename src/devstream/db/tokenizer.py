@@ -3,10 +3,11 @@
 The store's full-text index tokenizes with `FTS_TOKENIZER`. Python's `unicodedata` ships
 other Unicode tables than SQLite's unicode61 (Greek tonos is kept, Arabic harakat and Thai
 vowel marks split words, an emoji skin-tone modifier is a token), so a port of its rules
-cannot agree with it. Instead every text is inserted into an FTS5 table of that very
-tokenizer on a private `sqlite3` connection (the stdlib module links the same SQLite as the
-store) and its terms are read back through `fts5vocab` in document order. Each batch runs
-in one transaction that is rolled back, so the private tables stay empty.
+cannot agree with it. Instead texts are inserted into an FTS5 table of that very tokenizer
+on a private `sqlite3` connection (the stdlib module links the same SQLite as the store)
+and their terms are read back through `fts5vocab` in document order. Each batch runs in
+one transaction that is rolled back, so the private tables stay empty. What is inserted
+is each whitespace-separated chunk not seen lately (see `_Tokenizer`).
 
 Bad input: a text holding a lone surrogate cannot be encoded for SQLite, so it cannot be
 stored or indexed either; `index_terms` and the word functions refuse it with
@@ -22,6 +23,7 @@ import os
 import re
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,10 +45,13 @@ FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 # The same folding without stemming: words as written, minus case and diacritics.
 _WORD_TOKENIZER = FTS_TOKENIZER.removeprefix("porter ")
 MAX_TERMS = 64
+# Chunks whose terms each tokenizer keeps, the least recently used dropped first.
+KNOWN_CHUNKS = 1 << 16
 
 _TERMS = "index_terms"
 _WORDS = "folded_words"
 _UNSAFE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -58,21 +63,24 @@ class Phrase:
 
 
 class _Tokenizer:
-    """A lazily opened in-memory database holding one FTS5 table per tokenizer."""
+    """A lazily opened in-memory database holding one FTS5 table per tokenizer, and the
+    terms of the chunks it has tokenized.
+
+    Whitespace separates words for every tokenizer here, so a text's terms are its
+    whitespace-separated chunks' terms in order: a chunk seen before is not tokenized again.
+    Words recur (a query's, a store's vocabulary), and asking SQLite costs tens of
+    microseconds a call where a look-up costs tenths of one.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
-        # Per table, the last lone text asked for and its terms, until asked again: a store
-        # asks for its content's words twice, for keywords and to embed it.
-        self._last: dict[str, tuple[str, list[str]]] = {}
+        self.reset()
 
     def reset(self) -> None:
-        """Forget the connection, lock and last answers (in a forked child, where the
-        connection and lock are not usable)."""
+        """Forget the connection, lock and chunks (in a forked child, where the connection
+        and lock are not usable)."""
         self._lock = threading.Lock()
-        self._connection = None
-        self._last = {}
+        self._connection: sqlite3.Connection | None = None
+        self._known: dict[str, OrderedDict[str, tuple[str, ...]]] = {}
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -91,37 +99,52 @@ class _Tokenizer:
         """The terms `table`'s tokenizer stores for each text, in order."""
         if isinstance(texts, str):
             raise TypeError("pass a sequence of texts, not a single string")
-        out: list[list[str]] = [[] for _ in texts]
-        if not texts:
-            return out
+        for text in texts:
+            if found := _SURROGATE.search(text):
+                raise _unencodable(text, found.start())
+        chunked = [text.split() for text in texts]
         with self._lock:
-            last = self._last.pop(table, None)
-            if len(texts) == 1 and last is not None and last[0] == texts[0]:
-                return [last[1]]
-            connection = self._connect()
-            connection.execute("BEGIN")
-            try:
-                connection.executemany(
-                    f"INSERT INTO {table}(rowid, text) VALUES (?, ?)", enumerate(texts)
-                )
-                rows = connection.execute(
-                    f"SELECT doc, term FROM {table}_vocab ORDER BY doc, col, offset"
-                ).fetchall()
-            except UnicodeEncodeError as exc:
-                raise _unencodable(exc) from exc
-            finally:
-                connection.execute("ROLLBACK")
-            for doc, term in rows:
-                out[doc].append(term)
-            if len(texts) == 1:
-                self._last[table] = (texts[0], list(out[0]))
+            known = self._known.setdefault(table, OrderedDict())
+            missing = list(dict.fromkeys(c for chunks in chunked for c in chunks if c not in known))
+            known.update(zip(missing, self._asked(table, missing), strict=True))
+            out = [_joined(known, chunks) for chunks in chunked]
+            while len(known) > KNOWN_CHUNKS:
+                known.popitem(last=False)
         return out
 
+    def _asked(self, table: str, chunks: Sequence[str]) -> list[tuple[str, ...]]:
+        """Each chunk's terms, from SQLite."""
+        if not chunks:
+            return []
+        out: list[list[str]] = [[] for _ in chunks]
+        connection = self._connect()
+        connection.execute("BEGIN")
+        try:
+            connection.executemany(
+                f"INSERT INTO {table}(rowid, text) VALUES (?, ?)", enumerate(chunks)
+            )
+            rows = connection.execute(
+                f"SELECT doc, term FROM {table}_vocab ORDER BY doc, col, offset"
+            ).fetchall()
+        finally:
+            connection.execute("ROLLBACK")
+        for doc, term in rows:
+            out[doc].append(term)
+        return [tuple(terms) for terms in out]
 
-def _unencodable(exc: UnicodeEncodeError) -> InvalidInput:
-    char = exc.object[exc.start]
+
+def _joined(known: OrderedDict[str, tuple[str, ...]], chunks: list[str]) -> list[str]:
+    """The terms of these known chunks in order, each chunk marked as used just now."""
+    terms: list[str] = []
+    for chunk in chunks:
+        known.move_to_end(chunk)
+        terms += known[chunk]
+    return terms
+
+
+def _unencodable(text: str, offset: int) -> InvalidInput:
     return InvalidInput(
-        f"text holds a lone surrogate U+{ord(char):04X} at offset {exc.start}: "
+        f"text holds a lone surrogate U+{ord(text[offset]):04X} at offset {offset}: "
         "it is not valid Unicode, so it cannot be stored or indexed",
         hint="decode bytes with errors='replace' before passing them",
     )

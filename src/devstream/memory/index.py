@@ -117,22 +117,24 @@ class MemoryIndex:
         scores = (self.vectors.cosine if exact else self.vectors.approximate)(unit, size)
         depth = limit if exact else RESCORED * limit
         if len(candidates) > depth:
-            candidates = candidates[np.argpartition(scores[candidates], -depth)[-depth:]]
+            if len(candidates) < size:  # else every row is one: no copy of their scores
+                scores = scores[candidates]
+            candidates = candidates[np.argpartition(scores, -depth)[-depth:]]
         similarity = self.vectors.exact(unit, candidates).astype(np.float64)
         # Without a threshold, a vector candidate must at least point the same way. Compared
         # in float64, as reported: a float32 threshold would round (1e-53 to 0).
         keep = similarity > 0 if min_similarity is None else similarity >= min_similarity
         candidates, similarity = candidates[keep], similarity[keep]
         order = np.lexsort((candidates, -similarity))[:limit]
-        return [(int(candidates[i]), float(similarity[i])) for i in order]
+        return list(zip(candidates[order].tolist(), similarity[order].tolist(), strict=True))
 
     def similarity(self, unit: Vector, rows: Sequence[int]) -> Scores:
         """The query's exact cosine similarity to the given rows."""
         return self.vectors.exact(unit, np.asarray(rows, dtype=np.int64))
 
     def entry_ids(self, rows: Sequence[int]) -> list[int]:
-        ids = self.rows.ids
-        return [int(ids[row]) for row in rows]
+        ids: list[int] = self.rows.ids[np.asarray(rows, dtype=np.int64)].tolist()
+        return ids
 
     def mask(self, filters: MemoryFilter) -> Mask:
         return self.rows.mask(filters)

@@ -29,13 +29,20 @@ B = 0.75
 MIN_IDF = 1e-6
 # The most such a phrase adds to a row's score: idf * tf * (k1 + 1) / (tf + norm) < idf * (k1 + 1).
 FLAT_MOST = MIN_IDF * (K1 + 1)
+# Rows of such phrases from which looking them up for the best rows alone costs less than
+# scoring them all.
+FLAT_LOOKUP_FROM = 1 << 13
 
 # Terms per block of a term lookup: one binary search over the blocks' first terms (kept as
 # Python bytes), then one within the block.
 _BLOCK = 16
+# Terms whose positions are kept once looked up (all forgotten when full).
+_FOUND_TERMS = 1 << 14
 
 Counts = npt.NDArray[np.int32]
-Hits = tuple[RowIds, Counts]  # rows holding a term or phrase, and how often
+# Rows as the base postings keep them (int32, read without a copy) or as appended (int64).
+PostingRows = npt.NDArray[np.int32] | RowIds
+Hits = tuple[PostingRows, Counts]  # rows holding a term or phrase, and how often
 _NO_HITS: Hits = (np.zeros(0, np.int64), np.zeros(0, np.int32))
 
 
@@ -64,24 +71,41 @@ class BasePostings:
         return sum(part.nbytes for part in parts)
 
     def hits(self, term: str) -> Hits:
-        key = term.encode()
-        terms, bounds, starts, fences = self._lookup
+        found = self._found
+        i = found.get(term)
+        if i is None:
+            if len(found) >= _FOUND_TERMS:
+                found.clear()
+            i = found[term] = self._position(term.encode())
+        if i < 0:
+            return _NO_HITS
+        starts = self.starts
+        part = slice(starts[i], starts[i + 1])
+        return self.rows[part], self.counts[part]
+
+    def _position(self, key: bytes) -> int:
+        """The term's position, or -1 if no row holds it."""
+        terms, bounds, fences = self._lookup
         # The block of terms that `key` falls in, by its first term; then the place within.
         first = max(bisect.bisect_right(fences, key) - 1, 0) * _BLOCK
         block = range(first, min(first + _BLOCK, len(bounds) - 1))
         i = first + bisect.bisect_left(block, key, key=lambda k: terms[bounds[k] : bounds[k + 1]])
         if i == block.stop or terms[bounds[i] : bounds[i + 1]] != key:
-            return _NO_HITS
-        part = slice(starts[i], starts[i + 1])
-        return self.rows[part].astype(np.int64), self.counts[part]
+            return -1
+        return i
 
     @cached_property
-    def _lookup(self) -> tuple[bytes, array[int], array[int], list[bytes]]:
-        """The terms, their bounds and postings' starts as Python objects, which a binary
-        search reads faster than numpy's scalars; and the first term of every _BLOCK."""
+    def _found(self) -> dict[str, int]:
+        """Terms looked up lately and their positions (-1: none): words recur in queries."""
+        return {}
+
+    @cached_property
+    def _lookup(self) -> tuple[bytes, array[int], list[bytes]]:
+        """The terms and their bounds as Python objects, which a binary search reads faster
+        than numpy's scalars; and the first term of every _BLOCK."""
         terms, bounds = self.terms.tobytes(), array("q", self.term_bounds.tobytes())
         fences = [terms[bounds[k] : bounds[k + 1]] for k in range(0, len(bounds) - 1, _BLOCK)]
-        return terms, bounds, array("q", self.starts.tobytes()), fences
+        return terms, bounds, fences
 
 
 def base_postings(
@@ -173,20 +197,20 @@ class LexicalIndex:
         A phrase in half the rows or more gets FTS5's floor idf and adds less than
         `FLAT_MOST` to any score: when the other phrases already rank `limit` rows, only
         rows within that much of the last of them can still change places, so the long
-        posting lists of common words are looked up for those rows alone.
+        posting lists of common words (FLAT_LOOKUP_FROM rows or more in all) are looked up
+        for those rows alone.
         """
         rows = self.rows
         if len(rows) == 0 or limit <= 0:
             return []
         norms = self._norms()
-        known: list[tuple[float, RowIds, Counts]] = []
-        flat: list[Hits] = []
-        for phrase_rows, counts in hits:
-            idf = _idf(phrase_rows, rows)
-            if idf == MIN_IDF:  # dead rows may score here and below: `allowed` drops them
-                flat.append((phrase_rows, counts))
-            elif idf is not None:
-                known.append((idf, phrase_rows, counts))
+        # Dead rows may score here and below: `allowed` drops them.
+        known = [(idf, *hit) for hit in hits if (idf := _idf(hit[0], rows)) is not None]
+        flat: list[Hits] = [(r, c) for idf, r, c in known if idf == MIN_IDF]
+        if sum(len(r) for r, _ in flat) >= FLAT_LOOKUP_FROM:
+            known = [phrase for phrase in known if phrase[0] != MIN_IDF]
+        else:
+            flat = []
         scores = _summed(known, norms)
         ranked = (allowed & (scores[: len(allowed)] > 0)).nonzero()[0]
         if flat and len(ranked) >= limit:
@@ -217,13 +241,12 @@ class LexicalIndex:
 
 def _bm25(idf: float, counts: Counts, norms: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Scores for a phrase of this idf found `counts` times in rows of these norms."""
-    tf = counts.astype(np.float64)
-    scored: npt.NDArray[np.float64] = (idf * (K1 + 1)) * tf / (tf + norms)
+    scored: npt.NDArray[np.float64] = (idf * (K1 + 1)) * counts / (counts + norms)
     return scored
 
 
 def _summed(
-    phrases: Sequence[tuple[float, RowIds, Counts]], norms: npt.NDArray[np.float64]
+    phrases: Sequence[tuple[float, PostingRows, Counts]], norms: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
     """Each row's score over phrases of the given idfs, in one pass: the sums are added in
     phrase order, as adding phrase by phrase would."""
@@ -235,7 +258,7 @@ def _summed(
     return summed.astype(np.float64, copy=False)
 
 
-def _idf(phrase_rows: RowIds, rows: Rows) -> float | None:
+def _idf(phrase_rows: PostingRows, rows: Rows) -> float | None:
     """FTS5's idf of a phrase held by these rows (None: by no live row). A phrase in half
     the live rows or more has the floor idf, which needs no count when even every dead row
     being among them would leave it there."""
@@ -249,7 +272,7 @@ def _idf(phrase_rows: RowIds, rows: Rows) -> float | None:
     return max(math.log((docs - df + 0.5) / (df + 0.5)), MIN_IDF)
 
 
-def _counts_at(phrase_rows: RowIds, counts: Counts, wanted: RowIds) -> Counts:
+def _counts_at(phrase_rows: PostingRows, counts: Counts, wanted: RowIds) -> Counts:
     """How often the phrase occurs in each wanted row (0 where it does not)."""
     if len(phrase_rows) == 0:
         return np.zeros(len(wanted), np.int32)

@@ -205,15 +205,27 @@ class VectorIndex:
         return out.reshape(size)
 
     def exact(self, unit: Vector, rows: npt.NDArray[np.int64]) -> Scores:
-        """The query's exact cosine similarity to the given rows."""
+        """The query's exact cosine similarity to the given rows: a sparse query's on its
+        non-zero coordinates alone (8 values of a row rather than 768; the zeros add
+        nothing to a dot product)."""
+        nonzero = np.flatnonzero(unit)
+        used = nonzero if len(nonzero) * SPARSE_QUERY <= self.dimension else None
+        query = unit if used is None else unit[used]
         base = len(self.base)
         if len(rows) == 0 or rows.max() < base:  # the common case: no mask to apply
-            return self.base[rows] @ unit
+            return _gathered(self.base, rows, used) @ query
         in_base = rows < base
         out = np.empty(len(rows), dtype=np.float32)
-        out[in_base] = self.base[rows[in_base]] @ unit
-        out[~in_base] = self._added[rows[~in_base] - base] @ unit
+        out[in_base] = _gathered(self.base, rows[in_base], used) @ query
+        out[~in_base] = _gathered(self._added, rows[~in_base] - base, used) @ query
         return out
+
+
+def _gathered(
+    matrix: Vector, rows: npt.NDArray[np.int64], used: npt.NDArray[np.intp] | None
+) -> Vector:
+    """The given rows of `matrix`, of the `used` columns only (None: all of them)."""
+    return matrix[rows] if used is None else matrix[rows[:, np.newaxis], used]
 
 
 def _dots(codes: Codes, query: Codes, out: Scores) -> None:
