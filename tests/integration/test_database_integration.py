@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import sys
+import tempfile
 import threading
+import uuid
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
+import psutil
 import pytest
 from alembic import command
 from sqlalchemy import (
@@ -50,9 +54,11 @@ from devstream.testing import FakeOllama
 from tests import postgres
 from tests.conftest import requested_loop
 from tests.integration.conftest import MigratedSchema, store_generation, table_row_counts
+from tests.leaks import SYSTEM_TMP
 from tests.support import (
     CHECK_FAILED,
     FOREIGN_KEY_FAILED,
+    PROCESS_WAIT_S,
     REPO_ROOT,
     devstream_cli,
     repo_pythonpath,
@@ -1233,3 +1239,46 @@ async def test_cli_settings_layer_file_then_environment_then_flags(
     config.write_text("pool_size = [")
     assert await devstream_cli("init") == 1
     assert capsys.readouterr().err.startswith("devstream: error: cannot read config file")
+
+
+@pytest.mark.postgresql_only("starts a throwaway PostgreSQL server of its own")
+async def test_a_throwaway_server_runs_with_its_settings_and_is_gone_after_its_last_user() -> None:
+    """A process that takes a throwaway server and exits: the server ran with the suite's
+    settings (a restart after its start), and the exit stopped it and deleted its files."""
+    # A short folder of the system's (a server's socket path must fit in 107 bytes), which
+    # the process takes for the system's temporary folder.
+    folder = Path(tempfile.mkdtemp(prefix="ds-", dir=SYSTEM_TMP))
+    run = uuid.uuid4().hex
+    env = {name: value for name, value in os.environ.items() if name != postgres.PG_URL_ENV}
+    env.update(PYTEST_XDIST_TESTRUNUID=run, PYTHONPATH=repo_pythonpath(), TMPDIR=str(folder))
+    script = (
+        "import asyncio\n"
+        "from tests import postgres\n"
+        "async def settings(url):\n"
+        "    admin = await postgres.maintenance(url)\n"
+        "    names = list(postgres.SERVER_SETTINGS)\n"
+        "    values = [await admin.fetchval('SELECT current_setting($1)', n) for n in names]\n"
+        "    await admin.close()\n"
+        "    return dict(zip(names, values))\n"
+        "print(asyncio.run(settings(postgres.server_url())))\n"
+    )
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-c", script),
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), PROCESS_WAIT_S)
+        assert process.returncode == 0, err.decode()
+        assert out.decode().strip() == str(postgres.SERVER_SETTINGS)
+        data = folder / f"devstream-pg-{run[:12]}"
+        assert (folder / "devstream-pg-runtime").is_dir(), "the server was not made there"
+        assert not data.exists(), "the server's files were left behind"
+        running = [
+            p for p in psutil.process_iter(["cmdline"]) if str(data) in str(p.info["cmdline"])
+        ]
+        assert running == [], "the server was left running"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from devstream import DevStream, Settings
 from devstream.db.memory_store import MemoryFilter
-from devstream.db.pg_search import VectorIndex
+from devstream.db.pg_search import BUILD_LIST, GRAPH_LINKS, VectorIndex
 from devstream.db.pool import ConnectionPool
 from devstream.db.records import MemoryEntry, MicroTask, Plan
 from devstream.db.types import utcnow
@@ -608,6 +608,9 @@ _INDEX_STATE = text(
 )
 
 
+_INDEX_OPTIONS = text("SELECT reloptions FROM pg_class WHERE oid = to_regclass(:name)")
+
+
 def _index_name(ds: DevStream) -> str:
     return VectorIndex(ds.memory.embedder.model, ds.memory.embedder.dimension).name
 
@@ -710,6 +713,9 @@ async def test_catching_up_makes_the_vector_index_before_any_search(
     assert await _vector_index(ds) is None
     await ds.memory.catch_up()  # as `devstream import` does once it has written
     assert await _vector_index(ds) == (True, "hnsw")
+    async with ds.pool.read_statement() as conn:
+        options = await conn.scalar(_INDEX_OPTIONS, {"name": _index_name(ds)})
+    assert sorted(options) == [f"ef_construction={BUILD_LIST}", f"m={GRAPH_LINKS}"]
 
 
 @ON_POSTGRESQL
