@@ -247,15 +247,24 @@ def test_chunks_seen_before_are_answered_without_sqlite(monkeypatch: pytest.Monk
         words("keep another")
 
 
+@pytest.fixture
+def fresh_tokenizer(monkeypatch: pytest.MonkeyPatch) -> Iterator[tokenizer_module._Tokenizer]:
+    """A tokenizer that has seen no chunk, in the module's place; its connection closed after."""
+    fresh = tokenizer_module._Tokenizer()
+    monkeypatch.setattr(tokenizer_module, "_tokenizer", fresh)
+    yield fresh
+    if fresh._connection is not None:
+        fresh._connection.close()
+
+
 def test_the_chunks_kept_are_bounded_the_least_recently_used_dropped_first(
-    monkeypatch: pytest.MonkeyPatch,
+    fresh_tokenizer: tokenizer_module._Tokenizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tokenizer_module._tokenizer.reset()
     monkeypatch.setattr(tokenizer_module, "KNOWN_CHUNKS", 3)
     words("one two three")
     words("one")  # now the most recently used
     assert words("four") == ["four"]  # drops "two"
-    monkeypatch.setattr(tokenizer_module._tokenizer, "_connect", _no_sqlite)
+    monkeypatch.setattr(fresh_tokenizer, "_connect", _no_sqlite)
     assert words("one three four") == ["one", "three", "four"]
     with pytest.raises(AssertionError, match="went to SQLite"):
         words("two")
