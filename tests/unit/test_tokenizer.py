@@ -270,6 +270,19 @@ def test_the_chunks_kept_are_bounded_the_least_recently_used_dropped_first(
         words("two")
 
 
+def test_a_long_text_is_tokenized_whole_and_its_chunks_are_not_kept(
+    fresh_tokenizer: tokenizer_module._Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long = " ".join(f"w{n} Running_fast" for n in range(tokenizer_module.CHUNKED_UP_TO))
+    texts = [long, "short Running_fast", long + " end"]
+    expected, _ = reference_terms(texts)
+    assert index_terms(texts) == expected
+    monkeypatch.setattr(fresh_tokenizer, "_connect", _no_sqlite)
+    assert index_terms(["Running_fast short"]) == [["run", "fast", "short"]]
+    with pytest.raises(AssertionError, match="went to SQLite"):
+        index_terms(["w0"])
+
+
 def _no_sqlite() -> sqlite3.Connection:
     raise AssertionError("the tokenizer went to SQLite again")
 

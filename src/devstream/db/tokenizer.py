@@ -47,6 +47,8 @@ _WORD_TOKENIZER = FTS_TOKENIZER.removeprefix("porter ")
 MAX_TERMS = 64
 # Chunks whose terms each tokenizer keeps, the least recently used dropped first.
 KNOWN_CHUNKS = 1 << 16
+# Texts of more chunks than this are tokenized whole, their chunks neither looked up nor kept.
+CHUNKED_UP_TO = 16
 
 _TERMS = "index_terms"
 _WORDS = "folded_words"
@@ -67,8 +69,8 @@ class _Tokenizer:
     terms of the chunks it has tokenized.
 
     Whitespace separates words for every tokenizer here, so a text's terms are its
-    whitespace-separated chunks' terms in order: a chunk seen before is not tokenized again.
-    Words recur (a query's, a store's vocabulary), and asking SQLite costs tens of
+    whitespace-separated chunks' terms in order: a chunk of a short text (a query, a
+    keyword) seen before is not tokenized again. Words recur, and asking SQLite costs tens of
     microseconds a call where a look-up costs tenths of one.
     """
 
@@ -103,13 +105,22 @@ class _Tokenizer:
             if found := _SURROGATE.search(text):
                 raise _unencodable(text, found.start())
         chunked = [text.split() for text in texts]
+        # A long text (content, mostly words seen before but in a new order) is tokenized
+        # whole: SQLite's one pass costs less than looking its chunks up one by one.
+        whole = [i for i, chunks in enumerate(chunked) if len(chunks) > CHUNKED_UP_TO]
+        looked_up = [[] if len(chunks) > CHUNKED_UP_TO else chunks for chunks in chunked]
         with self._lock:
             known = self._known.setdefault(table, OrderedDict())
-            missing = list(dict.fromkeys(c for chunks in chunked for c in chunks if c not in known))
-            known.update(zip(missing, self._asked(table, missing), strict=True))
-            out = [_joined(known, chunks) for chunks in chunked]
+            missing = list(
+                dict.fromkeys(c for chunks in looked_up for c in chunks if c not in known)
+            )
+            answers = self._asked(table, missing + [texts[i] for i in whole])
+            known.update(zip(missing, answers, strict=False))
+            out = [_joined(known, chunks) for chunks in looked_up]
             while len(known) > KNOWN_CHUNKS:
                 known.popitem(last=False)
+        for i, terms in zip(whole, answers[len(missing) :], strict=True):
+            out[i] = list(terms)
         return out
 
     def _asked(self, table: str, chunks: Sequence[str]) -> list[tuple[str, ...]]:
