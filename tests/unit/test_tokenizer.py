@@ -283,6 +283,19 @@ def test_a_long_text_is_tokenized_whole_and_its_chunks_are_not_kept(
         index_terms(["w0"])
 
 
+def test_a_long_text_asked_alone_twice_in_a_row_goes_to_sqlite_once(
+    fresh_tokenizer: tokenizer_module._Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store asks for its content's words twice: for its keywords, then for its vector."""
+    long = " ".join(f"w{n}" for n in range(tokenizer_module.CHUNKED_UP_TO + 1))
+    first = words(long)
+    first.append("changed by its caller")
+    monkeypatch.setattr(fresh_tokenizer, "_connect", _no_sqlite)
+    assert words(long) == [f"w{n}" for n in range(tokenizer_module.CHUNKED_UP_TO + 1)]
+    with pytest.raises(AssertionError, match="went to SQLite"):
+        words(long + " more")
+
+
 def _no_sqlite() -> sqlite3.Connection:
     raise AssertionError("the tokenizer went to SQLite again")
 

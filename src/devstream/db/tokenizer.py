@@ -83,6 +83,7 @@ class _Tokenizer:
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._known: dict[str, OrderedDict[str, tuple[str, ...]]] = {}
+        self._last: dict[str, tuple[str, tuple[str, ...]]] = {}  # the last lone long text
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -114,12 +115,19 @@ class _Tokenizer:
             missing = list(
                 dict.fromkeys(c for chunks in looked_up for c in chunks if c not in known)
             )
-            answers = self._asked(table, missing + [texts[i] for i in whole])
+            long_texts = [texts[i] for i in whole]
+            # A store asks for a content's words twice (its keywords, then its vector).
+            last = self._last.get(table)
+            again = last is not None and long_texts == [last[0]]
+            answers = self._asked(table, missing + ([] if again else long_texts))
             known.update(zip(missing, answers, strict=False))
             out = [_joined(known, chunks) for chunks in looked_up]
             while len(known) > KNOWN_CHUNKS:
                 known.popitem(last=False)
-        for i, terms in zip(whole, answers[len(missing) :], strict=True):
+            long_terms = [last[1]] if again and last else answers[len(missing) :]
+            if len(long_texts) == 1:
+                self._last[table] = (long_texts[0], long_terms[0])
+        for i, terms in zip(whole, long_terms, strict=True):
             out[i] = list(terms)
         return out
 
