@@ -181,6 +181,82 @@ async def test_every_caller_queued_for_a_connection_is_counted_once(
         await pool.close()
 
 
+async def test_lone_reads_share_one_kept_connection_that_never_keeps_a_caller_waiting(
+    integration_real_database: DevStream,
+) -> None:
+    """A lone read gets the connection the pool keeps for them; a second one at the same
+    time gets its own. The kept one goes back to the pool when a caller would otherwise
+    wait for it (even on a pool of one connection), and a read that fails gives it back."""
+    db = integration_real_database.settings.db
+    pool = ConnectionPool.create(Settings(db=db, pool_size=2, pool_timeout_s=5))
+    try:
+        # The kept connection is lent to the first: the second checks one out.
+        async with pool.read_statement() as first, pool.read_statement() as beside:
+            assert beside is not first
+            assert pool.stats.in_use == 2
+        async with pool.read_statement() as again:
+            assert again is first
+        assert (pool.stats.in_use, pool.stats.waits, pool.open_connections()) == (0, 0, 2)
+
+        # Both connections busy: a third caller waits until the lone read is done, and then
+        # gets the kept connection's slot.
+        entered = asyncio.Event()
+
+        async def read() -> None:
+            async with pool.read_transaction():
+                entered.set()
+
+        async with pool.read_transaction():
+            async with pool.read_statement() as held:
+                assert held is first
+                waiting = asyncio.create_task(read())
+                await asyncio.sleep(0.05)
+                assert not entered.is_set()
+            await asyncio.wait_for(entered.wait(), timeout=5)
+        await waiting
+        assert pool.stats.timeouts == 0
+
+        with pytest.raises(StorageError):
+            async with pool.read_statement() as failing:
+                await failing.execute(text("SELECT * FROM no_such_table"))
+        async with pool.read_statement() as after:
+            assert after is not failing
+            assert await after.scalar(text("SELECT 1")) == 1
+    finally:
+        await pool.close()
+    assert pool.open_connections() == 0
+
+
+async def test_a_pool_closed_during_a_lone_read_keeps_nothing_open(
+    integration_real_database: DevStream,
+) -> None:
+    pool = ConnectionPool.create(Settings(db=integration_real_database.settings.db))
+    async with pool.read_statement() as kept:
+        pass
+    async with pool.read_statement() as lent:
+        assert lent is kept
+        await pool.close()
+    assert lent.closed
+    assert pool.open_connections() == 0
+
+
+async def test_a_pool_of_one_connection_gives_the_kept_one_to_a_transaction(
+    integration_real_database: DevStream,
+) -> None:
+    db = integration_real_database.settings.db
+    pool = ConnectionPool.create(Settings(db=db, pool_size=1, pool_timeout_s=5))
+    try:
+        for _ in range(2):
+            async with pool.read_statement() as conn:
+                assert await conn.scalar(text("SELECT 1")) == 1
+            async with pool.read_transaction() as conn:
+                assert await conn.scalar(text("SELECT 2")) == 2
+        assert (pool.stats.timeouts, pool.stats.waits, pool.open_connections()) == (0, 0, 1)
+    finally:
+        await pool.close()
+    assert pool.open_connections() == 0
+
+
 @pytest.mark.sqlite_only("one writer at a time per process")
 async def test_a_writer_waits_for_the_one_before_it_and_is_counted(
     integration_real_database: DevStream,

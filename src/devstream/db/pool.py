@@ -76,6 +76,12 @@ class ConnectionPool:
         self._seam: IsolationSeam | None = None
         self._demand = 0
         self._closed = False
+        # One connection kept checked out between lone reads (a search's fetch), for one of
+        # them at a time: SQLAlchemy's checkout and return cost more than such a read. It
+        # goes back to the pool whenever another caller would otherwise wait for it.
+        self._kept: AsyncConnection | None = None
+        self._kept_lent = False
+        self._disposals = 0  # by close() and reconnect(): a connection lent across one is not kept
 
     @classmethod
     def create(cls, settings: Settings) -> ConnectionPool:
@@ -117,11 +123,15 @@ class ConnectionPool:
     async def close(self) -> None:
         """Close every connection; the pool refuses to give out any more."""
         self._closed = True
+        self._disposals += 1
+        await self._return_kept()
         await self.engine.dispose()
 
     async def reconnect(self) -> None:
         """Replace the idle connections: after a migration, new ones see its types (the
         `vector` codec on PostgreSQL)."""
+        self._disposals += 1
+        await self._return_kept()
         await self.engine.dispose(close=True)
 
     @asynccontextmanager
@@ -135,8 +145,13 @@ class ConnectionPool:
     async def read_statement(self) -> AsyncIterator[AsyncConnection]:
         """For a single read, atomic by itself: no BEGIN and no COMMIT around it."""
         self.stats.reads += 1
-        async with self.autocommit() as conn:
-            yield conn
+        if self._seam is not None or self._kept_lent:
+            async with self.autocommit() as conn:
+                yield conn
+            return
+        with self._translate_errors():
+            async with self._lent() as conn:
+                yield conn
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
@@ -191,6 +206,7 @@ class ConnectionPool:
     @asynccontextmanager
     async def isolated(self) -> AsyncIterator[IsolationSeam]:
         """Route every transaction through one connection's savepoints, then roll all back."""
+        await self._return_kept()  # the pool may have no other connection to give
         async with self.engine.connect() as conn:
             await conn.execution_options(**{sqlite.WRITE_OPTION: True})
             outer = await conn.begin()
@@ -223,6 +239,42 @@ class ConnectionPool:
 
     @asynccontextmanager
     async def _checkout(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+        conn = await self._connect(engine)
+        try:
+            yield conn
+        finally:
+            await self._disconnect(conn)
+
+    @asynccontextmanager
+    async def _lent(self) -> AsyncIterator[AsyncConnection]:
+        """The kept connection, for one lone read (checked out first if none is kept)."""
+        self._kept_lent, disposals = True, self._disposals
+        try:
+            if self._kept is None:
+                conn = await self._connect(self._autocommit)
+            else:
+                conn = self._kept
+                self._count_in()
+            self._kept = None  # kept again only once the read has gone well
+            try:
+                yield conn
+            except BaseException:
+                await self._disconnect(conn)
+                raise
+            if disposals != self._disposals:  # the pool it came from is gone: close it outright
+                await conn.invalidate()
+                await self._disconnect(conn)
+            elif self._demand > self.stats.size:  # a caller waits for its slot
+                await self._disconnect(conn)
+            else:
+                self._count_out()
+                self._kept = conn
+        finally:
+            self._kept_lent = False
+
+    async def _connect(self, engine: AsyncEngine) -> AsyncConnection:
+        if self._kept is not None and not self._kept_lent and self._demand + 1 >= self.stats.size:
+            await self._return_kept()  # with it kept, the pool has no connection for this caller
         if self._closed:  # the engine would open new connections, which no one closes
             raise StoreClosed(f"the store {self.settings.shown_database} is closed")
         # Demand counts callers holding or queueing for a connection; past the pool's size,
@@ -248,12 +300,26 @@ class ConnectionPool:
             self.stats.wait_time_s += time.perf_counter() - started
         self.stats.in_use += 1
         self.stats.peak_in_use = max(self.stats.peak_in_use, self.stats.in_use)
-        try:
-            yield conn
-        finally:
-            self.stats.in_use -= 1
-            self._demand -= 1
-            await conn.close()
+        return conn
+
+    async def _disconnect(self, conn: AsyncConnection) -> None:
+        self._count_out()
+        await conn.close()
+
+    def _count_in(self) -> None:
+        """A caller holds a connection it did not have to check out (the kept one)."""
+        self._demand += 1
+        self.stats.in_use += 1
+        self.stats.peak_in_use = max(self.stats.peak_in_use, self.stats.in_use)
+
+    def _count_out(self) -> None:
+        self.stats.in_use -= 1
+        self._demand -= 1
+
+    async def _return_kept(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            await kept.close()
 
 
 def _prepare_sqlite_file(path: Path) -> None:
