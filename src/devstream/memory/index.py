@@ -19,7 +19,7 @@ from devstream.db.index_source import IndexRows, Postings
 from devstream.db.memory_store import MemoryFilter
 from devstream.memory.lexical import BasePostings, LexicalIndex, base_postings
 from devstream.memory.rows import Mask, Rows
-from devstream.memory.vectors import CODES_FROM, RESCORED, Codes, Scores, Vector, VectorIndex
+from devstream.memory.vectors import CODES_FROM, RESCORED, Codes, Vector, VectorIndex
 
 
 @dataclass(frozen=True)
@@ -128,9 +128,12 @@ class MemoryIndex:
         order = np.lexsort((candidates, -similarity))[:limit]
         return list(zip(candidates[order].tolist(), similarity[order].tolist(), strict=True))
 
-    def similarity(self, unit: Vector, rows: Sequence[int]) -> Scores:
-        """The query's exact cosine similarity to the given rows."""
-        return self.vectors.exact(unit, np.asarray(rows, dtype=np.int64))
+    def similarity(self, unit: Vector, rows: Sequence[int]) -> dict[int, float]:
+        """The query's exact cosine similarity to each of the given rows with a vector."""
+        wanted = np.asarray(rows, dtype=np.int64)
+        wanted = wanted[self.rows.has_vector[wanted]]
+        found = self.vectors.exact(unit, wanted).tolist()
+        return dict(zip(wanted.tolist(), found, strict=True))
 
     def entry_ids(self, rows: Sequence[int]) -> list[int]:
         ids: list[int] = self.rows.ids[np.asarray(rows, dtype=np.int64)].tolist()

@@ -32,6 +32,7 @@ from devstream.memory.follow import CachePolicy, Followed, catch_up
 from devstream.memory.fulltext import match_expression
 from devstream.memory.index import MemoryIndex
 from devstream.memory.lexical import Hits, phrase_hits
+from devstream.memory.rows import Mask
 from devstream.memory.vectors import Vector, normalise
 from devstream.metrics import MetricsRegistry
 
@@ -182,12 +183,13 @@ class Searcher:
         move under one ranking. With `exact` the full-text side comes from FTS5 itself;
         phrases of several terms are matched on FTS5's positions, read in `conn`.
         """
-        index, filters, threshold = self.index, asked.filters, asked.threshold
+        index, filters = self.index, asked.filters
         if exact:
             assert conn is not None, "an exact search reads FTS5 in its snapshot"
             match = match_expression(asked.text)
             ranked = await memory_store.full_text(conn, match, filters, CANDIDATES) if match else []
-            text_hits = [(entry_id, -rank) for entry_id, rank in ranked]  # bm25() is negated
+            live = index.rows.live  # the indexes are at `conn`'s snapshot: every match is live
+            text = [(live[entry_id], -rank) for entry_id, rank in ranked]  # bm25() is negated
             allowed = index.mask(filters)
         else:
             long = await self._phrase_hits(asked.long_phrases, conn)
@@ -196,24 +198,32 @@ class Searcher:
                 long[p.terms] if p.terms in long else index.text.hits(p.terms[0])
                 for p in asked.phrases
             ]
-            text_rows = index.text.search(hits, CANDIDATES, allowed)
-            ids = index.entry_ids([row for row, _ in text_rows])
-            text_hits = [(i, score) for i, (_, score) in zip(ids, text_rows, strict=True)]
-        if asked.vector is None:
-            return _Candidates(text_hits, [], {})
-        vector_rows = index.nearest(asked.vector, CANDIDATES, allowed, threshold, exact=exact)
-        ids = index.entry_ids([row for row, _ in vector_rows])
-        vector_hits = [(i, sim) for i, (_, sim) in zip(ids, vector_rows, strict=True)]
-        sims = dict(vector_hits)
-        live, has_vector = index.rows.live, index.rows.has_vector
-        judged = [i for i, _ in text_hits if i not in sims and i in live and has_vector[live[i]]]
-        found = index.similarity(asked.vector, [live[i] for i in judged])
-        sims.update(zip(judged, found.tolist(), strict=True))
+            text = index.text.search(hits, CANDIDATES, allowed)
+        return self._judged(asked, text, allowed, exact=exact)
+
+    def _judged(
+        self, asked: _Query, text: list[tuple[int, float]], allowed: Mask, *, exact: bool
+    ) -> _Candidates:
+        """The vector side's candidates beside the full-text side's (rows), the similarity
+        of every one that has a vector, and all by entry id."""
+        index, threshold = self.index, asked.threshold
+        vector: list[tuple[int, float]] = []
+        similarity: dict[int, float] = {}
+        if asked.vector is not None:
+            vector = index.nearest(asked.vector, CANDIDATES, allowed, threshold, exact=exact)
+            similarity = index.similarity(asked.vector, [row for row, _ in text])
+            similarity.update(vector)
+        rows = [row for row, _ in text] + [row for row, _ in vector]
+        id_of = dict(zip(rows, index.entry_ids(rows), strict=True))
         if threshold is not None:
             # The threshold applies to similarity: text matches without enough of it drop out
             # (entries with no vector of this model cannot be judged, so they stay).
-            text_hits = [(i, r) for i, r in text_hits if sims.get(i, math.inf) >= threshold]
-        return _Candidates(text_hits, vector_hits, sims)
+            text = [(row, s) for row, s in text if similarity.get(row, math.inf) >= threshold]
+        return _Candidates(
+            [(id_of[row], score) for row, score in text],
+            [(id_of[row], sim) for row, sim in vector],
+            {id_of[row]: sim for row, sim in similarity.items()},
+        )
 
     async def _phrase_hits(
         self, phrases: Sequence[Phrase], conn: AsyncConnection | None

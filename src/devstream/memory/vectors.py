@@ -193,15 +193,17 @@ class VectorIndex:
 
     def approximate(self, unit: Vector, size: int) -> Scores:
         """The query's cosine similarity to rows [0, size), times CODE_SCALE², from codes."""
-        code = quantize(unit[np.newaxis])
         out = np.empty((1, size), dtype=np.float32)
         base = len(self.base)
-        used = np.flatnonzero(code[0])
+        used = np.flatnonzero(unit)
         if self.base_columns is not None and len(used) * SPARSE_QUERY <= self.dimension:
-            np.matmul(code[0, used].astype(np.float32), self.base_columns[used], out=out[0, :base])
-        else:
-            _dots(self.base_codes, code, out[:, :base])
-        _dots(self._added_codes[: size - base], code, out[:, base:])
+            # The query's codes on its own coordinates, as `quantize` makes them.
+            weights = np.rint(unit[used] * np.float32(CODE_SCALE))
+            np.matmul(weights, self.base_columns[used], out=out[0, :base])
+        elif base:
+            _dots(self.base_codes, quantize(unit[np.newaxis]), out[:, :base])
+        if size > base:
+            _dots(self._added_codes[: size - base], quantize(unit[np.newaxis]), out[:, base:])
         return out.reshape(size)
 
     def exact(self, unit: Vector, rows: npt.NDArray[np.int64]) -> Scores:
@@ -224,8 +226,12 @@ class VectorIndex:
 def _gathered(
     matrix: Vector, rows: npt.NDArray[np.int64], used: npt.NDArray[np.intp] | None
 ) -> Vector:
-    """The given rows of `matrix`, of the `used` columns only (None: all of them)."""
-    return matrix[rows] if used is None else matrix[rows[:, np.newaxis], used]
+    """The given rows of `matrix`, of the `used` columns only (None: all of them): taken by
+    their flat positions, which numpy gathers several times faster than by two indexes."""
+    if used is None:
+        return matrix[rows]
+    positions = (rows * matrix.shape[1])[:, np.newaxis] + used
+    return matrix.reshape(-1).take(positions)
 
 
 def _dots(codes: Codes, query: Codes, out: Scores) -> None:
