@@ -376,6 +376,31 @@ async def test_every_committed_write_replaces_the_generation_token(
     assert len(tokens) == 3  # two writes, two new tokens; the read changed nothing
 
 
+@pytest.mark.sqlite_only("the driver's thread and the store-generation token")
+async def test_a_write_transaction_begins_and_replaces_the_token_in_one_round_trip(
+    integration_real_database: DevStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every call to the driver's thread wakes it and waits for it: BEGIN IMMEDIATE and the
+    transaction's new token go together, then each statement and the commit."""
+    pool = integration_real_database.pool
+    trips: list[object] = []
+    to_thread: Any = OneTripConnection._execute  # aiosqlite's queue to its thread
+
+    async def counted(self: OneTripConnection, function: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(function)
+        return await to_thread(self, function, *args, **kwargs)
+
+    token = await store_generation(pool)
+    monkeypatch.setattr(OneTripConnection, "_execute", counted)
+    async with pool.write_transaction() as conn:
+        assert len(trips) == 1
+        await conn.execute(insert(schema.intervention_plans).values(title="one trip each"))
+        assert len(trips) == 2
+    assert len(trips) == 3  # the commit
+    monkeypatch.undo()
+    assert await store_generation(pool) != token
+
+
 async def test_a_read_transaction_reads_one_snapshot(
     integration_real_database: DevStream,
 ) -> None:

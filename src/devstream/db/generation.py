@@ -22,7 +22,7 @@ def new_token() -> str:
 async def replace(conn: AsyncConnection) -> str:
     """Put a new token in place and return it."""
     token = new_token()
-    await conn.execute(_SET, {"token": token})
+    await conn.execute(SET, {"token": token})
     return token
 
 
@@ -31,7 +31,7 @@ async def current(conn: AsyncConnection) -> str:
 
 
 # Built once: these run in every write transaction, and building a statement costs more
-# than running it.
+# than running it (on SQLite, `SET` runs with BEGIN: db/sqlite.py).
 _ROW = store_state.c.id == 1
-_SET = update(store_state).where(_ROW).values(generation=bindparam("token"))
+SET = update(store_state).where(_ROW).values(generation=bindparam("token"))
 _CURRENT = select(store_state.c.generation).where(_ROW)

@@ -52,6 +52,7 @@ class ConnectionPool:
         # Engines sharing the pool whose connections carry an option from checkout on,
         # which saves setting it (a round trip through SQLAlchemy) on every transaction.
         self._writing = engine.execution_options(**{sqlite.WRITE_OPTION: True})
+        self._migrating = self._writing.execution_options(**{sqlite.SAME_GENERATION_OPTION: True})
         # A read transaction reads one snapshot, as SQLite's does: on PostgreSQL, where
         # every connection is READ COMMITTED (each statement its own snapshot), it asks for
         # REPEATABLE READ, read only (an export's pages, a plan's progress, agree).
@@ -138,7 +139,7 @@ class ConnectionPool:
     async def read_transaction(self) -> AsyncIterator[AsyncConnection]:
         self.stats.reads += 1
         with self._translate_errors():
-            async with self._transaction(write=False) as conn:
+            async with self._transaction(self._reading) as conn:
                 yield conn
 
     @asynccontextmanager
@@ -176,10 +177,9 @@ class ConnectionPool:
         Only schema migrations opt out: the token's table may not exist yet (or any more).
         """
         self.stats.writes += 1
+        writing = self._writing if bump_generation else self._migrating
         with self._translate_errors():
-            async with self._writer_turn(), self._transaction(write=True) as conn:
-                if bump_generation and self.on_sqlite:
-                    await generation.replace(conn)
+            async with self._writer_turn(), self._transaction(writing) as conn:
                 yield conn
 
     @asynccontextmanager
@@ -208,7 +208,9 @@ class ConnectionPool:
         """Route every transaction through one connection's savepoints, then roll all back."""
         await self._return_kept()  # the pool may have no other connection to give
         async with self.engine.connect() as conn:
-            await conn.execution_options(**{sqlite.WRITE_OPTION: True})
+            # Each transaction in the seam replaces the token in a savepoint of its own.
+            options = {sqlite.WRITE_OPTION: True, sqlite.SAME_GENERATION_OPTION: True}
+            await conn.execution_options(**options)
             outer = await conn.begin()
             self._seam = IsolationSeam(conn)
             try:
@@ -218,13 +220,16 @@ class ConnectionPool:
                 await outer.rollback()
 
     @asynccontextmanager
-    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
-        if self._seam is not None:
-            async with self._seam.transaction() as conn:
+    async def _transaction(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+        """A transaction on a connection of `engine` (one of the pool's options); on SQLite,
+        a write transaction's BEGIN replaces the store-generation token (db/sqlite.py)."""
+        if self._seam is None:
+            async with self._checkout(engine) as conn, conn.begin():
                 yield conn
             return
-        engine = self._writing if write else self._reading
-        async with self._checkout(engine) as conn, conn.begin():
+        async with self._seam.transaction() as conn:
+            if engine is self._writing and self.on_sqlite:  # a savepoint: no BEGIN
+                await generation.replace(conn)
             yield conn
 
     @asynccontextmanager

@@ -7,8 +7,9 @@ event, savepoints nest properly and writes can ask for BEGIN IMMEDIATE.
 aiosqlite runs every call on a thread of its own, and each call is a round trip between
 threads (tens of microseconds). Its cursors cost one round trip to open, one to execute,
 one to fetch and one to close; DevStream's cursor does all four in one. Results are always
-fully fetched, which is all SQLAlchemy's async adapter asks of a cursor here. The pool also
-skips its reset rollback when the driver reports no open transaction.
+fully fetched, which is all SQLAlchemy's async adapter asks of a cursor here. A write
+transaction's BEGIN IMMEDIATE and its new store-generation token go in one round trip too,
+and the pool skips its reset rollback when the driver reports no open transaction.
 
 `DriverQuery` goes one step further for the hottest read (a search's fetch): SQLAlchemy
 compiles it once and types its results, but it runs on the driver connection directly, on
@@ -34,16 +35,24 @@ from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolResetState
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.util import await_only
 
 from devstream.config import Settings
+from devstream.db import generation
 from devstream.errors import StorageBusy, StorageError, StorageFull
 
-# Execution options: the transaction will write; a lone statement needs no transaction.
+# Execution options: the transaction will write; a lone statement needs no transaction; a
+# write transaction leaves the store-generation token alone (a schema migration, before
+# whose end the token's table may not exist).
 WRITE_OPTION = "devstream_write"
 AUTOCOMMIT_OPTION = "devstream_autocommit"
+SAME_GENERATION_OPTION = "devstream_same_generation"
 # aiosqlite's default for iterating results in chunks; our cursors fetch everything at once.
 _ITER_CHUNK_SIZE = 64
 _LOCKED = "database is locked"  # SQLite's message for SQLITE_BUSY
+_DIALECT = SQLiteDialect_aiosqlite()
 
 Row = tuple[Any, ...]
 Description = tuple[tuple[Any, ...], ...] | None
@@ -151,7 +160,22 @@ class OneTripConnection(aiosqlite.Connection):
             connection.execute(f"PRAGMA busy_timeout = {int(timeout)}")
 
 
-class DriverQuery:
+class _Compiled:
+    """A statement compiled for SQLite once, run at the driver level with its parameters in
+    the order the compiled text takes them."""
+
+    def __init__(self, statement: ClauseElement) -> None:
+        compiled = cast("SQLCompiler", statement.compile(dialect=_DIALECT))
+        self.sql = str(compiled)
+        self._parameters = compiled.positiontup or []
+        self._defaults = compiled.params  # values bound in the statement itself
+
+    def values(self, **parameters: Any) -> tuple[Any, ...]:
+        given = {**self._defaults, **parameters}
+        return tuple(given[name] for name in self._parameters)
+
+
+class DriverQuery(_Compiled):
     """A read statement compiled once and run in one driver round trip, bypassing
     SQLAlchemy's per-execution work (which costs more than SQLite's own for a small read).
 
@@ -159,20 +183,15 @@ class DriverQuery:
     """
 
     def __init__(self, statement: Select[Any]) -> None:
-        dialect = SQLiteDialect_aiosqlite()
-        compiled = statement.compile(dialect=dialect)
-        self.sql = str(compiled)
-        self._parameters = compiled.positiontup or []
-        self._defaults = compiled.params  # values bound in the statement itself
+        super().__init__(statement)
         self._processors = [
             (index, processor)
             for index, column in enumerate(statement.selected_columns)
-            if (processor := column.type.dialect_impl(dialect).result_processor(dialect, None))
+            if (processor := column.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None))
         ]
 
     async def all(self, conn: AsyncConnection, **parameters: Any) -> list[Row]:
-        given = {**self._defaults, **parameters}
-        values = tuple(given[name] for name in self._parameters)
+        values = self.values(**parameters)
         # The connection the caller holds (a seam's included), at the driver level.
         pooled = conn.sync_connection.connection  # type: ignore[union-attr]
         driver = cast("OneTripConnection", pooled.driver_connection)
@@ -189,6 +208,9 @@ class DriverQuery:
         for index, processor in self._processors:
             values[index] = processor(values[index])
         return tuple(values)
+
+
+_NEW_TOKEN = _Compiled(generation.SET)
 
 
 def storage_error(error: object) -> StorageError:
@@ -219,6 +241,15 @@ def _immutable(path: Path) -> str:
     beside the store, which such a folder cannot hold; nothing can change the store there
     meanwhile, so SQLite may read it as it stands, without locks."""
     return f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
+
+
+def _begin_writing(token: str | None, connection: sqlite3.Connection) -> None:
+    """On the driver's thread: BEGIN IMMEDIATE, which takes the write lock up front (a writer
+    waits on busy_timeout there instead of failing when it upgrades a read lock halfway),
+    and the transaction's new store-generation token, in one round trip."""
+    connection.execute("BEGIN IMMEDIATE")
+    if token is not None:
+        connection.execute(_NEW_TOKEN.sql, _NEW_TOKEN.values(token=token))
 
 
 def _fetch_all(sql: str, values: tuple[Any, ...], connection: sqlite3.Connection) -> list[Row]:
@@ -257,12 +288,18 @@ def configure(engine: AsyncEngine, settings: Settings) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        # IMMEDIATE takes the write lock up front, so a writer waits on busy_timeout
-        # instead of failing when it upgrades a read lock mid-transaction.
         options = connection.get_execution_options()
-        if not options.get(AUTOCOMMIT_OPTION, False):
-            writes = options.get(WRITE_OPTION, False)
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+        if options.get(AUTOCOMMIT_OPTION, False):
+            return
+        if not options.get(WRITE_OPTION, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        token = None if options.get(SAME_GENERATION_OPTION, False) else generation.new_token()
+        driver = cast("OneTripConnection", connection.connection.driver_connection)
+        try:
+            await_only(driver.in_thread(partial(_begin_writing, token)))
+        except sqlite3.Error as exc:  # raised past the driver's cursor, which SQLAlchemy wraps
+            raise storage_error(exc) from exc
 
     @event.listens_for(engine.sync_engine, "reset")
     def _on_reset(dbapi_connection: Any, _record: object, _state: PoolResetState) -> None:
