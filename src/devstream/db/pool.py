@@ -77,9 +77,10 @@ class ConnectionPool:
         self._seam: IsolationSeam | None = None
         self._demand = 0
         self._closed = False
-        # One connection kept checked out between lone reads (a search's fetch), for one of
-        # them at a time: SQLAlchemy's checkout and return cost more than such a read. It
-        # goes back to the pool whenever another caller would otherwise wait for it.
+        # One connection kept checked out between lone statements (a search's fetch, a store
+        # on PostgreSQL), for one of them at a time: SQLAlchemy's checkout and return cost
+        # more than such a statement. It goes back to the pool whenever another caller would
+        # otherwise wait for it.
         self._kept: AsyncConnection | None = None
         self._kept_lent = False
         self._disposals = 0  # by close() and reconnect(): a connection lent across one is not kept
@@ -146,24 +147,24 @@ class ConnectionPool:
     async def read_statement(self) -> AsyncIterator[AsyncConnection]:
         """For a single read, atomic by itself: no BEGIN and no COMMIT around it."""
         self.stats.reads += 1
-        if self._seam is not None or self._kept_lent:
-            async with self.autocommit() as conn:
-                yield conn
-            return
-        with self._translate_errors():
-            async with self._lent() as conn:
-                yield conn
+        async with self.autocommit() as conn:
+            yield conn
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
         """For statements each atomic by itself, outside any transaction block (as CREATE
-        INDEX CONCURRENTLY must run); under the isolation seam, in its transaction instead."""
+        INDEX CONCURRENTLY must run), on the connection kept for them unless another caller
+        holds it; under the isolation seam, in its transaction instead."""
         with self._translate_errors():
             if self._seam is not None:
                 async with self._seam.transaction() as conn:
                     yield conn
                 return
-            async with self._checkout(self._autocommit) as conn:
+            if self._kept_lent:
+                async with self._checkout(self._autocommit) as conn:
+                    yield conn
+                return
+            async with self._lent() as conn:
                 yield conn
 
     @asynccontextmanager
@@ -252,7 +253,7 @@ class ConnectionPool:
 
     @asynccontextmanager
     async def _lent(self) -> AsyncIterator[AsyncConnection]:
-        """The kept connection, for one lone read (checked out first if none is kept)."""
+        """The kept connection, for lone statements (checked out first if none is kept)."""
         self._kept_lent, disposals = True, self._disposals
         try:
             if self._kept is None:
@@ -260,7 +261,7 @@ class ConnectionPool:
             else:
                 conn = self._kept
                 self._count_in()
-            self._kept = None  # kept again only once the read has gone well
+            self._kept = None  # kept again only once its statements have gone well
             try:
                 yield conn
             except BaseException:
