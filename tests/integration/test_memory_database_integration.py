@@ -658,9 +658,11 @@ async def test_writers_and_other_searchers_go_on_while_the_vector_index_is_built
         DevStream.open(patient, migrate_schema=False) as builder,
         DevStream.open(ds.settings, migrate_schema=False) as other,
     ):
-        building = asyncio.create_task(builder.memory.search("build note"))
-        try:
-            async with _an_open_write(ds):
+        # The write is open before the build starts: a build that began first could end
+        # before the write took its lock, and then wait for nothing.
+        async with _an_open_write(ds):
+            building = asyncio.create_task(builder.memory.search("build note"))
+            try:
                 await _until_a_build_waits(ds)
                 stored = await asyncio.wait_for(
                     other.memory.store("a note stored during the build", "context"),
@@ -672,9 +674,10 @@ async def test_writers_and_other_searchers_go_on_while_the_vector_index_is_built
                 assert found.hits[0].entry.id == stored.entry.id, "answered by a full scan"
                 assert not building.done(), "the build did not wait for the open write"
                 assert await _vector_index(ds) == (False, "hnsw"), "not valid until built"
-            result = await asyncio.wait_for(building, PROCESS_WAIT_S)
-        finally:
-            building.cancel()
+            except BaseException:
+                building.cancel()
+                raise
+        result = await asyncio.wait_for(building, PROCESS_WAIT_S)
     assert len(result.hits) == 10
     assert await _vector_index(ds) == (True, "hnsw")
     assert await _advisory_locks(ds) == 0, "the build's lock outlived it"
