@@ -7,6 +7,7 @@ SQL about memories lives here, in SQLAlchemy Core.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -270,7 +271,7 @@ async def fetch_with_state(
 ) -> tuple[str, int, dict[int, MemoryEntry]]:
     """The store-generation token, the newest change and the entries with these ids, in
     one statement."""
-    rows = await _BY_IDS_WITH_STATE.all(conn, ids=f"[{','.join(map(str, ids))}]")
+    rows = await _BY_IDS_WITH_STATE.all(conn, ids=json.dumps(list(ids)))
     entries = {row[2]: MemoryEntry(*row[2:]) for row in rows if row[2] is not None}
     return rows[0][0], int(rows[0][1]), entries
 

@@ -304,8 +304,7 @@ class ConnectionPool:
             raise
         finally:
             self.stats.wait_time_s += time.perf_counter() - started
-        self.stats.in_use += 1
-        self.stats.peak_in_use = max(self.stats.peak_in_use, self.stats.in_use)
+        self._hold()
         return conn
 
     async def _disconnect(self, conn: AsyncConnection) -> None:
@@ -315,6 +314,9 @@ class ConnectionPool:
     def _count_in(self) -> None:
         """A caller holds a connection it did not have to check out (the kept one)."""
         self._demand += 1
+        self._hold()
+
+    def _hold(self) -> None:
         self.stats.in_use += 1
         self.stats.peak_in_use = max(self.stats.peak_in_use, self.stats.in_use)
 

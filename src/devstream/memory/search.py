@@ -207,13 +207,14 @@ class Searcher:
         """The vector side's candidates beside the full-text side's (rows), the similarity
         of every one that has a vector, and all by entry id."""
         index, threshold = self.index, asked.threshold
+        text_rows = [row for row, _ in text]
         vector: list[tuple[int, float]] = []
         similarity: dict[int, float] = {}
         if asked.vector is not None:
             vector = index.nearest(asked.vector, CANDIDATES, allowed, threshold, exact=exact)
-            similarity = index.similarity(asked.vector, [row for row, _ in text])
+            similarity = index.similarity(asked.vector, text_rows)
             similarity.update(vector)
-        rows = [row for row, _ in text] + [row for row, _ in vector]
+        rows = text_rows + [row for row, _ in vector]
         id_of = dict(zip(rows, index.entry_ids(rows), strict=True))
         if threshold is not None:
             # The threshold applies to similarity: text matches without enough of it drop out

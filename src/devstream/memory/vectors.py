@@ -196,14 +196,16 @@ class VectorIndex:
         out = np.empty((1, size), dtype=np.float32)
         base = len(self.base)
         used = np.flatnonzero(unit)
-        if self.base_columns is not None and len(used) * SPARSE_QUERY <= self.dimension:
+        columns = self.base_columns if len(used) * SPARSE_QUERY <= self.dimension else None
+        if columns is not None:
             # The query's codes on its own coordinates, as `quantize` makes them.
             weights = np.rint(unit[used] * np.float32(CODE_SCALE))
-            np.matmul(weights, self.base_columns[used], out=out[0, :base])
-        elif base:
-            _dots(self.base_codes, quantize(unit[np.newaxis]), out[:, :base])
-        if size > base:
-            _dots(self._added_codes[: size - base], quantize(unit[np.newaxis]), out[:, base:])
+            np.matmul(weights, columns[used], out=out[0, :base])
+        if columns is None or size > base:  # codes scanned row by row: the query's, once
+            code = quantize(unit[np.newaxis])
+            if columns is None:
+                _dots(self.base_codes, code, out[:, :base])
+            _dots(self._added_codes[: size - base], code, out[:, base:])
         return out.reshape(size)
 
     def exact(self, unit: Vector, rows: npt.NDArray[np.int64]) -> Scores:
