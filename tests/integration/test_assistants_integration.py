@@ -217,6 +217,34 @@ async def test_a_refusal_is_a_tool_error_with_its_message_and_writes_nothing(
     assert await table_row_counts(pool) == before
 
 
+async def test_an_argument_a_tool_does_not_take_is_refused_and_writes_nothing(
+    integration_devstream: DevStream,
+) -> None:
+    pool = integration_devstream.pool
+    before = await table_row_counts(pool)
+    misspelt = [{"title": "a"}, {"title": "b", "depend_on": [1]}]
+    async with client_of(integration_devstream, "all") as client:
+        listed = (await client.list_tools()).tools
+        stored = await call(client, "add_memory", content="x", content_type="decision", plan=1)
+        outlined = await call(
+            client, "outline_plan", title="P", phases=[{"name": "p", "tasks": misspelt}]
+        )
+        many = await call(client, "ready_tasks", limit=1, plan=1, phase=2)
+    # Dropped silently, each call would have done something else than asked.
+    assert error_text(stored).startswith("add_memory: unknown argument plan; it takes ")
+    assert "depend_on" in error_text(outlined)
+    assert "Extra inputs are not permitted" in error_text(outlined)
+    assert error_text(many) == "ready_tasks: unknown argument phase, plan; it takes limit, plan_id"
+    assert await table_row_counts(pool) == before
+    for tool in listed:
+        assert tool.input_schema["additionalProperties"] is False, tool.name
+    outline = next(tool for tool in listed if tool.name == "outline_plan").input_schema
+    assert {name: shape["additionalProperties"] for name, shape in outline["$defs"].items()} == {
+        "PhaseSpec": False,
+        "TaskSpec": False,
+    }
+
+
 async def test_all_adds_the_rest_of_the_cli_abilities(integration_devstream: DevStream) -> None:
     async with client_of(integration_devstream, "all") as client:
         hints = {tool.name: tool.annotations for tool in (await client.list_tools()).tools}

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib.metadata import version
+from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, InputRequiredResult
+from mcp.types import Tool as MCPTool
 
 from devstream.app import DevStream
 from devstream.config import Settings
 from devstream.errors import ConfigError, DevStreamError
+from devstream.mcp.shapes import closed_arguments
 from devstream.mcp.tools import CORE, MORE, Spec, Tools, bound
 
 TOOLS_ENV = "DEVSTREAM_MCP_TOOLS"
@@ -49,21 +55,57 @@ def selected(choice: str | None) -> tuple[Spec, ...]:
     return tuple(everything[name] for name in dict.fromkeys(names))
 
 
-def build_server(ds: DevStream, tools: Sequence[Spec] = CORE) -> MCPServer:
-    """An MCP server whose tools call into `ds`."""
-    server = MCPServer(
-        "devstream", version=version("devstream"), instructions=INSTRUCTIONS, log_level="WARNING"
-    )
-    bound_to = Tools(ds)
-    for spec in tools:
-        call = bound(bound_to, spec)
-        server.add_tool(
+class StrictServer(MCPServer[Any]):
+    """An MCP server that refuses the arguments a tool does not take.
+
+    The SDK's argument models drop unknown names silently: a misspelt `plan_id` would run
+    the call unfiltered, and a model would take the answer for what it asked. The tool list
+    says so too (`additionalProperties: false`), for clients that check before they call.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "devstream",
+            version=version("devstream"),
+            instructions=INSTRUCTIONS,
+            log_level="WARNING",
+        )
+        self._takes: dict[str, frozenset[str]] = {}
+
+    def serve(self, spec: Spec, call: Callable[..., Awaitable[CallToolResult]]) -> None:
+        """Serve `call` (a tool method bound by `bound`) as the tool `spec` names."""
+        self.add_tool(
             call,
             name=spec.name,
             description=" ".join((call.__doc__ or "").split()),
             annotations=spec.annotations(),
             structured_output=True,
         )
+        self._takes[spec.name] = frozenset(inspect.signature(call).parameters)
+
+    async def list_tools(self) -> list[MCPTool]:
+        listed = await super().list_tools()
+        return [
+            tool.model_copy(update={"input_schema": closed_arguments(tool.input_schema)})
+            for tool in listed
+        ]
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        unknown = sorted(set(arguments) - self._takes.get(name, frozenset(arguments)))
+        if unknown:
+            takes = ", ".join(sorted(self._takes[name])) or "nothing"
+            raise ToolError(f"{name}: unknown argument {', '.join(unknown)}; it takes {takes}")
+        return await super().call_tool(name, arguments, context)
+
+
+def build_server(ds: DevStream, tools: Sequence[Spec] = CORE) -> StrictServer:
+    """An MCP server whose tools call into `ds`."""
+    server = StrictServer()
+    bound_to = Tools(ds)
+    for spec in tools:
+        server.serve(spec, bound(bound_to, spec))
     return server
 
 

@@ -34,6 +34,17 @@ def _untitled(schema: dict[str, Any]) -> None:
 
 
 untitled = with_config(ConfigDict(json_schema_extra=_untitled))
+# What a caller passes: a field it misspells is refused, not dropped.
+untitled_input = with_config(ConfigDict(json_schema_extra=_untitled, extra="forbid"))
+
+
+def closed_arguments(schema: dict[str, Any]) -> dict[str, Any]:
+    """A tool's input schema (a copy) as its server checks it: no property but those named,
+    and without the titles of its properties."""
+    closed = {**schema, "additionalProperties": False}
+    closed["properties"] = {name: dict(prop) for name, prop in schema["properties"].items()}
+    _untitled(closed)
+    return closed
 
 
 Whole = Annotated[int, Strict()]  # an item of a list: a field's strictness stops at the list
@@ -48,7 +59,7 @@ Document = dict[str, Any]
 Documents = list[Document]
 
 
-@untitled
+@untitled_input
 class TaskSpec(TypedDict, total=False):
     title: Required[Annotated[str, about("Task title.")]]
     description: Annotated[str, about("What to do.")]
@@ -57,7 +68,7 @@ class TaskSpec(TypedDict, total=False):
     depends_on: Annotated[list[Whole], about("Positions (from 1) of outline tasks it waits for.")]
 
 
-@untitled
+@untitled_input
 class PhaseSpec(TypedDict):
     name: Annotated[str, about("Phase name.")]
     tasks: Annotated[list[TaskSpec], about("Its tasks.")]
