@@ -235,16 +235,16 @@ def test_concurrent_callers_get_their_own_results() -> None:
 def test_chunks_seen_before_are_answered_without_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
     """A text's terms are its whitespace-separated chunks' terms; a chunk already tokenized is
     not asked of SQLite again, and a caller changing an answer changes no later one."""
-    first = words("Writers keep running")
+    first = words("Wrïters kéep rünning")
     first.append("changed by its caller")
     assert index_terms(["writers running"]) == [["writer", "run"]]  # its own table's answer
 
     monkeypatch.setattr(tokenizer_module._tokenizer, "_connect", _no_sqlite)
-    assert words("running\tWriters  keep") == ["running", "writers", "keep"]
-    assert word_lists(["keep", "keep running"]) == [["keep"], ["keep", "running"]]
+    assert words("rünning\tWrïters  kéep") == ["running", "writers", "keep"]
+    assert word_lists(["kéep", "kéep rünning"]) == [["keep"], ["keep", "running"]]
     assert index_terms(["running writers"]) == [["run", "writer"]]
     with pytest.raises(AssertionError, match="went to SQLite"):
-        words("keep another")
+        words("kéep anöther")
 
 
 @pytest.fixture
@@ -261,13 +261,13 @@ def test_the_chunks_kept_are_bounded_the_least_recently_used_dropped_first(
     fresh_tokenizer: tokenizer_module._Tokenizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tokenizer_module, "KNOWN_CHUNKS", 3)
-    words("one two three")
-    words("one")  # now the most recently used
-    assert words("four") == ["four"]  # drops "two"
+    words("öne twö thrée")
+    words("öne")  # now the most recently used
+    assert words("föur") == ["four"]  # drops "twö"
     monkeypatch.setattr(fresh_tokenizer, "_connect", _no_sqlite)
-    assert words("one three four") == ["one", "three", "four"]
+    assert words("öne thrée föur") == ["one", "three", "four"]
     with pytest.raises(AssertionError, match="went to SQLite"):
-        words("two")
+        words("twö")
 
 
 def test_a_long_text_is_tokenized_whole_and_its_chunks_are_not_kept(
@@ -287,13 +287,39 @@ def test_a_long_text_asked_alone_twice_in_a_row_goes_to_sqlite_once(
     fresh_tokenizer: tokenizer_module._Tokenizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store asks for its content's words twice: for its keywords, then for its vector."""
-    long = " ".join(f"w{n}" for n in range(tokenizer_module.CHUNKED_UP_TO + 1))
+    long = " ".join(f"wé{n}" for n in range(tokenizer_module.CHUNKED_UP_TO + 1))
     first = words(long)
     first.append("changed by its caller")
     monkeypatch.setattr(fresh_tokenizer, "_connect", _no_sqlite)
-    assert words(long) == [f"w{n}" for n in range(tokenizer_module.CHUNKED_UP_TO + 1)]
+    assert words(long) == [f"we{n}" for n in range(tokenizer_module.CHUNKED_UP_TO + 1)]
     with pytest.raises(AssertionError, match="went to SQLite"):
         words(long + " more")
+
+
+def test_words_of_ascii_are_sqlites_answer_for_each_character_without_asking_again(
+    fresh_tokenizer: tokenizer_module._Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ASCII character between two words, and one long text of them all: once the
+    tokenizer has read its table, the words of ASCII text never go to SQLite."""
+    samples = [f"Ab{chr(code)}9z" for code in range(128)]
+    samples += ["".join(map(chr, range(128))) * 3, "x" * tokenizer_module.MAX_TOKEN_BYTES]
+    _, expected = reference_terms(samples)
+    words("warm")
+    monkeypatch.setattr(fresh_tokenizer, "_connect", _no_sqlite)
+    assert word_lists(samples) == expected
+    assert {len(terms) for terms in expected[:128]} == {1, 2}  # joined by some, split by others
+
+
+def test_a_token_fts5_would_cut_is_left_to_sqlite(
+    fresh_tokenizer: tokenizer_module._Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long = "y" * (tokenizer_module.MAX_TOKEN_BYTES + 1)
+    (expected,) = reference_terms([long])[1]
+    assert expected == ["y" * tokenizer_module.MAX_TOKEN_BYTES]  # as FTS5 keeps it
+    assert words(long) == expected
+    monkeypatch.setattr(fresh_tokenizer, "_connect", _no_sqlite)
+    with pytest.raises(AssertionError, match="went to SQLite"):
+        words("z" + long)
 
 
 def _no_sqlite() -> sqlite3.Connection:

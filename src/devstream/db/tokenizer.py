@@ -9,6 +9,11 @@ and their terms are read back through `fts5vocab` in document order. Each batch 
 one transaction that is rolled back, so the private tables stay empty. What is inserted
 is each whitespace-separated chunk not seen lately (see `_Tokenizer`).
 
+Words of ASCII text alone are split in Python, by SQLite's own answer for each of the 128
+ASCII characters (read once from the same tokenizer): unicode61 folds and separates them
+one character at a time, so a table of them gives its words exactly, at a fraction of a
+round trip. Index terms go to SQLite always: Porter stemming is not ported either.
+
 Bad input: a text holding a lone surrogate cannot be encoded for SQLite, so it cannot be
 stored or indexed either; `index_terms` and the word functions refuse it with
 `InvalidInput`. A NUL is passed through, as the store passes it (FTS5 separates words at
@@ -45,6 +50,8 @@ FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 # The same folding without stemming: words as written, minus case and diacritics.
 _WORD_TOKENIZER = FTS_TOKENIZER.removeprefix("porter ")
 MAX_TERMS = 64
+# FTS5 cuts a token at this many bytes: ASCII text no longer than this has none it cuts.
+MAX_TOKEN_BYTES = 32768
 # Chunks whose terms each tokenizer keeps, the least recently used dropped first.
 KNOWN_CHUNKS = 1 << 16
 # Texts of more chunks than this are tokenized whole, their chunks neither looked up nor kept.
@@ -84,6 +91,7 @@ class _Tokenizer:
         self._connection: sqlite3.Connection | None = None
         self._known: dict[str, OrderedDict[str, tuple[str, ...]]] = {}
         self._last: dict[str, tuple[str, tuple[str, ...]]] = {}  # the last lone long text
+        self._ascii: dict[int, str] | None = None  # see `_ascii_words`
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -132,6 +140,30 @@ class _Tokenizer:
         return out
 
     def _asked(self, table: str, chunks: Sequence[str]) -> list[tuple[str, ...]]:
+        """Each chunk's terms: words of ASCII from `_ascii_words`, the rest from SQLite."""
+        out: list[tuple[str, ...] | None] = [None] * len(chunks)
+        if table == _WORDS and chunks:
+            folds = self._ascii_words()
+            for i, chunk in enumerate(chunks):
+                if chunk.isascii() and len(chunk) <= MAX_TOKEN_BYTES:
+                    out[i] = tuple(chunk.translate(folds).split())
+        asked = [i for i, terms in enumerate(out) if terms is None]
+        answers = iter(self._from_sqlite(table, [chunks[i] for i in asked]))
+        return [next(answers) if terms is None else terms for terms in out]
+
+    def _ascii_words(self) -> dict[int, str]:
+        """What unicode61 makes of each ASCII character, as `str.translate` takes it: its
+        folded self if it is part of a word, else a space."""
+        if self._ascii is None:
+            characters = [chr(code) for code in range(128)]
+            answers = self._from_sqlite(_WORDS, characters)
+            self._ascii = {
+                ord(character): "".join(terms) or " "
+                for character, terms in zip(characters, answers, strict=True)
+            }
+        return self._ascii
+
+    def _from_sqlite(self, table: str, chunks: Sequence[str]) -> list[tuple[str, ...]]:
         """Each chunk's terms, from SQLite."""
         if not chunks:
             return []
