@@ -93,6 +93,7 @@ class StrictServer(MCPServer[Any]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        # A tool this server does not serve is the SDK's to refuse.
         unknown = sorted(set(arguments) - self._takes.get(name, frozenset(arguments)))
         if unknown:
             takes = ", ".join(sorted(self._takes[name])) or "nothing"
